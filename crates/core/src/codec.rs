@@ -1,0 +1,98 @@
+//! Every byte gridsync encodes goes through this module.
+//!
+//! Format: one version byte ([`FORMAT_V1`] = `0x01`) followed by the value in bincode 2.0.1's
+//! serde encoding with `bincode::config::standard()` (little-endian, variable-length integers)
+//! and a decode limit of [`MAX_ENCODED`] bytes. Decoding refuses an unknown version byte,
+//! trailing bytes and anything over the limit. Golden vectors in `fixtures/codec/` pin the
+//! bytes; swapping the codec means changing this file and those vectors only.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::event::Event;
+use crate::merge::IncidentState;
+
+/// The version byte that starts every encoding.
+pub const FORMAT_V1: u8 = 0x01;
+/// The largest encoding accepted, in bytes.
+pub const MAX_ENCODED: usize = 4 * 1024 * 1024;
+
+/// Bytes that could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("empty input")]
+    Empty,
+    #[error("unknown format version {0:#04x} (this build reads {FORMAT_V1:#04x})")]
+    Version(u8),
+    #[error("{0} bytes is over the {MAX_ENCODED}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("{0} trailing bytes after the {1}")]
+    Trailing(usize, &'static str),
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+}
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_ENCODED>,
+>;
+
+fn config() -> Config {
+    bincode::config::standard().with_limit::<MAX_ENCODED>()
+}
+
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![FORMAT_V1];
+    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| {
+        CodecError::Encode {
+            what,
+            detail: e.to_string(),
+        }
+    })?;
+    if out.len() > MAX_ENCODED {
+        return Err(CodecError::TooLarge(out.len()));
+    }
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if version != FORMAT_V1 {
+        return Err(CodecError::Version(version));
+    }
+    if bytes.len() > MAX_ENCODED {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| CodecError::Malformed {
+            what,
+            detail: e.to_string(),
+        })?;
+    if used != body.len() {
+        return Err(CodecError::Trailing(body.len() - used, what));
+    }
+    Ok(value)
+}
+
+/// Encodes an event.
+pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
+    encode("event", event)
+}
+
+/// Decodes an event, checking every field's invariants (grid code, category, location).
+pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
+    decode("event", bytes)
+}
+
+/// Encodes a materialised incident state (a cache: it can always be rebuilt from events).
+pub fn encode_state(state: &IncidentState) -> Result<Vec<u8>, CodecError> {
+    encode("incident state", state)
+}
+
+/// Decodes a materialised incident state.
+pub fn decode_state(bytes: &[u8]) -> Result<IncidentState, CodecError> {
+    decode("incident state", bytes)
+}
