@@ -1,1 +1,717 @@
+//! gridsync-store: the durable home of a node's event log, incident state and blobs.
+//!
+//! One SQLite file (WAL, `synchronous=FULL`). Every write goes through [`Store::append`], one
+//! transaction that stores blobs, inserts events (idempotent on `(origin, seq)`), folds them
+//! into the materialised incident state and records the node's clock: a crash at any instant
+//! leaves the whole batch there or none of it.
+//!
+//! **Invariants:** nothing is reported committed before SQLite's commit returned; re-applying
+//! any batch changes nothing; the materialised state of an incident always equals the fold of
+//! its stored events; opening a file that is not a gridsync store, or one of a newer schema,
+//! fails before anything is written to it.
 
+mod schema;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use gridsync_core::codec::{self, CodecError};
+use gridsync_core::{BlobHash, Event, EventId, Hlc, IncidentId, IncidentState, NodeId};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+
+/// What went wrong with a store. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: no gridsync store here (create one with `init`)")]
+    Missing { path: PathBuf },
+    #[error("{path}: a file already exists here; refusing to overwrite it")]
+    Exists { path: PathBuf },
+    #[error("{path}: not a gridsync store ({why}); the file was not changed")]
+    NotAStore { path: PathBuf, why: String },
+    #[error("{path}: store schema version {found} is newer than this build supports ({supported}); upgrade gridsync. The file was not changed")]
+    NewerSchema {
+        path: PathBuf,
+        found: i32,
+        supported: i32,
+    },
+    #[error("{path}: the store has no node identity yet (run `init`)")]
+    NoIdentity { path: PathBuf },
+    #[error(
+        "{path}: event {origin}/{seq} is already stored with different content; refusing the batch"
+    )]
+    Equivocation {
+        path: PathBuf,
+        origin: NodeId,
+        seq: u64,
+    },
+    #[error("{path}: blob {hash} does not match its bytes; refusing the batch")]
+    BlobMismatch { path: PathBuf, hash: BlobHash },
+    #[error("{path}: stored {what} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        source: CodecError,
+    },
+    #[error("{path}: corrupt row: {what}")]
+    CorruptRow { path: PathBuf, what: String },
+    #[error("{path}: {context}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        context: &'static str,
+        source: rusqlite::Error,
+    },
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The node's own identity as kept in its store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The Ed25519 secret key seed.
+    pub secret: [u8; 32],
+    /// The node id (its public key).
+    pub node_id: NodeId,
+    /// Device, officer or sub-center name: the `author` of the node's events.
+    pub name: String,
+    /// `device`, `street` or `district`.
+    pub role: String,
+    /// A device's grid, or a relay's scope.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("node_id", &self.node_id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Photo or thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobKind {
+    Photo,
+    Thumb,
+}
+
+impl BlobKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            BlobKind::Photo => "photo",
+            BlobKind::Thumb => "thumb",
+        }
+    }
+}
+
+/// A blob to store with a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBlob<'a> {
+    pub hash: BlobHash,
+    pub kind: BlobKind,
+    pub bytes: &'a [u8],
+}
+
+/// What one [`Store::append`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Events stored for the first time.
+    pub new_events: usize,
+    /// Events that were already stored (identical), and so ignored.
+    pub duplicate_events: usize,
+    /// Blobs stored for the first time.
+    pub new_blobs: usize,
+    /// Incidents whose state changed.
+    pub incidents: Vec<IncidentId>,
+}
+
+/// Sizes of what a store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub events: u64,
+    pub incidents: u64,
+    pub blobs: u64,
+}
+
+/// What is waiting to go upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// This node's own events the upstream has not acknowledged.
+    pub events: u64,
+    /// Blobs not yet sent upstream.
+    pub blobs: u64,
+    /// Their total size in bytes.
+    pub blob_bytes: u64,
+}
+
+/// The cursor peer name for "whoever is upstream of this node".
+pub const UPSTREAM: &str = "upstream";
+/// Cursor name: the highest own sequence number the upstream acknowledged.
+pub const ACKED_OWN_SEQ: &str = "acked_own_seq";
+
+/// A gridsync store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Creates a new store at `path`; fails if anything exists there.
+    pub fn create(path: &Path) -> Result<Self> {
+        if path.exists() {
+            return Err(StoreError::Exists {
+                path: path.to_owned(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sql(path, "creating"))?;
+        Self::finish_open(conn, path, 0)
+    }
+
+    /// Opens an existing store. Checks that it is a gridsync store of a schema this build
+    /// knows *before* writing anything, then migrates an older schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sql(path, "opening"))?;
+        let header = conn
+            .query_row(
+                "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version",
+                [],
+                |r| Ok((r.get::<_, i32>(0)?, r.get::<_, i32>(1)?)),
+            )
+            .map_err(|e| StoreError::NotAStore {
+                path: path.to_owned(),
+                why: e.to_string(),
+            })?;
+        let (app_id, version) = header;
+        if app_id != APPLICATION_ID {
+            return Err(StoreError::NotAStore {
+                path: path.to_owned(),
+                why: format!(
+                    "SQLite application id is {app_id:#x}, not gridsync's {APPLICATION_ID:#x}"
+                ),
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Self::finish_open(conn, path, version)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(sql(&path, "opening"))?;
+        Self::finish_open(conn, &path, 0)
+    }
+
+    fn finish_open(mut conn: Connection, path: &Path, version: i32) -> Result<Self> {
+        schema::configure(&conn).map_err(sql(path, "configuring"))?;
+        schema::migrate(&mut conn, version).map_err(sql(path, "migrating the schema"))?;
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        sql(&self.path, context)
+    }
+
+    // ---- identity and clock -------------------------------------------------------------
+
+    /// Records the node's identity. Fails if one is already there.
+    pub fn set_identity(&mut self, id: &Identity) -> Result<()> {
+        let tx = self.conn.transaction().map_err(sql(&self.path, "begin"))?;
+        let rows: [(&str, Vec<u8>); 5] = [
+            ("node_secret", id.secret.to_vec()),
+            ("node_id", id.node_id.0.to_vec()),
+            ("node_name", id.name.as_bytes().to_vec()),
+            ("node_role", id.role.as_bytes().to_vec()),
+            ("node_scope", id.scope.as_bytes().to_vec()),
+        ];
+        for (k, v) in rows {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )
+            .map_err(sql(&self.path, "storing the identity"))?;
+        }
+        tx.commit().map_err(sql(&self.path, "commit"))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err("reading meta"))
+    }
+
+    /// The node's identity.
+    pub fn identity(&self) -> Result<Identity> {
+        let missing = || StoreError::NoIdentity {
+            path: self.path.clone(),
+        };
+        let text = |key: &str| -> Result<String> {
+            let v = self.meta(key)?.ok_or_else(missing)?;
+            String::from_utf8(v).map_err(|_| missing())
+        };
+        let bytes32 = |key: &str| -> Result<[u8; 32]> {
+            let v = self.meta(key)?.ok_or_else(missing)?;
+            v.try_into().map_err(|_| missing())
+        };
+        Ok(Identity {
+            secret: bytes32("node_secret")?,
+            node_id: NodeId(bytes32("node_id")?),
+            name: text("node_name")?,
+            role: text("node_role")?,
+            scope: text("node_scope")?,
+        })
+    }
+
+    /// The latest HLC timestamp this node issued or stored (never goes backwards).
+    pub fn clock_last(&self) -> Result<Hlc> {
+        let stored = self
+            .conn
+            .query_row(
+                "SELECT hlc_wall, hlc_logical FROM events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1",
+                [],
+                |r| Ok(Hlc::new(r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u32)),
+            )
+            .optional()
+            .map_err(self.err("reading the clock"))?
+            .unwrap_or_default();
+        let saved = match self.meta("clock_last")? {
+            Some(v) if v.len() == 12 => {
+                let mut wall = [0u8; 8];
+                let mut logical = [0u8; 4];
+                wall.copy_from_slice(&v[..8]);
+                logical.copy_from_slice(&v[8..]);
+                Hlc::new(u64::from_be_bytes(wall), u32::from_be_bytes(logical))
+            }
+            _ => Hlc::default(),
+        };
+        Ok(stored.max(saved))
+    }
+
+    /// The sequence number `origin`'s next event gets.
+    pub fn next_seq(&self, origin: &NodeId) -> Result<u64> {
+        let max: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(seq) FROM events WHERE origin = ?1",
+                [&origin.0[..]],
+                |r| r.get(0),
+            )
+            .map_err(self.err("reading the sequence"))?;
+        Ok(max.unwrap_or(0) as u64 + 1)
+    }
+
+    // ---- the one write path -------------------------------------------------------------
+
+    /// Stores `blobs` and `events` and folds the events into incident state, all in one
+    /// transaction; with `clock`, also records the node's clock. Idempotent: events already
+    /// stored (same bytes) and blobs already present are skipped. An event stored before with
+    /// *different* bytes, or a blob whose bytes do not hash to its id, refuses the whole batch.
+    pub fn append(
+        &mut self,
+        events: &[Event],
+        blobs: &[NewBlob<'_>],
+        clock: Option<Hlc>,
+    ) -> Result<Appended> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sql(&path, "begin"))?;
+        let mut out = Appended::default();
+        for b in blobs {
+            if BlobHash::of(b.bytes) != b.hash {
+                return Err(StoreError::BlobMismatch { path, hash: b.hash });
+            }
+            out.new_blobs += tx
+                .execute(
+                    "INSERT OR IGNORE INTO blobs (hash, kind, size, data) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        &b.hash.0[..],
+                        b.kind.as_str(),
+                        b.bytes.len() as i64,
+                        b.bytes
+                    ],
+                )
+                .map_err(sql(&path, "storing a blob"))?;
+        }
+        let mut touched = BTreeSet::new();
+        let mut fresh: Vec<&Event> = Vec::new();
+        let mut origins = BTreeSet::new();
+        for e in events {
+            let body = codec::encode_event(e).map_err(|source| StoreError::Corrupt {
+                path: path.clone(),
+                what: "event",
+                source,
+            })?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO events (origin, seq, incident, grid, hlc_wall, hlc_logical, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        &e.origin.0[..],
+                        e.seq as i64,
+                        &e.incident.0.as_bytes()[..],
+                        e.grid.as_str(),
+                        e.hlc.wall_ms as i64,
+                        e.hlc.logical as i64,
+                        body
+                    ],
+                )
+                .map_err(sql(&path, "storing an event"))?;
+            if inserted == 0 {
+                let existing: Vec<u8> = tx
+                    .query_row(
+                        "SELECT body FROM events WHERE origin = ?1 AND seq = ?2",
+                        params![&e.origin.0[..], e.seq as i64],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql(&path, "reading an event"))?;
+                if existing != body {
+                    return Err(StoreError::Equivocation {
+                        path,
+                        origin: e.origin,
+                        seq: e.seq,
+                    });
+                }
+                out.duplicate_events += 1;
+                continue;
+            }
+            out.new_events += 1;
+            touched.insert(e.incident);
+            origins.insert(e.origin);
+            fresh.push(e);
+        }
+        for origin in &origins {
+            advance_contiguous(&tx, &path, origin)?;
+        }
+        for id in &touched {
+            let mut state = load_state(&tx, &path, id)?;
+            for e in fresh.iter().filter(|e| e.incident == *id) {
+                state.apply(e);
+            }
+            save_state(&tx, &path, &state)?;
+        }
+        if let Some(hlc) = clock {
+            let mut v = hlc.wall_ms.to_be_bytes().to_vec();
+            v.extend_from_slice(&hlc.logical.to_be_bytes());
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('clock_last', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [v],
+            )
+            .map_err(sql(&path, "storing the clock"))?;
+        }
+        tx.commit().map_err(sql(&path, "commit"))?;
+        out.incidents = touched.into_iter().collect();
+        Ok(out)
+    }
+
+    // ---- reads --------------------------------------------------------------------------
+
+    /// One incident's state.
+    pub fn incident(&self, id: &IncidentId) -> Result<Option<IncidentState>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT state FROM incidents WHERE id = ?1",
+                [&id.0.as_bytes()[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err("reading an incident"))?;
+        bytes.map(|b| self.decode_state(id, &b)).transpose()
+    }
+
+    /// Every incident, oldest report first.
+    pub fn incidents(&self) -> Result<Vec<IncidentState>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, state FROM incidents ORDER BY created_ms, id")
+            .map_err(self.err("listing incidents"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(self.err("listing incidents"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, state) = row.map_err(self.err("listing incidents"))?;
+            let id = uuid::Uuid::from_slice(&id).map(IncidentId).map_err(|_| {
+                StoreError::CorruptRow {
+                    path: self.path.clone(),
+                    what: "an incident id is not 16 bytes".into(),
+                }
+            })?;
+            out.push(self.decode_state(&id, &state)?);
+        }
+        Ok(out)
+    }
+
+    /// A stored state that fails to decode (say, written by another build) is rebuilt from
+    /// the events, which are the truth.
+    fn decode_state(&self, id: &IncidentId, bytes: &[u8]) -> Result<IncidentState> {
+        match codec::decode_state(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                tracing::warn!(incident = %id, error = %e, "rebuilding incident state from events");
+                Ok(IncidentState::replay(*id, &self.events_of(id)?))
+            }
+        }
+    }
+
+    /// Every stored event of one incident, in arrival order.
+    pub fn events_of(&self, id: &IncidentId) -> Result<Vec<Event>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT body FROM events WHERE incident = ?1 ORDER BY local_seq")
+            .map_err(self.err("reading events"))?;
+        let rows = stmt
+            .query_map([&id.0.as_bytes()[..]], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.err("reading events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let body = row.map_err(self.err("reading events"))?;
+            out.push(
+                codec::decode_event(&body).map_err(|source| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: "event",
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Whether event `id` is stored.
+    pub fn has_event(&self, id: &EventId) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM events WHERE origin = ?1 AND seq = ?2",
+                params![&id.origin.0[..], id.seq as i64],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(self.err("reading an event"))
+    }
+
+    /// Per origin, the highest sequence number up to which every event is held.
+    pub fn contiguous(&self, origin: &NodeId) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT contiguous FROM origins WHERE origin = ?1",
+                [&origin.0[..]],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
+            .map_err(self.err("reading progress"))
+    }
+
+    /// A stored blob's bytes.
+    pub fn blob(&self, hash: &BlobHash) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row(
+                "SELECT data FROM blobs WHERE hash = ?1",
+                [&hash.0[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err("reading a blob"))
+    }
+
+    /// How much the store holds.
+    pub fn counts(&self) -> Result<Counts> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM incidents), (SELECT COUNT(*) FROM blobs)",
+                [],
+                |r| {
+                    Ok(Counts {
+                        events: r.get::<_, i64>(0)? as u64,
+                        incidents: r.get::<_, i64>(1)? as u64,
+                        blobs: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .map_err(self.err("counting"))
+    }
+
+    /// What is waiting to go upstream: own events past the upstream's acknowledgement, and
+    /// blobs not yet sent.
+    pub fn pending(&self, own: &NodeId) -> Result<Pending> {
+        let acked = self.cursor(UPSTREAM, ACKED_OWN_SEQ)?;
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM events WHERE origin = ?1 AND seq > ?2),
+                        (SELECT COUNT(*) FROM blobs WHERE sent_upstream = 0),
+                        (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE sent_upstream = 0)",
+                params![&own.0[..], acked as i64],
+                |r| {
+                    Ok(Pending {
+                        events: r.get::<_, i64>(0)? as u64,
+                        blobs: r.get::<_, i64>(1)? as u64,
+                        blob_bytes: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .map_err(self.err("counting pending"))
+    }
+
+    /// A sync cursor (0 when never set).
+    pub fn cursor(&self, peer: &str, name: &str) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT value FROM cursors WHERE peer = ?1 AND name = ?2",
+                [peer, name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
+            .map_err(self.err("reading a cursor"))
+    }
+
+    /// Moves a sync cursor forward (never back: re-applying an old value is a no-op).
+    pub fn advance_cursor(&mut self, peer: &str, name: &str, value: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO cursors (peer, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (peer, name) DO UPDATE SET value = MAX(value, excluded.value)",
+                params![peer, name, value as i64],
+            )
+            .map(|_| ())
+            .map_err(self.err("storing a cursor"))
+    }
+}
+
+fn sql<'a>(
+    path: &'a Path,
+    context: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        context,
+        source,
+    }
+}
+
+fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Result<()> {
+    let mut at: i64 = tx
+        .query_row(
+            "SELECT contiguous FROM origins WHERE origin = ?1",
+            [&origin.0[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(path, "reading progress"))?
+        .unwrap_or(0);
+    let mut next = tx
+        .prepare_cached("SELECT 1 FROM events WHERE origin = ?1 AND seq = ?2")
+        .map_err(sql(path, "reading progress"))?;
+    while next
+        .exists(params![&origin.0[..], at + 1])
+        .map_err(sql(path, "reading progress"))?
+    {
+        at += 1;
+    }
+    tx.execute(
+        "INSERT INTO origins (origin, contiguous) VALUES (?1, ?2)
+         ON CONFLICT (origin) DO UPDATE SET contiguous = excluded.contiguous",
+        params![&origin.0[..], at],
+    )
+    .map_err(sql(path, "storing progress"))?;
+    Ok(())
+}
+
+fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<IncidentState> {
+    let bytes: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT state FROM incidents WHERE id = ?1",
+            [&id.0.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(path, "reading an incident"))?;
+    let Some(bytes) = bytes else {
+        return Ok(IncidentState::new(*id));
+    };
+    if let Ok(s) = codec::decode_state(&bytes) {
+        return Ok(s);
+    }
+    // The cache is unreadable: rebuild it from the events already stored (the new ones are
+    // applied by the caller; applying one twice is a no-op anyway).
+    let mut stmt = tx
+        .prepare_cached("SELECT body FROM events WHERE incident = ?1")
+        .map_err(sql(path, "reading events"))?;
+    let bodies = stmt
+        .query_map([&id.0.as_bytes()[..]], |r| r.get::<_, Vec<u8>>(0))
+        .map_err(sql(path, "reading events"))?;
+    let mut state = IncidentState::new(*id);
+    for body in bodies {
+        let body = body.map_err(sql(path, "reading events"))?;
+        let e = codec::decode_event(&body).map_err(|source| StoreError::Corrupt {
+            path: path.to_owned(),
+            what: "event",
+            source,
+        })?;
+        state.apply(&e);
+    }
+    Ok(state)
+}
+
+fn save_state(tx: &Transaction<'_>, path: &Path, state: &IncidentState) -> Result<()> {
+    let bytes = codec::encode_state(state).map_err(|source| StoreError::Corrupt {
+        path: path.to_owned(),
+        what: "incident state",
+        source,
+    })?;
+    let created = state
+        .report
+        .as_ref()
+        .map(|r| r.stamp)
+        .or(state.first.as_ref().map(|(s, _)| *s))
+        .map_or(0, |s| s.hlc.wall_ms as i64);
+    let updated = state.last.map_or(0, |s| s.hlc.wall_ms as i64);
+    tx.execute(
+        "INSERT INTO incidents (id, grid, created_ms, updated_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, created_ms = excluded.created_ms,
+             updated_ms = excluded.updated_ms, state = excluded.state",
+        params![
+            &state.id.0.as_bytes()[..],
+            state.grid().map(|g| g.as_str().to_owned()),
+            created,
+            updated,
+            bytes
+        ],
+    )
+    .map_err(sql(path, "storing an incident"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+use super::*;
+use gridsync_core::{
+    command, Category, GridCode, PhotoKind, PhotoMeta, Report, Severity, Status, Writer,
+};
+
+const NOW: u64 = 1_764_000_000_000;
+
+fn grid() -> GridCode {
+    "110101/002/014/03".parse().unwrap()
+}
+
+fn report_events(writer: &mut Writer, id: IncidentId, photo: Option<PhotoMeta>) -> Vec<Event> {
+    let report = Report {
+        category: Category::from_catalogue("garbage").unwrap(),
+        description: "bags by the gate".into(),
+        location: None,
+        observed_at: None,
+        severity: Severity::Normal,
+    };
+    command::plan_report(report, photo.into_iter().collect())
+        .unwrap()
+        .into_iter()
+        .map(|p| writer.write(id, &grid(), p, NOW))
+        .collect()
+}
+
+fn file_bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn create_then_open_and_identity_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let id = Identity {
+        secret: [9; 32],
+        node_id: NodeId([1; 32]),
+        name: "patrol-7".into(),
+        role: "device".into(),
+        scope: "110101/002/014/03".into(),
+    };
+    Store::create(&path).unwrap().set_identity(&id).unwrap();
+    assert!(matches!(
+        Store::create(&path),
+        Err(StoreError::Exists { .. })
+    ));
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.identity().unwrap(), id);
+    let mode: String = s
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let sync: i64 = s
+        .conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((mode.as_str(), sync), ("wal", 2));
+}
+
+#[test]
+fn foreign_files_are_refused_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let missing = dir.path().join("nope.db");
+    assert!(matches!(
+        Store::open(&missing),
+        Err(StoreError::Missing { .. })
+    ));
+    assert!(!missing.exists());
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "shopping list\n".repeat(100)).unwrap();
+    let before = file_bytes(&text);
+    let err = Store::open(&text).unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    assert_eq!(file_bytes(&text), before);
+
+    let other = dir.path().join("other.sqlite");
+    {
+        let c = Connection::open(&other).unwrap();
+        c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    let before = file_bytes(&other);
+    assert!(matches!(
+        Store::open(&other),
+        Err(StoreError::NotAStore { .. })
+    ));
+    assert_eq!(file_bytes(&other), before);
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    drop(Store::create(&path).unwrap());
+    {
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        c.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    }
+    let before = file_bytes(&path);
+    match Store::open(&path) {
+        Err(StoreError::NewerSchema { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    assert_eq!(file_bytes(&path), before);
+}
+
+#[test]
+fn append_is_idempotent_and_keeps_state_equal_to_replay() {
+    let mut s = Store::in_memory().unwrap();
+    let me = NodeId([1; 32]);
+    let mut w = Writer::new(me, "patrol-7", 1, Hlc::default());
+    let id = IncidentId::new_v7(NOW, [3; 10]);
+    let thumb = b"thumb".to_vec();
+    let photo = b"photo".to_vec();
+    let meta = PhotoMeta {
+        hash: BlobHash::of(&photo),
+        thumb: BlobHash::of(&thumb),
+        kind: PhotoKind::Before,
+        width: 1,
+        height: 1,
+        bytes: 5,
+        captured_at: None,
+    };
+    let events = report_events(&mut w, id, Some(meta));
+    let blobs = [
+        NewBlob {
+            hash: BlobHash::of(&photo),
+            kind: BlobKind::Photo,
+            bytes: &photo,
+        },
+        NewBlob {
+            hash: BlobHash::of(&thumb),
+            kind: BlobKind::Thumb,
+            bytes: &thumb,
+        },
+    ];
+    let first = s.append(&events, &blobs, Some(w.clock_last())).unwrap();
+    assert_eq!((first.new_events, first.new_blobs), (2, 2));
+    let again = s.append(&events, &blobs, None).unwrap();
+    assert_eq!(
+        (again.new_events, again.duplicate_events, again.new_blobs),
+        (0, 2, 0)
+    );
+    assert_eq!(
+        s.counts().unwrap(),
+        Counts {
+            events: 2,
+            incidents: 1,
+            blobs: 2
+        }
+    );
+
+    let state = s.incident(&id).unwrap().unwrap();
+    let edit = command::plan_edit(&state, vec![command::Change::Status(Status::Accepted)])
+        .unwrap()
+        .into_iter()
+        .map(|p| w.write(id, &grid(), p, NOW + 5))
+        .collect::<Vec<_>>();
+    s.append(&edit, &[], Some(w.clock_last())).unwrap();
+    let stored = s.incident(&id).unwrap().unwrap();
+    assert_eq!(
+        stored,
+        IncidentState::replay(id, &s.events_of(&id).unwrap())
+    );
+    assert_eq!(stored.status(), Status::Accepted);
+    assert_eq!(s.next_seq(&me).unwrap(), 4);
+    assert_eq!(s.clock_last().unwrap(), w.clock_last());
+    assert_eq!(s.blob(&BlobHash::of(&photo)).unwrap(), Some(photo));
+}
+
+#[test]
+fn equivocation_and_bad_blobs_refuse_the_whole_batch() {
+    let mut s = Store::in_memory().unwrap();
+    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::default());
+    let id = IncidentId::new_v7(NOW, [3; 10]);
+    let events = report_events(&mut w, id, None);
+    s.append(&events, &[], None).unwrap();
+
+    let mut w2 = Writer::new(NodeId([1; 32]), "a", 2, w.clock_last());
+    let new_one = report_events(&mut w2, IncidentId::new_v7(NOW, [4; 10]), None);
+    let mut forged = events[0].clone();
+    forged.author = "someone else".into();
+    let err = s
+        .append(&[new_one[0].clone(), forged], &[], None)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Equivocation { seq: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(s.counts().unwrap().events, 1, "nothing of the batch stored");
+
+    let bad = NewBlob {
+        hash: BlobHash::of(b"x"),
+        kind: BlobKind::Photo,
+        bytes: b"y",
+    };
+    assert!(matches!(
+        s.append(&new_one, &[bad], None),
+        Err(StoreError::BlobMismatch { .. })
+    ));
+    assert_eq!(s.counts().unwrap().events, 1);
+}
+
+#[test]
+fn contiguous_progress_waits_for_gaps() {
+    let mut s = Store::in_memory().unwrap();
+    let origin = NodeId([2; 32]);
+    let mut w = Writer::new(origin, "b", 1, Hlc::default());
+    let id = IncidentId::new_v7(NOW, [5; 10]);
+    let mut all = report_events(&mut w, id, None);
+    for i in 0..2 {
+        all.push(w.write(
+            id,
+            &grid(),
+            gridsync_core::Payload::Commented {
+                text: format!("c{i}"),
+            },
+            NOW,
+        ));
+    }
+    s.append(&[all[0].clone(), all[2].clone()], &[], None)
+        .unwrap();
+    assert_eq!(s.contiguous(&origin).unwrap(), 1);
+    s.append(&[all[1].clone()], &[], None).unwrap();
+    assert_eq!(s.contiguous(&origin).unwrap(), 3);
+    // Out-of-order arrival still folds to the same state as in-order replay.
+    assert_eq!(
+        s.incident(&id).unwrap().unwrap(),
+        IncidentState::replay(id, &all)
+    );
+}
+
+#[test]
+fn cursors_only_move_forward_and_pending_counts_follow_them() {
+    let mut s = Store::in_memory().unwrap();
+    let me = NodeId([1; 32]);
+    let mut w = Writer::new(me, "a", 1, Hlc::default());
+    let events = report_events(&mut w, IncidentId::new_v7(NOW, [1; 10]), None);
+    s.append(&events, &[], None).unwrap();
+    assert_eq!(s.pending(&me).unwrap().events, 1);
+    s.advance_cursor(UPSTREAM, ACKED_OWN_SEQ, 1).unwrap();
+    s.advance_cursor(UPSTREAM, ACKED_OWN_SEQ, 0).unwrap();
+    assert_eq!(s.cursor(UPSTREAM, ACKED_OWN_SEQ).unwrap(), 1);
+    assert_eq!(s.pending(&me).unwrap().events, 0);
+}
