@@ -1,1 +1,441 @@
+//! gridsync-device: what a patrol handheld (PDA) app embeds.
+//!
+//! A [`Device`] owns the local store. Every user action ([`Device::report`], [`Device::edit`],
+//! [`Device::attach_photo`]) is checked, its photos are processed (orientation, metadata
+//! stripping, downscale, thumbnail, SHA-256), and then its events and blobs are committed in
+//! one transaction: after a crash the action is wholly there or wholly absent. Nothing needs
+//! a network.
+//!
+//! ```
+//! use gridsync_device::{Device, FixedEnv, NewReport, PhotoInput};
+//! use gridsync_core::{Category, Change, PhotoKind, Severity, Status};
+//!
+//! # fn main() -> Result<(), gridsync_device::DeviceError> {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! let path = dir.path().join("pda.db");
+//! let grid = "110101/002/014/03".parse()?;
+//! let env = FixedEnv::new(1_764_000_000_000, 7);
+//! let mut pda = Device::init_with(&path, "patrol-7", grid, env)?;
+//!
+//! let photo = PhotoInput::from_path(
+//!     concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/photos/street-640x427-gps.jpg").as_ref(),
+//!     &Default::default(),
+//! )?;
+//! let id = pda.report(NewReport {
+//!     category: Category::from_catalogue("garbage")?,
+//!     description: "Bags piled by the east gate".into(),
+//!     location: None,
+//!     severity: Severity::Normal,
+//!     observed_at: None,
+//!     photos: vec![photo],
+//! })?;
+//! pda.edit(id, vec![Change::Status(Status::Accepted)], vec![])?;
+//!
+//! let incident = pda.get(id)?.expect("just reported");
+//! assert_eq!(incident.view().status, "accepted");
+//! assert_eq!(incident.view().photos.len(), 1);
+//! assert_eq!(pda.pending()?.events, 3); // report, photo, status: nothing synced yet
+//! # Ok(()) }
+//! ```
 
+mod env;
+
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use gridsync_core::command::{self, Change, CommandError};
+use gridsync_core::event::CategoryError;
+use gridsync_core::ids::GridError;
+use gridsync_core::{
+    BlobHash, Category, GridCode, IncidentId, IncidentState, Location, LocationSource, Millis,
+    NodeId, Payload, PhotoKind, PhotoMeta, Report, Severity, Writer,
+};
+use gridsync_media::{Limits, MediaError, ProcessedPhoto};
+use gridsync_store::{BlobKind, Identity, NewBlob, Pending, Store, StoreError};
+
+pub use env::{Env, FixedEnv, SystemEnv};
+pub use gridsync_store::Counts;
+
+/// Anything a device action can refuse or fail with. Nothing is written when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("photo {name}: {source}")]
+    Photo { name: String, source: MediaError },
+    #[error("photo {path}: {source}")]
+    ReadPhoto {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Category(#[from] CategoryError),
+    #[error(transparent)]
+    Grid(#[from] GridError),
+    #[error("no incident {0} in this store")]
+    NoSuchIncident(String),
+    #[error("incident id prefix {prefix:?} matches {count} incidents; give more of it")]
+    AmbiguousId { prefix: String, count: usize },
+    #[error("blob {0} is not stored here")]
+    NoSuchBlob(BlobHash),
+    #[error("device name {0:?} must be 1 to 128 bytes")]
+    Name(String),
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+}
+
+type Result<T, E = DeviceError> = std::result::Result<T, E>;
+
+/// A photo to attach: its bytes and a name for messages (usually the file path).
+#[derive(Clone)]
+pub struct PhotoInput {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for PhotoInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PhotoInput({}, {} bytes)", self.name, self.bytes.len())
+    }
+}
+
+impl PhotoInput {
+    /// Reads a photo file, refusing one over the byte limit before reading it.
+    pub fn from_path(path: &Path, limits: &Limits) -> Result<Self> {
+        let name = path.display().to_string();
+        let io = |source| DeviceError::ReadPhoto {
+            path: name.clone(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > limits.max_bytes {
+            return Err(DeviceError::Photo {
+                name: name.clone(),
+                source: MediaError::TooLarge {
+                    bytes: len,
+                    limit: limits.max_bytes,
+                },
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        Ok(Self { name, bytes })
+    }
+}
+
+/// A new incident report.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    pub category: Category,
+    pub description: String,
+    /// Where; `None` takes the first photo's EXIF GPS position (source `exif`), if any.
+    pub location: Option<Location>,
+    pub severity: Severity,
+    /// When the problem was seen; `None` takes the first photo's EXIF capture time, if any.
+    pub observed_at: Option<Millis>,
+    /// Photos of the problem (kind `before`).
+    pub photos: Vec<PhotoInput>,
+}
+
+/// The device side of gridsync over one local store.
+#[derive(Debug)]
+pub struct Device<E: Env = SystemEnv> {
+    store: Store,
+    identity: Identity,
+    grid: GridCode,
+    env: E,
+    limits: Limits,
+}
+
+impl Device<SystemEnv> {
+    /// Creates a store at `path` with a new node identity for a device in `grid`.
+    pub fn init(path: &Path, name: &str, grid: GridCode) -> Result<Self> {
+        Self::init_with(path, name, grid, SystemEnv)
+    }
+
+    /// Opens an existing device store.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, SystemEnv)
+    }
+}
+
+impl<E: Env> Device<E> {
+    /// [`Device::init`] with an explicit clock and random source.
+    pub fn init_with(path: &Path, name: &str, grid: GridCode, mut env: E) -> Result<Self> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > gridsync_core::event::limits::MAX_AUTHOR_BYTES {
+            return Err(DeviceError::Name(name.to_owned()));
+        }
+        let mut secret = [0u8; 32];
+        env.fill_random(&mut secret)?;
+        let node_id = NodeId(SigningKey::from_bytes(&secret).verifying_key().to_bytes());
+        let identity = Identity {
+            secret,
+            node_id,
+            name: name.to_owned(),
+            role: "device".to_owned(),
+            scope: grid.to_string(),
+        };
+        let mut store = Store::create(path)?;
+        if let Err(e) = store.set_identity(&identity) {
+            drop(store);
+            // The store was created by this call and holds nothing else.
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+        Ok(Self {
+            store,
+            identity,
+            grid,
+            env,
+            limits: Limits::default(),
+        })
+    }
+
+    /// [`Device::open`] with an explicit clock and random source.
+    pub fn open_with(path: &Path, env: E) -> Result<Self> {
+        let store = Store::open(path)?;
+        let identity = store.identity()?;
+        let grid = identity.scope.parse()?;
+        Ok(Self {
+            store,
+            identity,
+            grid,
+            env,
+            limits: Limits::default(),
+        })
+    }
+
+    /// Replaces the photo pipeline's limits.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The photo pipeline's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// This device's node id (its Ed25519 public key).
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id
+    }
+
+    /// The name written as `author` on this device's events.
+    pub fn name(&self) -> &str {
+        &self.identity.name
+    }
+
+    /// The device's grid.
+    pub fn grid(&self) -> &GridCode {
+        &self.grid
+    }
+
+    /// The underlying store (read access).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The environment (clock and randomness), e.g. to advance a [`FixedEnv`].
+    pub fn env_mut(&mut self) -> &mut E {
+        &mut self.env
+    }
+
+    fn writer(&self) -> Result<Writer> {
+        Ok(Writer::new(
+            self.identity.node_id,
+            self.identity.name.clone(),
+            self.store.next_seq(&self.identity.node_id)?,
+            self.store.clock_last()?,
+        ))
+    }
+
+    fn process(&self, photo: &PhotoInput) -> Result<ProcessedPhoto> {
+        gridsync_media::process(&photo.bytes, &self.limits).map_err(|source| DeviceError::Photo {
+            name: photo.name.clone(),
+            source,
+        })
+    }
+
+    /// Stamps `payloads` and commits them with the photos' blobs in one transaction.
+    fn commit(
+        &mut self,
+        id: IncidentId,
+        grid: &GridCode,
+        payloads: Vec<Payload>,
+        photos: &[ProcessedPhoto],
+    ) -> Result<()> {
+        let mut writer = self.writer()?;
+        let now = self.env.now_ms();
+        let events: Vec<_> = payloads
+            .into_iter()
+            .map(|p| writer.write(id, grid, p, now))
+            .collect();
+        let mut blobs = Vec::with_capacity(photos.len() * 2);
+        for p in photos {
+            blobs.push(NewBlob {
+                hash: p.photo.hash,
+                kind: BlobKind::Photo,
+                bytes: &p.photo.bytes,
+            });
+            blobs.push(NewBlob {
+                hash: p.thumb.hash,
+                kind: BlobKind::Thumb,
+                bytes: &p.thumb.bytes,
+            });
+        }
+        self.store
+            .append(&events, &blobs, Some(writer.clock_last()))?;
+        tracing::debug!(incident = %id, events = events.len(), blobs = blobs.len(), "committed");
+        Ok(())
+    }
+
+    /// Records a new incident with its photos; returns its id (a UUIDv7 made offline).
+    pub fn report(&mut self, report: NewReport) -> Result<IncidentId> {
+        let processed = report
+            .photos
+            .iter()
+            .map(|p| self.process(p))
+            .collect::<Result<Vec<_>>>()?;
+        let first_exif = processed.first().map(|p| &p.exif);
+        let location = match report.location {
+            Some(l) => Some(l),
+            None => first_exif
+                .and_then(|x| x.gps)
+                .and_then(|g| Location::new(g.lat, g.lon, LocationSource::Exif).ok()),
+        };
+        let observed_at = report
+            .observed_at
+            .or(first_exif.and_then(|x| x.captured_at_ms));
+        let metas = processed
+            .iter()
+            .map(|p| photo_meta(p, PhotoKind::Before))
+            .collect();
+        let payloads = command::plan_report(
+            Report {
+                category: report.category,
+                description: report.description,
+                location,
+                observed_at,
+                severity: report.severity,
+            },
+            metas,
+        )?;
+        let mut random = [0u8; 10];
+        self.env.fill_random(&mut random)?;
+        let id = IncidentId::new_v7(self.env.now_ms(), random);
+        let grid = self.grid.clone();
+        self.commit(id, &grid, payloads, &processed)?;
+        Ok(id)
+    }
+
+    /// Applies `changes` and attaches `photos` to incident `id`, checked against the workflow,
+    /// as one action. Returns how many events were written.
+    pub fn edit(
+        &mut self,
+        id: IncidentId,
+        mut changes: Vec<Change>,
+        photos: Vec<(PhotoInput, PhotoKind)>,
+    ) -> Result<usize> {
+        let state = self
+            .store
+            .incident(&id)?
+            .ok_or_else(|| DeviceError::NoSuchIncident(id.to_string()))?;
+        let processed = photos
+            .iter()
+            .map(|(p, _)| self.process(p))
+            .collect::<Result<Vec<_>>>()?;
+        changes.extend(
+            processed
+                .iter()
+                .zip(&photos)
+                .map(|(p, (_, kind))| Change::AddPhoto(photo_meta(p, *kind))),
+        );
+        let payloads = command::plan_edit(&state, changes)?;
+        let n = payloads.len();
+        let grid = state.grid().cloned().unwrap_or_else(|| self.grid.clone());
+        self.commit(id, &grid, payloads, &processed)?;
+        Ok(n)
+    }
+
+    /// Attaches one photo to incident `id`.
+    pub fn attach_photo(
+        &mut self,
+        id: IncidentId,
+        photo: PhotoInput,
+        kind: PhotoKind,
+    ) -> Result<()> {
+        self.edit(id, vec![], vec![(photo, kind)]).map(|_| ())
+    }
+
+    /// Every incident in the store, oldest report first.
+    pub fn list(&self) -> Result<Vec<IncidentState>> {
+        Ok(self.store.incidents()?)
+    }
+
+    /// One incident.
+    pub fn get(&self, id: IncidentId) -> Result<Option<IncidentState>> {
+        Ok(self.store.incident(&id)?)
+    }
+
+    /// Resolves a full incident id or a unique prefix of one (as printed by `list`).
+    pub fn resolve(&self, text: &str) -> Result<IncidentId> {
+        if let Ok(id) = text.parse::<IncidentId>() {
+            return Ok(id);
+        }
+        let prefix = text.trim().to_ascii_lowercase();
+        if prefix.len() < 4 {
+            return Err(DeviceError::NoSuchIncident(text.to_owned()));
+        }
+        let matches: Vec<IncidentId> = self
+            .list()?
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| id.to_string().starts_with(&prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(DeviceError::NoSuchIncident(text.to_owned())),
+            many => Err(DeviceError::AmbiguousId {
+                prefix,
+                count: many.len(),
+            }),
+        }
+    }
+
+    /// What is waiting to sync: own events not yet acknowledged upstream, blobs not yet sent.
+    pub fn pending(&self) -> Result<Pending> {
+        Ok(self.store.pending(&self.identity.node_id)?)
+    }
+
+    /// Sizes of what the store holds.
+    pub fn counts(&self) -> Result<Counts> {
+        Ok(self.store.counts()?)
+    }
+
+    /// A stored photo's bytes, or with `thumb` its thumbnail's. `hash` may name the photo or
+    /// the thumbnail itself.
+    pub fn blob(&self, hash: &BlobHash, thumb: bool) -> Result<Vec<u8>> {
+        let wanted = if thumb {
+            self.store.thumb_of(hash)?.unwrap_or(*hash)
+        } else {
+            *hash
+        };
+        self.store
+            .blob(&wanted)?
+            .ok_or(DeviceError::NoSuchBlob(wanted))
+    }
+}
+
+fn photo_meta(p: &ProcessedPhoto, kind: PhotoKind) -> PhotoMeta {
+    PhotoMeta {
+        hash: p.photo.hash,
+        thumb: p.thumb.hash,
+        kind,
+        width: p.photo.width,
+        height: p.photo.height,
+        bytes: p.photo.bytes.len() as u64,
+        captured_at: p.exif.captured_at_ms,
+    }
+}

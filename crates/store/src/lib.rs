@@ -290,29 +290,14 @@ impl Store {
         })
     }
 
-    /// The latest HLC timestamp this node issued or stored (never goes backwards).
+    /// The latest HLC timestamp this node issued or stored (never goes backwards). Kept in
+    /// `meta` and raised by every [`Store::append`], so reading it costs the same whatever the
+    /// log holds.
     pub fn clock_last(&self) -> Result<Hlc> {
-        let stored = self
-            .conn
-            .query_row(
-                "SELECT hlc_wall, hlc_logical FROM events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1",
-                [],
-                |r| Ok(Hlc::new(r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u32)),
-            )
-            .optional()
-            .map_err(self.err("reading the clock"))?
-            .unwrap_or_default();
-        let saved = match self.meta("clock_last")? {
-            Some(v) if v.len() == 12 => {
-                let mut wall = [0u8; 8];
-                let mut logical = [0u8; 4];
-                wall.copy_from_slice(&v[..8]);
-                logical.copy_from_slice(&v[8..]);
-                Hlc::new(u64::from_be_bytes(wall), u32::from_be_bytes(logical))
-            }
-            _ => Hlc::default(),
-        };
-        Ok(stored.max(saved))
+        Ok(match self.meta("clock_last")? {
+            Some(v) => decode_hlc(&v).unwrap_or_default(),
+            None => Hlc::default(),
+        })
     }
 
     /// The sequence number `origin`'s next event gets.
@@ -331,7 +316,7 @@ impl Store {
     // ---- the one write path -------------------------------------------------------------
 
     /// Stores `blobs` and `events` and folds the events into incident state, all in one
-    /// transaction; with `clock`, also records the node's clock. Idempotent: events already
+    /// transaction, and raises the recorded clock to `clock` and to the newest stored event. Idempotent: events already
     /// stored (same bytes) and blobs already present are skipped. An event stored before with
     /// *different* bytes, or a blob whose bytes do not hash to its id, refuses the whole batch.
     pub fn append(
@@ -401,6 +386,13 @@ impl Store {
                 out.duplicate_events += 1;
                 continue;
             }
+            if let gridsync_core::Payload::PhotoAdded(meta) = &e.payload {
+                tx.execute(
+                    "INSERT OR IGNORE INTO thumbs (photo, thumb) VALUES (?1, ?2)",
+                    params![&meta.hash.0[..], &meta.thumb.0[..]],
+                )
+                .map_err(sql(&path, "storing a thumbnail link"))?;
+            }
             out.new_events += 1;
             touched.insert(e.incident);
             origins.insert(e.origin);
@@ -416,7 +408,15 @@ impl Store {
             }
             save_state(&tx, &path, &state)?;
         }
-        if let Some(hlc) = clock {
+        let newest = fresh.iter().map(|e| e.hlc).max();
+        if let Some(hlc) = clock.max(newest) {
+            let old: Option<Vec<u8>> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'clock_last'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sql(&path, "reading the clock"))?;
+            let hlc = old.and_then(|v| decode_hlc(&v)).unwrap_or_default().max(hlc);
             let mut v = hlc.wall_ms.to_be_bytes().to_vec();
             v.extend_from_slice(&hlc.logical.to_be_bytes());
             tx.execute(
@@ -545,6 +545,18 @@ impl Store {
             .map_err(self.err("reading a blob"))
     }
 
+    /// The thumbnail hash of photo `photo`, as its photo event names it.
+    pub fn thumb_of(&self, photo: &BlobHash) -> Result<Option<BlobHash>> {
+        let v: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT thumb FROM thumbs WHERE photo = ?1", [&photo.0[..]], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err("reading a thumbnail link"))?;
+        Ok(v.and_then(|v| <[u8; 32]>::try_from(v).ok()).map(BlobHash))
+    }
+
     /// How much the store holds.
     pub fn counts(&self) -> Result<Counts> {
         self.conn
@@ -618,6 +630,12 @@ fn sql<'a>(
         context,
         source,
     }
+}
+
+fn decode_hlc(v: &[u8]) -> Option<Hlc> {
+    let wall: [u8; 8] = v.get(..8)?.try_into().ok()?;
+    let logical: [u8; 4] = v.get(8..12)?.try_into().ok()?;
+    Some(Hlc::new(u64::from_be_bytes(wall), u32::from_be_bytes(logical)))
 }
 
 fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Result<()> {

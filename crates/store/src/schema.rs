@@ -62,6 +62,12 @@ const MIGRATIONS: &[&str] = &[
         sent_upstream INTEGER NOT NULL DEFAULT 0
     ) STRICT;
 
+    -- Which thumbnail belongs to which photo (from the photo events; derived, like incidents).
+    CREATE TABLE thumbs (
+        photo BLOB PRIMARY KEY,
+        thumb BLOB NOT NULL
+    ) STRICT;
+
     -- Sync progress per peer (used by the sync protocol).
     CREATE TABLE cursors (
         peer  TEXT    NOT NULL,

@@ -170,6 +170,10 @@ fn append_is_idempotent_and_keeps_state_equal_to_replay() {
     assert_eq!(stored.status(), Status::Accepted);
     assert_eq!(s.next_seq(&me).unwrap(), 4);
     assert_eq!(s.clock_last().unwrap(), w.clock_last());
+    assert_eq!(
+        s.thumb_of(&BlobHash::of(&photo)).unwrap(),
+        Some(BlobHash::of(&thumb))
+    );
     assert_eq!(s.blob(&BlobHash::of(&photo)).unwrap(), Some(photo));
 }
 
