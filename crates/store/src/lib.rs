@@ -416,7 +416,10 @@ impl Store {
                 })
                 .optional()
                 .map_err(sql(&path, "reading the clock"))?;
-            let hlc = old.and_then(|v| decode_hlc(&v)).unwrap_or_default().max(hlc);
+            let hlc = old
+                .and_then(|v| decode_hlc(&v))
+                .unwrap_or_default()
+                .max(hlc);
             let mut v = hlc.wall_ms.to_be_bytes().to_vec();
             v.extend_from_slice(&hlc.logical.to_be_bytes());
             tx.execute(
@@ -549,9 +552,11 @@ impl Store {
     pub fn thumb_of(&self, photo: &BlobHash) -> Result<Option<BlobHash>> {
         let v: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT thumb FROM thumbs WHERE photo = ?1", [&photo.0[..]], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT thumb FROM thumbs WHERE photo = ?1",
+                [&photo.0[..]],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.err("reading a thumbnail link"))?;
         Ok(v.and_then(|v| <[u8; 32]>::try_from(v).ok()).map(BlobHash))
@@ -635,7 +640,10 @@ fn sql<'a>(
 fn decode_hlc(v: &[u8]) -> Option<Hlc> {
     let wall: [u8; 8] = v.get(..8)?.try_into().ok()?;
     let logical: [u8; 4] = v.get(8..12)?.try_into().ok()?;
-    Some(Hlc::new(u64::from_be_bytes(wall), u32::from_be_bytes(logical)))
+    Some(Hlc::new(
+        u64::from_be_bytes(wall),
+        u32::from_be_bytes(logical),
+    ))
 }
 
 fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Result<()> {
