@@ -1,9 +1,10 @@
 //! Every byte gridsync encodes goes through this module.
 //!
 //! Format: one version byte ([`FORMAT_V1`] = `0x01`) followed by the value in bincode 2.0.1's
-//! serde encoding with `bincode::config::standard()` (little-endian, variable-length integers)
-//! and a decode limit of [`MAX_ENCODED`] bytes. Decoding refuses an unknown version byte,
-//! trailing bytes and anything over the limit. Golden vectors in `fixtures/codec/` pin the
+//! serde encoding with `bincode::config::standard()` (little-endian, variable-length integers);
+//! an encoding is at most [`MAX_ENCODED`] bytes, version byte included. Decoding refuses an
+//! unknown version byte, trailing bytes and anything over the limit; whatever the encoder
+//! accepts, the decoder reads back. Golden vectors in `fixtures/codec/` pin the
 //! bytes; swapping the codec means changing this file and those vectors only.
 
 use serde::de::DeserializeOwned;
@@ -34,14 +35,25 @@ pub enum CodecError {
     Encode { what: &'static str, detail: String },
 }
 
+/// The limit handed to bincode. bincode does not count input bytes against it: it counts the
+/// in-memory size of what it decodes (8 for a `u64` or a length that took one varint byte, 4
+/// for an enum index, a string's length before allocating it). With [`MAX_ENCODED`] there, a
+/// valid encoding of less than [`MAX_ENCODED`] bytes made of many small fields (a state
+/// cache with many event ids or comments) was refused with `LimitExceeded`, although the
+/// encoder had accepted it. No type encoded here counts more than 8 per encoded byte, so
+/// `8 * MAX_ENCODED` lets every input of at most [`MAX_ENCODED`] bytes decode; it still bounds
+/// what a lying length prefix can make the decoder allocate. The input itself is held to
+/// [`MAX_ENCODED`] bytes before bincode sees it.
+const BINCODE_LIMIT: usize = 8 * MAX_ENCODED;
+
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
-    bincode::config::Limit<MAX_ENCODED>,
+    bincode::config::Limit<BINCODE_LIMIT>,
 >;
 
 fn config() -> Config {
-    bincode::config::standard().with_limit::<MAX_ENCODED>()
+    bincode::config::standard().with_limit::<BINCODE_LIMIT>()
 }
 
 fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {

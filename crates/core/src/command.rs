@@ -63,6 +63,8 @@ pub enum CommandError {
     },
     #[error("the incident has no photo {0}")]
     NoSuchPhoto(BlobHash),
+    #[error("{0} is changed twice in one command; make one change per field (or two commands)")]
+    FieldTwice(&'static str),
     #[error("nothing to change: give at least one change")]
     NothingToDo,
     #[error("incident {0} has no report yet on this node; edits need the report first")]
@@ -91,14 +93,39 @@ pub fn plan_report(report: Report, photos: Vec<PhotoMeta>) -> Result<Vec<Payload
     Ok(out)
 }
 
+/// The register a change writes, if any: each may be written once per command, because every
+/// write of a command names the same heads as its `pred`, so two writes of one field would
+/// stand as concurrent and show the node in conflict with itself.
+fn register_of(change: &Change) -> Option<&'static str> {
+    Some(match change {
+        Change::Description(_) => "description",
+        Change::Category(_) => "category",
+        Change::Location(_) => "location",
+        Change::Severity(_) => "severity",
+        Change::Status(_) => "status",
+        Change::Escalate { .. } => "level",
+        Change::Assign { .. } => "assignee",
+        Change::Evaluate { .. } => "evaluation",
+        Change::Comment(_) | Change::AddPhoto(_) | Change::RemovePhoto(_) => return None,
+    })
+}
+
 /// Checks `changes` against `state` and the workflow, in order (a status change is seen by the
-/// changes after it), and returns the payloads to write.
+/// changes after it), and returns the payloads to write. Each field may change at most once
+/// per command; comments and photos may repeat.
 pub fn plan_edit(
     state: &IncidentState,
     changes: Vec<Change>,
 ) -> Result<Vec<Payload>, CommandError> {
     if changes.is_empty() {
         return Err(CommandError::NothingToDo);
+    }
+    let mut written = Vec::new();
+    for field in changes.iter().filter_map(register_of) {
+        if written.contains(&field) {
+            return Err(CommandError::FieldTwice(field));
+        }
+        written.push(field);
     }
     if state.report.is_none() {
         return Err(CommandError::NotReported(state.id));

@@ -1,0 +1,18 @@
+//! `decode_event` must never panic, and whatever it accepts must survive a re-encode, a fold
+//! into a state and the incident JSON.
+#![no_main]
+
+use gridsync_core::{codec, IncidentState};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(event) = codec::decode_event(data) else {
+        return;
+    };
+    let again = codec::encode_event(&event).expect("a decoded event re-encodes");
+    assert_eq!(codec::decode_event(&again).as_ref(), Ok(&event));
+    let mut state = IncidentState::new(event.incident);
+    assert!(state.apply(&event));
+    assert!(!state.apply(&event));
+    let _ = state.view();
+});
