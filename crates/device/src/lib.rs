@@ -61,13 +61,12 @@ pub use gridsync_store::Counts;
 pub enum DeviceError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("photo {name}: {source}")]
-    Photo { name: String, source: MediaError },
-    #[error("photo {path}: {source}")]
-    ReadPhoto {
-        path: String,
-        source: std::io::Error,
-    },
+    // The causes are part of the message (one line for the CLI), so they are deliberately not
+    // also chained as `source()`, which would print them twice.
+    #[error("photo {name}: {error}")]
+    Photo { name: String, error: MediaError },
+    #[error("photo {path}: {error}")]
+    ReadPhoto { path: String, error: std::io::Error },
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
@@ -105,15 +104,15 @@ impl PhotoInput {
     /// Reads a photo file, refusing one over the byte limit before reading it.
     pub fn from_path(path: &Path, limits: &Limits) -> Result<Self> {
         let name = path.display().to_string();
-        let io = |source| DeviceError::ReadPhoto {
+        let io = |error| DeviceError::ReadPhoto {
             path: name.clone(),
-            source,
+            error,
         };
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > limits.max_bytes {
             return Err(DeviceError::Photo {
                 name: name.clone(),
-                source: MediaError::TooLarge {
+                error: MediaError::TooLarge {
                     bytes: len,
                     limit: limits.max_bytes,
                 },
@@ -252,9 +251,9 @@ impl<E: Env> Device<E> {
     }
 
     fn process(&self, photo: &PhotoInput) -> Result<ProcessedPhoto> {
-        gridsync_media::process(&photo.bytes, &self.limits).map_err(|source| DeviceError::Photo {
+        gridsync_media::process(&photo.bytes, &self.limits).map_err(|error| DeviceError::Photo {
             name: photo.name.clone(),
-            source,
+            error,
         })
     }
 

@@ -21,7 +21,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
-/// What went wrong with a store. Every variant names the file.
+/// What went wrong with a store. Every variant names the file. Causes are part of the
+/// message (one line), and deliberately not chained again as `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: no gridsync store here (create one with `init`)")]
@@ -48,19 +49,19 @@ pub enum StoreError {
     },
     #[error("{path}: blob {hash} does not match its bytes; refusing the batch")]
     BlobMismatch { path: PathBuf, hash: BlobHash },
-    #[error("{path}: stored {what} is corrupt: {source}")]
+    #[error("{path}: stored {what} is corrupt: {error}")]
     Corrupt {
         path: PathBuf,
         what: &'static str,
-        source: CodecError,
+        error: CodecError,
     },
     #[error("{path}: corrupt row: {what}")]
     CorruptRow { path: PathBuf, what: String },
-    #[error("{path}: {context}: {source}")]
+    #[error("{path}: {context}: {error}")]
     Sqlite {
         path: PathBuf,
         context: &'static str,
-        source: rusqlite::Error,
+        error: rusqlite::Error,
     },
 }
 
@@ -348,10 +349,10 @@ impl Store {
         let mut fresh: Vec<&Event> = Vec::new();
         let mut origins = BTreeSet::new();
         for e in events {
-            let body = codec::encode_event(e).map_err(|source| StoreError::Corrupt {
+            let body = codec::encode_event(e).map_err(|error| StoreError::Corrupt {
                 path: path.clone(),
                 what: "event",
-                source,
+                error,
             })?;
             let inserted = tx
                 .execute(
@@ -500,10 +501,10 @@ impl Store {
         for row in rows {
             let body = row.map_err(self.err("reading events"))?;
             out.push(
-                codec::decode_event(&body).map_err(|source| StoreError::Corrupt {
+                codec::decode_event(&body).map_err(|error| StoreError::Corrupt {
                     path: self.path.clone(),
                     what: "event",
-                    source,
+                    error,
                 })?,
             );
         }
@@ -630,10 +631,10 @@ fn sql<'a>(
     path: &'a Path,
     context: &'static str,
 ) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
-    move |source| StoreError::Sqlite {
+    move |error| StoreError::Sqlite {
         path: path.to_owned(),
         context,
-        source,
+        error,
     }
 }
 
@@ -700,10 +701,10 @@ fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<Inci
     let mut state = IncidentState::new(*id);
     for body in bodies {
         let body = body.map_err(sql(path, "reading events"))?;
-        let e = codec::decode_event(&body).map_err(|source| StoreError::Corrupt {
+        let e = codec::decode_event(&body).map_err(|error| StoreError::Corrupt {
             path: path.to_owned(),
             what: "event",
-            source,
+            error,
         })?;
         state.apply(&e);
     }
@@ -711,10 +712,10 @@ fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<Inci
 }
 
 fn save_state(tx: &Transaction<'_>, path: &Path, state: &IncidentState) -> Result<()> {
-    let bytes = codec::encode_state(state).map_err(|source| StoreError::Corrupt {
+    let bytes = codec::encode_state(state).map_err(|error| StoreError::Corrupt {
         path: path.to_owned(),
         what: "incident state",
-        source,
+        error,
     })?;
     let created = state
         .report
