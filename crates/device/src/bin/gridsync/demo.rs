@@ -5,6 +5,7 @@
 //! hostile photo is refused with the store unchanged, and the final state is printed. (Syncing
 //! the devices to street and district relays arrives with the sync protocol.)
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -37,7 +38,7 @@ impl Steps {
         let t = Instant::now();
         let out = f().with_context(|| format!("demo step {name:?}"))?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        println!("  ✓ {name} ({ms:.0} ms)");
+        say!("  ✓ {name} ({ms:.0} ms)");
         self.rows.push((name.to_owned(), ms));
         Ok(out)
     }
@@ -65,7 +66,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
         started: Instant::now(),
         rows: Vec::new(),
     };
-    println!(
+    say!(
         "gridsync demo: a district's handhelds, offline, in {}",
         dir.display()
     );
@@ -174,7 +175,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
         "the workflow refuses verifying an unresolved report",
         || match second.edit(ids[1], vec![Change::Status(Status::Verified)], vec![]) {
             Err(e) => {
-                println!("    refused: {e}");
+                say!("    refused: {e}");
                 Ok(())
             }
             Ok(_) => bail!("the workflow allowed reported -> verified"),
@@ -190,7 +191,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
                 photo("bomb-40000x40000.png", BOMB),
                 PhotoKind::Before,
             ) {
-                Err(e) => println!("    refused: {e}"),
+                Err(e) => say!("    refused: {e}"),
                 Ok(()) => bail!("the bomb was accepted"),
             }
             if second.counts()? != before {
@@ -200,10 +201,10 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
         },
     )?;
 
-    println!();
+    say!();
     for d in &devices {
         let pending = d.pending()?;
-        println!(
+        say!(
             "{} ({}), node {}: {} events and {} photos waiting to sync",
             d.name(),
             d.grid(),
@@ -212,19 +213,19 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
             pending.blobs
         );
         let views: Vec<_> = d.list()?.iter().map(|s| s.view()).collect();
-        print!("{}", output::table(&views));
-        println!();
+        say_raw!("{}", output::table(&views));
+        say!();
     }
     let closed = devices[0]
         .get(id)?
         .context("the walked incident is missing")?
         .view();
-    println!("{}", output::detail(&closed));
-    println!("step timings:");
+    say!("{}", output::detail(&closed));
+    say!("step timings:");
     for (name, ms) in &steps.rows {
-        println!("  {ms:>8.1} ms  {name}");
+        say!("  {ms:>8.1} ms  {name}");
     }
-    println!(
+    say!(
         "  {:>8.1} ms  total",
         steps.started.elapsed().as_secs_f64() * 1000.0
     );

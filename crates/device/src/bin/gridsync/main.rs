@@ -1,5 +1,19 @@
 //! `gridsync`: the device command line.
 
+/// `println!` that returns the error (a closed pipe) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// `print!` that returns the error instead of panicking.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
 mod demo;
 mod output;
 
@@ -15,9 +29,9 @@ use gridsync_core::{
 };
 use gridsync_device::{Device, NewReport, PhotoInput};
 
-/// gridsync: offline-first incident reporting for grid management.
+/// gridsync: offline-first incident reporting for grid management (the handheld's side).
 #[derive(Parser, Debug)]
-#[command(name = "gridsync", version, about)]
+#[command(name = "gridsync", version)]
 struct Cli {
     /// The device store.
     #[arg(
@@ -193,9 +207,8 @@ fn open(db: &Path) -> Result<Device> {
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    let text = serde_json::to_string_pretty(value)?;
+    say!("{text}");
     Ok(())
 }
 
@@ -211,7 +224,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&serde_json::json!({ "node_id": device.node_id().to_hex() }))?;
             } else {
-                println!("{}", device.node_id());
+                say!("{}", device.node_id());
             }
         }
         Command::Id { json } => {
@@ -219,7 +232,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&serde_json::json!({ "node_id": device.node_id().to_hex() }))?;
             } else {
-                println!("{}", device.node_id());
+                say!("{}", device.node_id());
             }
         }
         Command::Report(a) => {
@@ -236,7 +249,7 @@ fn run(cli: Cli) -> Result<()> {
             if a.json {
                 print_json(&serde_json::json!({ "id": id.to_string() }))?;
             } else {
-                println!("{id}");
+                say!("{id}");
             }
         }
         Command::Edit(a) => {
@@ -303,7 +316,7 @@ fn run(cli: Cli) -> Result<()> {
             if a.json {
                 print_json(&view)?;
             } else {
-                println!("{} {} {}", view.id, view.status, view.level);
+                say!("{} {} {}", view.id, view.status, view.level);
             }
         }
         Command::List { json } => {
@@ -312,7 +325,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&views)?;
             } else {
-                print!("{}", output::table(&views));
+                say_raw!("{}", output::table(&views));
             }
         }
         Command::Show { id, json } => {
@@ -325,7 +338,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&view)?;
             } else {
-                print!("{}", output::detail(&view));
+                say_raw!("{}", output::detail(&view));
             }
         }
         Command::Blob {
@@ -368,22 +381,26 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&value)?;
             } else {
-                println!("node     {}", device.node_id());
-                println!("name     {}", device.name());
-                println!("grid     {}", device.grid());
-                println!(
+                say!("node     {}", device.node_id());
+                say!("name     {}", device.name());
+                say!("grid     {}", device.grid());
+                say!(
                     "holds    {} incidents, {} events, {} blobs",
-                    counts.incidents, counts.events, counts.blobs
+                    counts.incidents,
+                    counts.events,
+                    counts.blobs
                 );
-                println!(
+                say!(
                     "to sync  {} events, {} blobs ({} bytes)",
-                    pending.events, pending.blobs, pending.blob_bytes
+                    pending.events,
+                    pending.blobs,
+                    pending.blob_bytes
                 );
             }
         }
         Command::Categories => {
             for (code, meaning) in gridsync_core::event::CATEGORY_CATALOGUE {
-                println!("{code:<22}{meaning}");
+                say!("{code:<22}{meaning}");
             }
         }
         Command::Demo { keep } => demo::run(keep)?,
@@ -399,9 +416,39 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's own rendering spans several lines; errors here are one line.
+            let rendered = e.render().to_string();
+            let message = rendered
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("gridsync: error: {message} (see gridsync --help)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`gridsync list | head`): not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("gridsync: error: {msg}");
