@@ -25,29 +25,8 @@ const NODE_A: NodeId = NodeId([0xA1; 32]);
 const NODE_B: NodeId = NodeId([0xB2; 32]);
 const T0: u64 = 1_764_000_000_000;
 
-macro_rules! golden {
-    ($($name:literal),+ $(,)?) => {
-        &[$(($name, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/codec/", $name)))),+]
-    };
-}
-
-/// Every vector file, compiled in.
-const GOLDEN: &[(&str, &[u8])] = golden!(
-    "event-reported.bin",
-    "event-edited-description.bin",
-    "event-edited-category.bin",
-    "event-edited-location.bin",
-    "event-edited-severity.bin",
-    "event-photo-added.bin",
-    "event-photo-removed.bin",
-    "event-status-changed.bin",
-    "event-escalated.bin",
-    "event-assigned.bin",
-    "event-commented.bin",
-    "event-evaluated.bin",
-    "state-small.bin",
-    "README.md",
-);
+mod golden;
+use golden::GOLDEN;
 
 /// The vector whose hex dump the README shows.
 const DUMPED: &str = "event-status-changed.bin";
