@@ -55,6 +55,11 @@ fn assert_clean_blob(blob: &gridsync_media::Encoded, forbidden: &[&[u8]]) {
             "unexpected segment FF{marker:02X} in stored bytes"
         );
     }
+    let scans = blob.bytes.windows(2).filter(|w| *w == [0xFF, 0xDA]).count();
+    assert_eq!(
+        scans, 1,
+        "one interleaved scan (0xFF 0xDA only occurs as SOS)"
+    );
     assert!(!contains(&blob.bytes, b"Exif"), "Exif in stored bytes");
     assert!(!contains(&blob.bytes, b"ICC_PROFILE"));
     for needle in forbidden {
@@ -98,6 +103,65 @@ fn twelve_megapixel_rot6_becomes_an_upright_1200x1600_portrait() {
     assert_clean_blob(&out.photo, EXIF_STRINGS);
     assert_clean_blob(&out.thumb, EXIF_STRINGS);
     assert_ne!(out.photo.hash, out.thumb.hash);
+}
+
+/// Decodes `jpeg` with both the `image` crate (zune-jpeg) and jpeg-decoder (libjpeg-like) and
+/// checks that they agree: the stored bytes must not rely on one decoder's leniency, nor trip
+/// over one decoder's bug (zune-jpeg 0.5.15 mis-decodes one-scan-per-component 4:2:0 files).
+fn assert_decoders_agree(jpeg: &[u8]) {
+    let zune = image::load_from_memory(jpeg)
+        .expect("image decodes")
+        .to_rgb8();
+    let mut decoder = jpeg_decoder::Decoder::new(jpeg);
+    let pixels = decoder.decode().expect("jpeg-decoder decodes");
+    let info = decoder.info().expect("info");
+    assert_eq!(
+        (u32::from(info.width), u32::from(info.height)),
+        zune.dimensions()
+    );
+    assert_eq!(info.pixel_format, jpeg_decoder::PixelFormat::RGB24);
+    let far = zune
+        .as_raw()
+        .iter()
+        .zip(&pixels)
+        .filter(|(a, b)| a.abs_diff(**b) > 16)
+        .count();
+    // Upsampling chroma differently may move a sample on a sharp colour edge, no more.
+    assert!(
+        far * 1000 < pixels.len(),
+        "{far} of {} samples disagree",
+        pixels.len()
+    );
+}
+
+#[test]
+fn stored_jpegs_decode_alike_in_both_decoders() {
+    for input in [
+        &fixture!("garbage-12mp-rot6.jpg")[..],
+        &fixture!("cat-2400x1600-rot8.jpg")[..],
+        &fixture!("plain-512.png")[..],
+    ] {
+        let out = run(input);
+        assert_decoders_agree(&out.photo.bytes);
+        assert_decoders_agree(&out.thumb.bytes);
+    }
+}
+
+#[test]
+fn a_stored_photo_can_be_processed_again() {
+    // The stored bytes (4:2:0, one scan per component) go through the whole pipeline again,
+    // also through the decoder's DCT scaling.
+    let first = run(fixture!("garbage-12mp-rot6.jpg"));
+    let again = run(&first.photo.bytes);
+    assert_eq!((again.photo.width, again.photo.height), (1200, 1600));
+    assert_eq!(again.exif, gridsync_media::ExifFacts::default());
+    let limits = Limits {
+        max_side: 400,
+        ..Limits::default()
+    };
+    let small = process(&first.photo.bytes, &limits).expect("process");
+    assert_eq!((small.photo.width, small.photo.height), (300, 400));
+    assert_clean_blob(&small.photo, &[]);
 }
 
 #[test]
