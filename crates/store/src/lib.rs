@@ -253,7 +253,8 @@ impl Store {
             ("node_scope", id.scope.as_bytes().to_vec()),
         ];
         for (k, v) in rows {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)",
                 params![k, v],
             )
@@ -263,10 +264,14 @@ impl Store {
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(self.err("reading meta"))
+        one(
+            &self.conn,
+            "SELECT value FROM meta WHERE key = ?1",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.err("reading meta"))
     }
 
     /// The node's identity.
@@ -303,14 +308,13 @@ impl Store {
 
     /// The sequence number `origin`'s next event gets.
     pub fn next_seq(&self, origin: &NodeId) -> Result<u64> {
-        let max: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT MAX(seq) FROM events WHERE origin = ?1",
-                [&origin.0[..]],
-                |r| r.get(0),
-            )
-            .map_err(self.err("reading the sequence"))?;
+        let max: Option<i64> = one(
+            &self.conn,
+            "SELECT MAX(seq) FROM events WHERE origin = ?1",
+            [&origin.0[..]],
+            |r| r.get(0),
+        )
+        .map_err(self.err("reading the sequence"))?;
         Ok(max.unwrap_or(0) as u64 + 1)
     }
 
@@ -333,17 +337,17 @@ impl Store {
             if BlobHash::of(b.bytes) != b.hash {
                 return Err(StoreError::BlobMismatch { path, hash: b.hash });
             }
-            out.new_blobs += tx
-                .execute(
-                    "INSERT OR IGNORE INTO blobs (hash, kind, size, data) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        &b.hash.0[..],
-                        b.kind.as_str(),
-                        b.bytes.len() as i64,
-                        b.bytes
-                    ],
-                )
-                .map_err(sql(&path, "storing a blob"))?;
+            out.new_blobs += exec(
+                &tx,
+                "INSERT OR IGNORE INTO blobs (hash, kind, size, data) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    &b.hash.0[..],
+                    b.kind.as_str(),
+                    b.bytes.len() as i64,
+                    b.bytes
+                ],
+            )
+            .map_err(sql(&path, "storing a blob"))?;
         }
         let mut touched = BTreeSet::new();
         let mut fresh: Vec<&Event> = Vec::new();
@@ -354,8 +358,7 @@ impl Store {
                 what: "event",
                 error,
             })?;
-            let inserted = tx
-                .execute(
+            let inserted = exec(&tx,
                     "INSERT OR IGNORE INTO events (origin, seq, incident, grid, hlc_wall, hlc_logical, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
@@ -370,13 +373,13 @@ impl Store {
                 )
                 .map_err(sql(&path, "storing an event"))?;
             if inserted == 0 {
-                let existing: Vec<u8> = tx
-                    .query_row(
-                        "SELECT body FROM events WHERE origin = ?1 AND seq = ?2",
-                        params![&e.origin.0[..], e.seq as i64],
-                        |r| r.get(0),
-                    )
-                    .map_err(sql(&path, "reading an event"))?;
+                let existing: Vec<u8> = one(
+                    &tx,
+                    "SELECT body FROM events WHERE origin = ?1 AND seq = ?2",
+                    params![&e.origin.0[..], e.seq as i64],
+                    |r| r.get(0),
+                )
+                .map_err(sql(&path, "reading an event"))?;
                 if existing != body {
                     return Err(StoreError::Equivocation {
                         path,
@@ -388,7 +391,8 @@ impl Store {
                 continue;
             }
             if let gridsync_core::Payload::PhotoAdded(meta) = &e.payload {
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT OR IGNORE INTO thumbs (photo, thumb) VALUES (?1, ?2)",
                     params![&meta.hash.0[..], &meta.thumb.0[..]],
                 )
@@ -411,22 +415,12 @@ impl Store {
         }
         let newest = fresh.iter().map(|e| e.hlc).max();
         if let Some(hlc) = clock.max(newest) {
-            let old: Option<Vec<u8>> = tx
-                .query_row("SELECT value FROM meta WHERE key = 'clock_last'", [], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(sql(&path, "reading the clock"))?;
-            let hlc = old
-                .and_then(|v| decode_hlc(&v))
-                .unwrap_or_default()
-                .max(hlc);
-            let mut v = hlc.wall_ms.to_be_bytes().to_vec();
-            v.extend_from_slice(&hlc.logical.to_be_bytes());
-            tx.execute(
+            // Big-endian bytes compare like the timestamps, so SQLite's MAX keeps the later.
+            exec(
+                &tx,
                 "INSERT INTO meta (key, value) VALUES ('clock_last', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [v],
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                [encode_hlc(hlc)],
             )
             .map_err(sql(&path, "storing the clock"))?;
         }
@@ -439,15 +433,14 @@ impl Store {
 
     /// One incident's state.
     pub fn incident(&self, id: &IncidentId) -> Result<Option<IncidentState>> {
-        let bytes: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT state FROM incidents WHERE id = ?1",
-                [&id.0.as_bytes()[..]],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err("reading an incident"))?;
+        let bytes: Option<Vec<u8>> = one(
+            &self.conn,
+            "SELECT state FROM incidents WHERE id = ?1",
+            [&id.0.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.err("reading an incident"))?;
         bytes.map(|b| self.decode_state(id, &b)).transpose()
     }
 
@@ -513,60 +506,58 @@ impl Store {
 
     /// Whether event `id` is stored.
     pub fn has_event(&self, id: &EventId) -> Result<bool> {
-        self.conn
-            .query_row(
-                "SELECT 1 FROM events WHERE origin = ?1 AND seq = ?2",
-                params![&id.origin.0[..], id.seq as i64],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|o| o.is_some())
-            .map_err(self.err("reading an event"))
+        one(
+            &self.conn,
+            "SELECT 1 FROM events WHERE origin = ?1 AND seq = ?2",
+            params![&id.origin.0[..], id.seq as i64],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|o| o.is_some())
+        .map_err(self.err("reading an event"))
     }
 
     /// Per origin, the highest sequence number up to which every event is held.
     pub fn contiguous(&self, origin: &NodeId) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT contiguous FROM origins WHERE origin = ?1",
-                [&origin.0[..]],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(0) as u64)
-            .map_err(self.err("reading progress"))
+        one(
+            &self.conn,
+            "SELECT contiguous FROM origins WHERE origin = ?1",
+            [&origin.0[..]],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map(|v| v.unwrap_or(0) as u64)
+        .map_err(self.err("reading progress"))
     }
 
     /// A stored blob's bytes.
     pub fn blob(&self, hash: &BlobHash) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .query_row(
-                "SELECT data FROM blobs WHERE hash = ?1",
-                [&hash.0[..]],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err("reading a blob"))
+        one(
+            &self.conn,
+            "SELECT data FROM blobs WHERE hash = ?1",
+            [&hash.0[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.err("reading a blob"))
     }
 
     /// The thumbnail hash of photo `photo`, as its photo event names it.
     pub fn thumb_of(&self, photo: &BlobHash) -> Result<Option<BlobHash>> {
-        let v: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT thumb FROM thumbs WHERE photo = ?1",
-                [&photo.0[..]],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(self.err("reading a thumbnail link"))?;
+        let v: Option<Vec<u8>> = one(
+            &self.conn,
+            "SELECT thumb FROM thumbs WHERE photo = ?1",
+            [&photo.0[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.err("reading a thumbnail link"))?;
         Ok(v.and_then(|v| <[u8; 32]>::try_from(v).ok()).map(BlobHash))
     }
 
     /// How much the store holds.
     pub fn counts(&self) -> Result<Counts> {
-        self.conn
-            .query_row(
+        one(&self.conn,
                 "SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM incidents), (SELECT COUNT(*) FROM blobs)",
                 [],
                 |r| {
@@ -584,46 +575,46 @@ impl Store {
     /// blobs not yet sent.
     pub fn pending(&self, own: &NodeId) -> Result<Pending> {
         let acked = self.cursor(UPSTREAM, ACKED_OWN_SEQ)?;
-        self.conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM events WHERE origin = ?1 AND seq > ?2),
+        one(
+            &self.conn,
+            "SELECT (SELECT COUNT(*) FROM events WHERE origin = ?1 AND seq > ?2),
                         (SELECT COUNT(*) FROM blobs WHERE sent_upstream = 0),
                         (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE sent_upstream = 0)",
-                params![&own.0[..], acked as i64],
-                |r| {
-                    Ok(Pending {
-                        events: r.get::<_, i64>(0)? as u64,
-                        blobs: r.get::<_, i64>(1)? as u64,
-                        blob_bytes: r.get::<_, i64>(2)? as u64,
-                    })
-                },
-            )
-            .map_err(self.err("counting pending"))
+            params![&own.0[..], acked as i64],
+            |r| {
+                Ok(Pending {
+                    events: r.get::<_, i64>(0)? as u64,
+                    blobs: r.get::<_, i64>(1)? as u64,
+                    blob_bytes: r.get::<_, i64>(2)? as u64,
+                })
+            },
+        )
+        .map_err(self.err("counting pending"))
     }
 
     /// A sync cursor (0 when never set).
     pub fn cursor(&self, peer: &str, name: &str) -> Result<u64> {
-        self.conn
-            .query_row(
-                "SELECT value FROM cursors WHERE peer = ?1 AND name = ?2",
-                [peer, name],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map(|v| v.unwrap_or(0) as u64)
-            .map_err(self.err("reading a cursor"))
+        one(
+            &self.conn,
+            "SELECT value FROM cursors WHERE peer = ?1 AND name = ?2",
+            [peer, name],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map(|v| v.unwrap_or(0) as u64)
+        .map_err(self.err("reading a cursor"))
     }
 
     /// Moves a sync cursor forward (never back: re-applying an old value is a no-op).
     pub fn advance_cursor(&mut self, peer: &str, name: &str, value: u64) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO cursors (peer, name, value) VALUES (?1, ?2, ?3)
+        exec(
+            &self.conn,
+            "INSERT INTO cursors (peer, name, value) VALUES (?1, ?2, ?3)
                  ON CONFLICT (peer, name) DO UPDATE SET value = MAX(value, excluded.value)",
-                params![peer, name, value as i64],
-            )
-            .map(|_| ())
-            .map_err(self.err("storing a cursor"))
+            params![peer, name, value as i64],
+        )
+        .map(|_| ())
+        .map_err(self.err("storing a cursor"))
     }
 }
 
@@ -638,6 +629,27 @@ fn sql<'a>(
     }
 }
 
+/// Runs one statement through the connection's statement cache (SQL is parsed once).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// Reads one row through the connection's statement cache.
+fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
+fn encode_hlc(hlc: Hlc) -> Vec<u8> {
+    let mut v = hlc.wall_ms.to_be_bytes().to_vec();
+    v.extend_from_slice(&hlc.logical.to_be_bytes());
+    v
+}
+
 fn decode_hlc(v: &[u8]) -> Option<Hlc> {
     let wall: [u8; 8] = v.get(..8)?.try_into().ok()?;
     let logical: [u8; 4] = v.get(8..12)?.try_into().ok()?;
@@ -648,15 +660,15 @@ fn decode_hlc(v: &[u8]) -> Option<Hlc> {
 }
 
 fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Result<()> {
-    let mut at: i64 = tx
-        .query_row(
-            "SELECT contiguous FROM origins WHERE origin = ?1",
-            [&origin.0[..]],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql(path, "reading progress"))?
-        .unwrap_or(0);
+    let mut at: i64 = one(
+        &tx,
+        "SELECT contiguous FROM origins WHERE origin = ?1",
+        [&origin.0[..]],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql(path, "reading progress"))?
+    .unwrap_or(0);
     let mut next = tx
         .prepare_cached("SELECT 1 FROM events WHERE origin = ?1 AND seq = ?2")
         .map_err(sql(path, "reading progress"))?;
@@ -666,7 +678,8 @@ fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Res
     {
         at += 1;
     }
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO origins (origin, contiguous) VALUES (?1, ?2)
          ON CONFLICT (origin) DO UPDATE SET contiguous = excluded.contiguous",
         params![&origin.0[..], at],
@@ -676,14 +689,14 @@ fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Res
 }
 
 fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<IncidentState> {
-    let bytes: Option<Vec<u8>> = tx
-        .query_row(
-            "SELECT state FROM incidents WHERE id = ?1",
-            [&id.0.as_bytes()[..]],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(sql(path, "reading an incident"))?;
+    let bytes: Option<Vec<u8>> = one(
+        &tx,
+        "SELECT state FROM incidents WHERE id = ?1",
+        [&id.0.as_bytes()[..]],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql(path, "reading an incident"))?;
     let Some(bytes) = bytes else {
         return Ok(IncidentState::new(*id));
     };
@@ -724,7 +737,7 @@ fn save_state(tx: &Transaction<'_>, path: &Path, state: &IncidentState) -> Resul
         .or(state.first.as_ref().map(|(s, _)| *s))
         .map_or(0, |s| s.hlc.wall_ms as i64);
     let updated = state.last.map_or(0, |s| s.hlc.wall_ms as i64);
-    tx.execute(
+    exec(&tx,
         "INSERT INTO incidents (id, grid, created_ms, updated_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, created_ms = excluded.created_ms,
              updated_ms = excluded.updated_ms, state = excluded.state",

@@ -252,3 +252,23 @@ fn cursors_only_move_forward_and_pending_counts_follow_them() {
     assert_eq!(s.cursor(UPSTREAM, ACKED_OWN_SEQ).unwrap(), 1);
     assert_eq!(s.pending(&me).unwrap().events, 0);
 }
+
+#[test]
+fn the_recorded_clock_never_goes_back() {
+    let mut s = Store::in_memory().unwrap();
+    let mut late = Writer::new(NodeId([1; 32]), "a", 1, Hlc::new(NOW + 60_000, 3));
+    s.append(
+        &report_events(&mut late, IncidentId::new_v7(NOW, [1; 10]), None),
+        &[],
+        None,
+    )
+    .unwrap();
+    let high = s.clock_last().unwrap();
+    assert!(high > Hlc::new(NOW + 60_000, 3));
+    let mut early = Writer::new(NodeId([2; 32]), "b", 1, Hlc::default());
+    let older = report_events(&mut early, IncidentId::new_v7(NOW, [2; 10]), None);
+    s.append(&older, &[], Some(Hlc::new(NOW - 1, 0))).unwrap();
+    assert_eq!(s.clock_last().unwrap(), high);
+    s.append(&[], &[], Some(Hlc::new(high.wall_ms + 1, 0))).unwrap();
+    assert_eq!(s.clock_last().unwrap(), Hlc::new(high.wall_ms + 1, 0));
+}
