@@ -661,7 +661,7 @@ fn decode_hlc(v: &[u8]) -> Option<Hlc> {
 
 fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Result<()> {
     let mut at: i64 = one(
-        &tx,
+        tx,
         "SELECT contiguous FROM origins WHERE origin = ?1",
         [&origin.0[..]],
         |r| r.get(0),
@@ -679,7 +679,7 @@ fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Res
         at += 1;
     }
     exec(
-        &tx,
+        tx,
         "INSERT INTO origins (origin, contiguous) VALUES (?1, ?2)
          ON CONFLICT (origin) DO UPDATE SET contiguous = excluded.contiguous",
         params![&origin.0[..], at],
@@ -690,7 +690,7 @@ fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Res
 
 fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<IncidentState> {
     let bytes: Option<Vec<u8>> = one(
-        &tx,
+        tx,
         "SELECT state FROM incidents WHERE id = ?1",
         [&id.0.as_bytes()[..]],
         |r| r.get(0),
@@ -737,7 +737,7 @@ fn save_state(tx: &Transaction<'_>, path: &Path, state: &IncidentState) -> Resul
         .or(state.first.as_ref().map(|(s, _)| *s))
         .map_or(0, |s| s.hlc.wall_ms as i64);
     let updated = state.last.map_or(0, |s| s.hlc.wall_ms as i64);
-    exec(&tx,
+    exec(tx,
         "INSERT INTO incidents (id, grid, created_ms, updated_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, created_ms = excluded.created_ms,
              updated_ms = excluded.updated_ms, state = excluded.state",
