@@ -6,10 +6,15 @@ use std::path::{Path, PathBuf};
 
 use gridsync_core::{BlobHash, Category, Change, PhotoKind, Severity, Status};
 use gridsync_device::{Device, FixedEnv, NewReport, PhotoInput};
-use gridsync_scenarios::{hand_over, incident_json};
+use gridsync_scenarios::{hand_over_at, incident_json};
 use gridsync_store::Store;
 
 const T0: u64 = 1_764_000_000_000;
+
+/// Every hand-over happens a minute after the story starts, on the receiver's clock.
+fn hand_over(from: &Path, to: &Path) -> usize {
+    hand_over_at(from, to, T0 + 60_000)
+}
 
 fn fixture(name: &str) -> PhotoInput {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -216,4 +221,51 @@ fn a_settling_edit_after_seeing_both_clears_the_conflict_everywhere() {
         );
         assert_eq!(incident["conflicts"], serde_json::json!([]));
     }
+}
+
+#[test]
+fn a_handheld_with_a_clock_an_hour_fast_is_refused_and_nothing_is_taken() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pdas = three_pdas(dir.path());
+    // wang-li's clock runs an hour fast.
+    let mut a = pdas[0].open(T0 + 3_600_000);
+    a.report(NewReport {
+        category: Category::from_catalogue("fire-hazard").expect("category"),
+        description: "Gas cylinders in the stairwell".into(),
+        location: None,
+        severity: Severity::High,
+        observed_at: None,
+        photos: vec![],
+    })
+    .expect("report");
+    drop(a);
+    let before = incident_json(&pdas[1].path);
+    let mut b = Store::open(&pdas[1].path).expect("open");
+    let events = Store::open(&pdas[0].path)
+        .expect("open")
+        .incidents()
+        .expect("list")
+        .iter()
+        .flat_map(|s| {
+            Store::open(&pdas[0].path)
+                .expect("open")
+                .events_of(&s.id)
+                .expect("events")
+        })
+        .collect::<Vec<_>>();
+    let err = b
+        .append_remote(&events, &[], T0 + 60_000)
+        .expect_err("an hour ahead is refused");
+    assert!(
+        matches!(err, gridsync_store::StoreError::ClockAhead { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("ahead"), "{err}");
+    drop(b);
+    assert_eq!(incident_json(&pdas[1].path), before);
+    // Once the receiver's clock has caught up, the same batch is taken.
+    assert_eq!(
+        hand_over_at(&pdas[0].path, &pdas[1].path, T0 + 3_600_000),
+        1
+    );
 }

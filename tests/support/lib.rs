@@ -6,10 +6,10 @@ use gridsync_core::IncidentState;
 use gridsync_store::{BlobKind, NewBlob, Store};
 
 /// Hands every event and blob of the store at `from` to the store at `to`, incident by
-/// incident, the way a sync would (but with no network): the receiver's `append` is
-/// idempotent, so handing the same things over twice changes nothing. Returns how many events
-/// were new to the receiver.
-pub fn hand_over(from: &Path, to: &Path) -> usize {
+/// incident, the way a sync would (but with no network), as received at time `now_ms`: the
+/// receiver's `append_remote` checks the clocks and is idempotent, so handing the same things
+/// over twice changes nothing. Returns how many events were new to the receiver.
+pub fn hand_over_at(from: &Path, to: &Path, now_ms: u64) -> usize {
     let src = Store::open(from).expect("open source store");
     let mut dst = Store::open(to).expect("open destination store");
     let mut new = 0;
@@ -35,7 +35,7 @@ pub fn hand_over(from: &Path, to: &Path) -> usize {
             })
             .collect();
         new += dst
-            .append(&events, &blobs, None)
+            .append_remote(&events, &blobs, now_ms)
             .expect("append")
             .new_events;
     }

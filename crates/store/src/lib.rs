@@ -47,6 +47,13 @@ pub enum StoreError {
         origin: NodeId,
         seq: u64,
     },
+    #[error("{path}: event {origin}/{seq} refused: {error}")]
+    ClockAhead {
+        path: PathBuf,
+        origin: NodeId,
+        seq: u64,
+        error: gridsync_core::ClockError,
+    },
     #[error("{path}: blob {hash} does not match its bytes; refusing the batch")]
     BlobMismatch { path: PathBuf, hash: BlobHash },
     #[error("{path}: stored {what} is corrupt: {error}")]
@@ -54,6 +61,12 @@ pub enum StoreError {
         path: PathBuf,
         what: &'static str,
         error: CodecError,
+    },
+    #[error("{path}: incident {incident}: its state would be {bytes} bytes, over the {limit} limit", limit = codec::MAX_ENCODED)]
+    StateTooLarge {
+        path: PathBuf,
+        incident: IncidentId,
+        bytes: usize,
     },
     #[error("{path}: corrupt row: {what}")]
     CorruptRow { path: PathBuf, what: String },
@@ -184,26 +197,38 @@ impl Store {
                 path: path.to_owned(),
             });
         }
+        // Probe through a read-only connection first: it reads the header as SQLite sees it
+        // (through a pending `-wal` too), and closing it never checkpoints or rolls anything
+        // back, so a foreign file, or a store of a newer schema, is left exactly as it was.
+        // (At most SQLite creates or rebuilds the `-shm` index beside a WAL database; the
+        // database and its `-wal` are not written.) Only then is the file opened read-write.
+        let version = Self::probe(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sql(path, "opening"))?;
-        let header = conn
-            .query_row(
-                "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version",
-                [],
-                |r| Ok((r.get::<_, i32>(0)?, r.get::<_, i32>(1)?)),
-            )
-            .map_err(|e| StoreError::NotAStore {
-                path: path.to_owned(),
-                why: e.to_string(),
-            })?;
-        let (app_id, version) = header;
+        Self::finish_open(conn, path, version)
+    }
+
+    /// Reads `application_id` and `user_version` through a read-only connection, which is
+    /// dropped before returning; returns the schema version of a gridsync store this build
+    /// can open, and refuses anything else.
+    fn probe(path: &Path) -> Result<i32> {
+        let not_a_store = |why: String| StoreError::NotAStore {
+            path: path.to_owned(),
+            why,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let probe = Connection::open_with_flags(path, flags).map_err(sql(path, "opening"))?;
+        let header = probe.query_row(
+            "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version",
+            [],
+            |r| Ok((r.get::<_, i32>(0)?, r.get::<_, i32>(1)?)),
+        );
+        drop(probe);
+        let (app_id, version) = header.map_err(|e| not_a_store(e.to_string()))?;
         if app_id != APPLICATION_ID {
-            return Err(StoreError::NotAStore {
-                path: path.to_owned(),
-                why: format!(
-                    "SQLite application id is {app_id:#x}, not gridsync's {APPLICATION_ID:#x}"
-                ),
-            });
+            return Err(not_a_store(format!(
+                "SQLite application id is {app_id:#x}, not gridsync's {APPLICATION_ID:#x}"
+            )));
         }
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
@@ -212,7 +237,7 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        Self::finish_open(conn, path, version)
+        Ok(version)
     }
 
     /// An in-memory store, for tests.
@@ -228,6 +253,17 @@ impl Store {
         Ok(Self {
             conn,
             path: path.to_owned(),
+        })
+    }
+
+    /// Closes the store, checkpointing the WAL into the main file; reports a failure to do so
+    /// (dropping a `Store` closes it too, but silently).
+    pub fn close(self) -> Result<()> {
+        let path = self.path;
+        self.conn.close().map_err(|(_, error)| StoreError::Sqlite {
+            path,
+            context: "closing",
+            error,
         })
     }
 
@@ -299,11 +335,31 @@ impl Store {
     /// The latest HLC timestamp this node issued or stored (never goes backwards). Kept in
     /// `meta` and raised by every [`Store::append`], so reading it costs the same whatever the
     /// log holds.
+    ///
+    /// A stored value that does not decode is not trusted as zero (the clock would go back):
+    /// the newest stored event's timestamp is used instead.
     pub fn clock_last(&self) -> Result<Hlc> {
-        Ok(match self.meta("clock_last")? {
-            Some(v) => decode_hlc(&v).unwrap_or_default(),
-            None => Hlc::default(),
-        })
+        let Some(v) = self.meta("clock_last")? else {
+            return Ok(Hlc::default());
+        };
+        if let Some(hlc) = decode_hlc(&v) {
+            return Ok(hlc);
+        }
+        tracing::warn!(
+            bytes = v.len(),
+            "stored clock is unreadable; using the newest stored event's"
+        );
+        let newest: Option<(i64, i64)> = one(
+            &self.conn,
+            "SELECT hlc_wall, hlc_logical FROM events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(self.err("reading the clock"))?;
+        Ok(newest.map_or_else(Hlc::default, |(wall, logical)| {
+            Hlc::new(wall as u64, logical as u32)
+        }))
     }
 
     /// The sequence number `origin`'s next event gets.
@@ -324,6 +380,10 @@ impl Store {
     /// transaction, and raises the recorded clock to `clock` and to the newest stored event. Idempotent: events already
     /// stored (same bytes) and blobs already present are skipped. An event stored before with
     /// *different* bytes, or a blob whose bytes do not hash to its id, refuses the whole batch.
+    ///
+    /// `append` is for the node's own events and for events already checked; anything
+    /// received from a peer goes through [`Store::append_remote`], which first refuses
+    /// timestamps too far ahead of this node's clock.
     pub fn append(
         &mut self,
         events: &[Event],
@@ -429,6 +489,31 @@ impl Store {
         Ok(out)
     }
 
+    /// Stores events received from a peer: like [`Store::append`] (with no clock of its own),
+    /// but first checks every event's timestamp against `now_ms` with the default drift bound
+    /// ([`gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS`]) and refuses the whole batch, writing
+    /// nothing, if any is too far ahead: a node with a wrong clock must not win every
+    /// last-writer-wins race nor drag this node's clock forward.
+    pub fn append_remote(
+        &mut self,
+        events: &[Event],
+        blobs: &[NewBlob<'_>],
+        now_ms: u64,
+    ) -> Result<Appended> {
+        let clock = gridsync_core::Clock::new(Hlc::default());
+        for e in events {
+            clock
+                .check(e.hlc, now_ms)
+                .map_err(|error| StoreError::ClockAhead {
+                    path: self.path.clone(),
+                    origin: e.origin,
+                    seq: e.seq,
+                    error,
+                })?;
+        }
+        self.append(events, blobs, None)
+    }
+
     // ---- reads --------------------------------------------------------------------------
 
     /// One incident's state.
@@ -471,9 +556,14 @@ impl Store {
 
     /// A stored state that fails to decode (say, written by another build) is rebuilt from
     /// the events, which are the truth.
+    /// So is one that decodes to another incident's state.
     fn decode_state(&self, id: &IncidentId, bytes: &[u8]) -> Result<IncidentState> {
         match codec::decode_state(bytes) {
-            Ok(s) => Ok(s),
+            Ok(s) if s.id == *id => Ok(s),
+            Ok(s) => {
+                tracing::warn!(incident = %id, found = %s.id, "stored state is another incident's; rebuilding it from events");
+                Ok(IncidentState::replay(*id, &self.events_of(id)?))
+            }
             Err(e) => {
                 tracing::warn!(incident = %id, error = %e, "rebuilding incident state from events");
                 Ok(IncidentState::replay(*id, &self.events_of(id)?))
@@ -700,8 +790,14 @@ fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<Inci
     let Some(bytes) = bytes else {
         return Ok(IncidentState::new(*id));
     };
-    if let Ok(s) = codec::decode_state(&bytes) {
-        return Ok(s);
+    match codec::decode_state(&bytes) {
+        Ok(s) if s.id == *id => return Ok(s),
+        Ok(s) => {
+            tracing::warn!(incident = %id, found = %s.id, "stored state is another incident's; rebuilding it from events");
+        }
+        Err(e) => {
+            tracing::warn!(incident = %id, error = %e, "rebuilding incident state from events");
+        }
     }
     // The cache is unreadable: rebuild it from the events already stored (the new ones are
     // applied by the caller; applying one twice is a no-op anyway).
@@ -725,10 +821,17 @@ fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<Inci
 }
 
 fn save_state(tx: &Transaction<'_>, path: &Path, state: &IncidentState) -> Result<()> {
-    let bytes = codec::encode_state(state).map_err(|error| StoreError::Corrupt {
-        path: path.to_owned(),
-        what: "incident state",
-        error,
+    let bytes = codec::encode_state(state).map_err(|error| match error {
+        CodecError::TooLarge(bytes) => StoreError::StateTooLarge {
+            path: path.to_owned(),
+            incident: state.id,
+            bytes,
+        },
+        error => StoreError::Corrupt {
+            path: path.to_owned(),
+            what: "incident state",
+            error,
+        },
     })?;
     let created = state
         .report

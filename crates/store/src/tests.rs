@@ -269,6 +269,248 @@ fn the_recorded_clock_never_goes_back() {
     let older = report_events(&mut early, IncidentId::new_v7(NOW, [2; 10]), None);
     s.append(&older, &[], Some(Hlc::new(NOW - 1, 0))).unwrap();
     assert_eq!(s.clock_last().unwrap(), high);
-    s.append(&[], &[], Some(Hlc::new(high.wall_ms + 1, 0))).unwrap();
+    s.append(&[], &[], Some(Hlc::new(high.wall_ms + 1, 0)))
+        .unwrap();
     assert_eq!(s.clock_last().unwrap(), Hlc::new(high.wall_ms + 1, 0));
+}
+
+/// The paths of a database's `-wal` and `-shm` files.
+fn sidecars(db: &Path) -> [PathBuf; 2] {
+    let side = |suffix: &str| {
+        let mut s = db.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [side("-wal"), side("-shm")]
+}
+
+/// Copies `from` with its `-wal` and `-shm` (when present) to `to`, as a crash would leave
+/// them; returns which of the copy's `-wal` and `-shm` exist.
+fn copy_with_wal(from: &Path, to: &Path) -> [bool; 2] {
+    std::fs::copy(from, to).unwrap();
+    let mut present = [false; 2];
+    for (i, (src, dst)) in sidecars(from).iter().zip(sidecars(to)).enumerate() {
+        if src.exists() {
+            std::fs::copy(src, &dst).unwrap();
+            present[i] = true;
+        }
+    }
+    present
+}
+
+/// The database's bytes, its `-wal`'s (None when absent), and whether its `-shm` exists.
+type Snapshot = (Vec<u8>, Option<Vec<u8>>, bool);
+
+fn snapshot(db: &Path) -> Snapshot {
+    let [wal, shm] = sidecars(db);
+    (
+        file_bytes(db),
+        wal.exists().then(|| file_bytes(&wal)),
+        shm.exists(),
+    )
+}
+
+/// The database and its `-wal` are byte for byte as they were, and no file appeared or
+/// vanished. (SQLite may rebuild the `-shm` index in place; it holds none of the data.)
+fn assert_unchanged(db: &Path, before: &Snapshot) {
+    let after = snapshot(db);
+    assert!(after.0 == before.0, "the database file changed");
+    assert_eq!(
+        (after.1.is_some(), after.2),
+        (before.1.is_some(), before.2),
+        "(-wal exists, -shm exists) changed"
+    );
+    assert!(after.1 == before.1, "the -wal file changed");
+}
+
+#[test]
+fn a_foreign_wal_database_with_a_pending_wal_is_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.sqlite");
+    let copy = dir.path().join("crashed.sqlite");
+    let c = Connection::open(&live).unwrap();
+    c.pragma_update(None, "journal_mode", "WAL").unwrap();
+    c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    c.execute_batch(
+        "CREATE TABLE t (x); INSERT INTO t VALUES (1); INSERT INTO t VALUES (randomblob(5000));",
+    )
+    .unwrap();
+    // The other app "crashes" here: its files are copied while its connection is open.
+    let [wal, shm] = copy_with_wal(&live, &copy);
+    drop(c);
+    assert!(wal && shm, "the copy must have a pending -wal and its -shm");
+    let before = snapshot(&copy);
+    assert!(before.1.as_ref().is_some_and(|w| !w.is_empty()));
+
+    let err = Store::open(&copy).unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+    assert!(err.to_string().contains("was not changed"), "{err}");
+    assert_unchanged(&copy, &before);
+}
+
+#[test]
+fn a_newer_schema_with_a_pending_wal_is_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let copy = dir.path().join("crashed.db");
+    drop(Store::create(&live).unwrap());
+    let c = Connection::open(&live).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    let [wal, shm] = copy_with_wal(&live, &copy);
+    drop(c);
+    assert!(wal && shm, "the copy must have a pending -wal and its -shm");
+    let before = snapshot(&copy);
+
+    match Store::open(&copy) {
+        Err(StoreError::NewerSchema { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    assert_unchanged(&copy, &before);
+}
+
+#[test]
+fn our_own_store_with_a_pending_wal_opens_with_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.db");
+    let copy = dir.path().join("crashed.db");
+    let mut s = Store::create(&live).unwrap();
+    s.conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::default());
+    let id = IncidentId::new_v7(NOW, [7; 10]);
+    let events = report_events(&mut w, id, None);
+    s.append(&events, &[], Some(w.clock_last())).unwrap();
+    let [wal, shm] = copy_with_wal(&live, &copy);
+    drop(s);
+    assert!(wal && shm, "the copy must have a pending -wal and its -shm");
+
+    let opened = Store::open(&copy).unwrap();
+    assert_eq!(opened.events_of(&id).unwrap(), events);
+    assert!(opened.incident(&id).unwrap().is_some());
+    assert_eq!(opened.clock_last().unwrap(), w.clock_last());
+}
+
+#[test]
+fn append_remote_refuses_a_batch_with_a_clock_too_far_ahead() {
+    use gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS;
+    let mut s = Store::in_memory().unwrap();
+    let id = IncidentId::new_v7(NOW, [8; 10]);
+
+    let mut fine = Writer::new(NodeId([1; 32]), "a", 1, Hlc::new(NOW, 0));
+    let ok = report_events(&mut fine, id, None);
+    let mut ahead = Writer::new(NodeId([2; 32]), "b", 1, Hlc::new(NOW + 3_600_000, 0));
+    let bad = report_events(&mut ahead, IncidentId::new_v7(NOW, [9; 10]), None);
+
+    let err = s
+        .append_remote(&[ok[0].clone(), bad[0].clone()], &[], NOW)
+        .unwrap_err();
+    match &err {
+        StoreError::ClockAhead {
+            origin, seq, error, ..
+        } => {
+            assert_eq!((*origin, *seq), (NodeId([2; 32]), 1));
+            assert!(matches!(
+                error,
+                gridsync_core::ClockError::TooFarAhead { max_drift_ms, .. }
+                    if *max_drift_ms == DEFAULT_MAX_DRIFT_MS
+            ));
+        }
+        other => panic!("expected ClockAhead, got {other:?}"),
+    }
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(s.counts().unwrap(), Counts::default(), "nothing stored");
+    assert_eq!(s.clock_last().unwrap(), Hlc::default());
+
+    // Nine minutes ahead is within the bound.
+    let mut near = Writer::new(NodeId([3; 32]), "c", 1, Hlc::new(NOW + 9 * 60_000, 0));
+    let near = report_events(&mut near, IncidentId::new_v7(NOW, [10; 10]), None);
+    let done = s.append_remote(&near, &[], NOW).unwrap();
+    assert_eq!(done.new_events, 1);
+    assert_eq!(s.clock_last().unwrap(), near[0].hlc);
+    assert!(s.clock_last().unwrap().wall_ms > NOW + 9 * 60_000 - 1);
+}
+
+#[test]
+fn a_cached_state_of_another_incident_is_rebuilt_from_events() {
+    let mut s = Store::in_memory().unwrap();
+    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::default());
+    let a = IncidentId::new_v7(NOW, [1; 10]);
+    let b = IncidentId::new_v7(NOW, [2; 10]);
+    let mut events = report_events(&mut w, a, None);
+    events.extend(report_events(&mut w, b, None));
+    s.append(&events, &[], None).unwrap();
+
+    // Put b's state in a's row.
+    let b_state: Vec<u8> = s
+        .conn
+        .query_row(
+            "SELECT state FROM incidents WHERE id = ?1",
+            [&b.0.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    s.conn
+        .execute(
+            "UPDATE incidents SET state = ?1 WHERE id = ?2",
+            params![b_state, &a.0.as_bytes()[..]],
+        )
+        .unwrap();
+
+    // Reads rebuild it.
+    let read = s.incident(&a).unwrap().unwrap();
+    assert_eq!(read.id, a);
+    assert_eq!(read, IncidentState::replay(a, &s.events_of(&a).unwrap()));
+    assert!(s.incidents().unwrap().iter().any(|st| st.id == a));
+
+    // The write path rebuilds it too, and stores a's own state again.
+    let comment = w.write(
+        a,
+        &grid(),
+        gridsync_core::Payload::Commented { text: "hi".into() },
+        NOW,
+    );
+    s.append(&[comment], &[], None).unwrap();
+    let stored: Vec<u8> = s
+        .conn
+        .query_row(
+            "SELECT state FROM incidents WHERE id = ?1",
+            [&a.0.as_bytes()[..]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let stored = codec::decode_state(&stored).unwrap();
+    assert_eq!(stored.id, a);
+    assert_eq!(stored, IncidentState::replay(a, &s.events_of(&a).unwrap()));
+}
+
+#[test]
+fn an_unreadable_stored_clock_falls_back_to_the_newest_event() {
+    let mut s = Store::in_memory().unwrap();
+    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::new(NOW + 5_000, 2));
+    let events = report_events(&mut w, IncidentId::new_v7(NOW, [1; 10]), None);
+    s.append(&events, &[], None).unwrap();
+    let newest = events.iter().map(|e| e.hlc).max().unwrap();
+    s.conn
+        .execute(
+            "UPDATE meta SET value = x'0102' WHERE key = 'clock_last'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(s.clock_last().unwrap(), newest);
+
+    // With no events and an unreadable value, zero is all there is.
+    let empty = Store::in_memory().unwrap();
+    empty
+        .conn
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ('clock_last', x'00')",
+            [],
+        )
+        .unwrap();
+    assert_eq!(empty.clock_last().unwrap(), Hlc::default());
 }
