@@ -67,6 +67,11 @@ pub enum DeviceError {
     Photo { name: String, error: MediaError },
     #[error("photo {path}: {error}")]
     ReadPhoto { path: String, error: std::io::Error },
+    #[error("incident {incident}: {error}")]
+    Refused {
+        incident: IncidentId,
+        error: CommandError,
+    },
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error(transparent)]
@@ -75,10 +80,14 @@ pub enum DeviceError {
     Grid(#[from] GridError),
     #[error("no incident {0} in this store")]
     NoSuchIncident(String),
-    #[error("incident id prefix {prefix:?} matches {count} incidents; give more of it")]
+    #[error("incident id part {prefix:?} matches {count} incidents; give more of it")]
     AmbiguousId { prefix: String, count: usize },
+    #[error("no photo {0} with a thumbnail is known here")]
+    NoThumbnail(BlobHash),
     #[error("blob {0} is not stored here")]
     NoSuchBlob(BlobHash),
+    #[error("{path}: cannot put the new store in place: {error}")]
+    Init { path: String, error: std::io::Error },
     #[error("device name {0:?} must be 1 to 128 bytes")]
     Name(String),
     #[error("the operating system's random source failed: {0}")]
@@ -101,24 +110,35 @@ impl std::fmt::Debug for PhotoInput {
 }
 
 impl PhotoInput {
-    /// Reads a photo file, refusing one over the byte limit before reading it.
+    /// Reads a photo file, refusing one over the byte limit. Never reads more than the limit
+    /// plus one byte, whatever the file claims (a pipe or a device reports no size).
     pub fn from_path(path: &Path, limits: &Limits) -> Result<Self> {
+        use std::io::Read;
+
         let name = path.display().to_string();
         let io = |error| DeviceError::ReadPhoto {
             path: name.clone(),
             error,
         };
-        let len = std::fs::metadata(path).map_err(io)?.len();
-        if len > limits.max_bytes {
-            return Err(DeviceError::Photo {
-                name: name.clone(),
-                error: MediaError::TooLarge {
-                    bytes: len,
-                    limit: limits.max_bytes,
-                },
-            });
+        let too_large = |bytes: u64| DeviceError::Photo {
+            name: name.clone(),
+            error: MediaError::TooLarge {
+                bytes,
+                limit: limits.max_bytes,
+            },
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let declared = file.metadata().map_err(io)?.len();
+        if declared > limits.max_bytes {
+            return Err(too_large(declared));
         }
-        let bytes = std::fs::read(path).map_err(io)?;
+        let mut bytes = Vec::with_capacity(declared as usize);
+        file.take(limits.max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > limits.max_bytes {
+            return Err(too_large(bytes.len() as u64));
+        }
         Ok(Self { name, bytes })
     }
 }
@@ -176,13 +196,8 @@ impl<E: Env> Device<E> {
             role: "device".to_owned(),
             scope: grid.to_string(),
         };
-        let mut store = Store::create(path)?;
-        if let Err(e) = store.set_identity(&identity) {
-            drop(store);
-            // The store was created by this call and holds nothing else.
-            let _ = std::fs::remove_file(path);
-            return Err(e.into());
-        }
+        create_store_atomically(path, &identity, &mut env)?;
+        let store = Store::open(path)?;
         Ok(Self {
             store,
             identity,
@@ -351,7 +366,11 @@ impl<E: Env> Device<E> {
                 .zip(&photos)
                 .map(|(p, (_, kind))| Change::AddPhoto(photo_meta(p, *kind))),
         );
-        let payloads = command::plan_edit(&state, changes)?;
+        let payloads =
+            command::plan_edit(&state, changes).map_err(|error| DeviceError::Refused {
+                incident: id,
+                error,
+            })?;
         let n = payloads.len();
         let grid = state.grid().cloned().unwrap_or_else(|| self.grid.clone());
         self.commit(id, &grid, payloads, &processed)?;
@@ -378,7 +397,9 @@ impl<E: Env> Device<E> {
         Ok(self.store.incident(&id)?)
     }
 
-    /// Resolves a full incident id or a unique prefix of one (as printed by `list`).
+    /// Resolves a full incident id, or a unique prefix or suffix of one of at least 4
+    /// characters (ids are UUIDv7: the start is a timestamp shared by ids made close together,
+    /// the end is random, so a short suffix is the handy one).
     pub fn resolve(&self, text: &str) -> Result<IncidentId> {
         if let Ok(id) = text.parse::<IncidentId>() {
             return Ok(id);
@@ -391,7 +412,10 @@ impl<E: Env> Device<E> {
             .list()?
             .into_iter()
             .map(|s| s.id)
-            .filter(|id| id.to_string().starts_with(&prefix))
+            .filter(|id| {
+                let text = id.to_string();
+                text.starts_with(&prefix) || text.ends_with(&prefix)
+            })
             .collect();
         match matches.as_slice() {
             [one] => Ok(*one),
@@ -413,18 +437,66 @@ impl<E: Env> Device<E> {
         Ok(self.store.counts()?)
     }
 
-    /// A stored photo's bytes, or with `thumb` its thumbnail's. `hash` may name the photo or
-    /// the thumbnail itself.
+    /// A stored blob's bytes: the photo or thumbnail `hash` names, or with `thumb` the
+    /// thumbnail of photo `hash`.
     pub fn blob(&self, hash: &BlobHash, thumb: bool) -> Result<Vec<u8>> {
-        let wanted = if thumb {
-            self.store.thumb_of(hash)?.unwrap_or(*hash)
-        } else {
-            *hash
+        let wanted = match (thumb, self.store.thumb_of(hash)?) {
+            (false, _) => *hash,
+            (true, Some(t)) => t,
+            (true, None) => return Err(DeviceError::NoThumbnail(*hash)),
         };
         self.store
             .blob(&wanted)?
             .ok_or(DeviceError::NoSuchBlob(wanted))
     }
+}
+
+/// Makes a store with its identity under a temporary name beside `path`, closes it, and only
+/// then links it into place (never over an existing file). A crash at any instant leaves
+/// either no store at `path` (and `init` can simply be run again) or a complete one.
+fn create_store_atomically(path: &Path, identity: &Identity, env: &mut impl Env) -> Result<()> {
+    if path.exists() {
+        return Err(StoreError::Exists {
+            path: path.to_owned(),
+        }
+        .into());
+    }
+    let mut tag = [0u8; 6];
+    env.fill_random(&mut tag)?;
+    let file_name = path.file_name().map_or_else(
+        || "gridsync.db".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tmp = path.with_file_name(format!(
+        ".{file_name}.init-{}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ));
+    let result = (|| -> Result<()> {
+        let mut store = Store::create(&tmp)?;
+        store.set_identity(identity)?;
+        // Closing checkpoints the WAL into the main file, which is all that gets linked.
+        store.close()?;
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StoreError::Exists {
+                path: path.to_owned(),
+            }
+            .into()),
+            // A file system without hard links (say, a FAT memory card): rename instead.
+            Err(_) if !path.exists() => {
+                std::fs::rename(&tmp, path).map_err(|error| DeviceError::Init {
+                    path: path.display().to_string(),
+                    error,
+                })
+            }
+            Err(_) => Err(StoreError::Exists {
+                path: path.to_owned(),
+            }
+            .into()),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 fn photo_meta(p: &ProcessedPhoto, kind: PhotoKind) -> PhotoMeta {

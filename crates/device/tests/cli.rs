@@ -733,6 +733,71 @@ fn photo_kind_defaults_to_before_until_handling_starts_and_can_be_given() {
         .map(|p| p["kind"].clone());
     assert_eq!(kind_of_png, Some(json!("after")), "--kind after: {v}");
     assert_eq!(event_count(&v), 3);
+
+    // The edit that resolves the incident takes the "after" photo: the default follows the
+    // status this edit sets, not the one before it.
+    gs.edit(&id, &["--status", "accepted"]);
+    let cat = path_str(&fixture(CAT));
+    let v = gs.edit(&id, &["--status", "resolved", "--photo", &cat]);
+    let kind_of_cat = photos(&v)
+        .iter()
+        .find(|p| p["width"] == json!(1067))
+        .map(|p| p["kind"].clone());
+    assert_eq!(kind_of_cat, Some(json!("after")), "resolved: {v}");
+}
+
+#[test]
+fn refusals_name_the_incident_and_bare_gridsync_says_what_is_missing() {
+    let (gs, _) = Gs::init();
+    let id = gs.report(&["--category", "garbage", "--description", "where"]);
+    let line = gs.fail(&["edit", &id, "--score", "9"]);
+    assert!(line.contains(&id) && line.contains("score 9"), "{line}");
+
+    let out = command(gs.dir.path()).output().expect("run gridsync");
+    let line = expect_one_line_failure(&[], &out);
+    assert!(line.contains("no command given"), "{line}");
+}
+
+#[test]
+fn incidents_resolve_by_a_unique_suffix() {
+    let (gs, _) = Gs::init();
+    let id = gs.report(&["--category", "garbage", "--description", "suffix"]);
+    let v = gs.show(&id[id.len() - 6..]);
+    assert_eq!(v["id"], json!(id));
+}
+
+#[test]
+fn thumb_of_an_unknown_photo_is_an_error_not_the_photo() {
+    let (gs, _) = Gs::init();
+    let id = gs.report(&["--category", "garbage", "--description", "thumbs"]);
+    let street = path_str(&fixture(STREET));
+    let v = gs.edit(&id, &["--photo", &street]);
+    let thumb = str_of(&photos(&v)[0], "thumb").to_owned();
+    let out_file = gs.dir.path().join("t.jpg");
+    let out_path = path_str(&out_file);
+    let line = gs.fail(&["blob", &thumb, "--thumb", "-o", &out_path]);
+    assert!(line.contains("thumbnail"), "{line}");
+    assert!(!out_file.exists());
+}
+
+#[test]
+fn an_endless_photo_stream_is_cut_at_the_byte_limit() {
+    let (gs, _) = Gs::init();
+    let before = gs.status();
+    let line = gs.fail(&[
+        "report",
+        "--category",
+        "garbage",
+        "--description",
+        "zeros",
+        "--photo",
+        "/dev/zero",
+    ]);
+    assert!(
+        line.contains("/dev/zero") && line.contains("over the limit"),
+        "{line}"
+    );
+    assert_eq!(gs.status(), before);
 }
 
 #[test]
@@ -954,20 +1019,15 @@ fn a_text_file_is_not_a_store_and_is_left_alone() {
 fn a_foreign_sqlite_file_is_not_a_store_and_is_left_alone() {
     let gs = Gs::empty();
     let path = gs.dir.path().join("other-app.sqlite");
-    let status = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys\n\
-             c = sqlite3.connect(sys.argv[1])\n\
-             c.execute('create table notes (id integer primary key, text text)')\n\
-             c.execute(\"insert into notes (text) values ('hello')\")\n\
-             c.commit()\n\
-             c.close()\n",
-        )
-        .arg(&path)
-        .status()
-        .expect("python3 is needed to make a foreign SQLite file");
-    assert!(status.success(), "python3 failed to make the SQLite file");
+    let conn = rusqlite::Connection::open(&path).expect("create the SQLite file");
+    conn.execute_batch(
+        "create table notes (id integer primary key, text text);
+         insert into notes (text) values ('hello');",
+    )
+    .expect("fill the SQLite file");
+    conn.close()
+        .map_err(|(_, e)| e)
+        .expect("close the SQLite file");
     let head = std::fs::read(&path).expect("read");
     assert!(head.starts_with(b"SQLite format 3\0"), "not an SQLite file");
 
@@ -1000,4 +1060,18 @@ fn a_missing_store_says_to_run_init() {
     let status = gs.status();
     assert_eq!(status["incidents"], json!(0));
     assert_eq!(status["events"], json!(0));
+}
+
+#[test]
+fn init_leaves_only_the_store_behind() {
+    let (gs, _) = Gs::init();
+    let names: Vec<String> = std::fs::read_dir(gs.dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains(".init-")),
+        "init left a temporary file: {names:?}"
+    );
+    assert!(gs.db.exists(), "{names:?}");
 }

@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one incident (full id, or a unique prefix of at least 4 characters).
+    /// Show one incident (full id, or a unique prefix or suffix of at least 4 characters).
     Show {
         id: String,
         #[arg(long)]
@@ -132,7 +132,7 @@ struct ReportArgs {
 /// The flags of `edit`; the relay's `edit` takes the same.
 #[derive(Args, Debug)]
 struct EditArgs {
-    /// Incident id (or a unique prefix of at least 4 characters).
+    /// Incident id (or a unique prefix or suffix of at least 4 characters).
     id: String,
     #[arg(long)]
     description: Option<String>,
@@ -172,7 +172,8 @@ struct EditArgs {
     /// A photo to attach; repeat for several.
     #[arg(long = "photo")]
     photos: Vec<PathBuf>,
-    /// Kind of the attached photos; default `after` once handling has started, else `before`.
+    /// Kind of the attached photos; default `after` when the incident is (or this edit makes
+    /// it) in_progress, resolved, verified or closed, else `before`.
     #[arg(long)]
     kind: Option<PhotoKind>,
     /// Remove a photo (by hash).
@@ -298,7 +299,9 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(h) = a.remove_photo {
                 changes.push(Change::RemovePhoto(h));
             }
-            let kind = a.kind.unwrap_or(match state.status() {
+            // Photos taken once handling has started (counting this edit's status) show the
+            // result.
+            let kind = a.kind.unwrap_or(match a.status.unwrap_or(state.status()) {
                 Status::InProgress | Status::Resolved | Status::Verified | Status::Closed => {
                     PhotoKind::After
                 }
@@ -418,6 +421,10 @@ fn main() -> ExitCode {
         .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("gridsync: error: no command given (see gridsync --help)");
+            return ExitCode::from(2);
+        }
         Err(e) if !e.use_stderr() => {
             // --help and --version.
             let _ = e.print();
