@@ -18,6 +18,10 @@
 //! - **Comments** are ordered by `(HLC, origin)`.
 //! - Merge never refuses an event on workflow grounds: workflow rules are checked only when a
 //!   local command is issued ([`crate::command`]). Convergence comes first.
+//!
+//! The fold assumes an event id names one content: two different events with the same
+//! `(origin, seq)` (an equivocating or restored-from-backup origin) are refused by the store
+//! before they reach the fold, since the fold keeps whichever arrived first.
 
 use std::collections::{BTreeMap, BTreeSet};
 
