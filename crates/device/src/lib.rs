@@ -88,6 +88,8 @@ pub enum DeviceError {
     NoSuchBlob(BlobHash),
     #[error("{path}: cannot put the new store in place: {error}")]
     Init { path: String, error: std::io::Error },
+    #[error("{path}: cannot lock the store for this action: {error}")]
+    Lock { path: String, error: std::io::Error },
     #[error("device name {0:?} must be 1 to 128 bytes")]
     Name(String),
     #[error("the operating system's random source failed: {0}")]
@@ -305,8 +307,24 @@ impl<E: Env> Device<E> {
         Ok(())
     }
 
+    /// Holds an exclusive lock on the store file for one user action, so that two processes
+    /// acting on the same handheld's store (an app and the CLI, say) take turns: each action
+    /// checks the workflow against, and numbers its events after, everything committed
+    /// before it. (A `flock`-style lock; SQLite's own locks are separate and unaffected.)
+    fn lock_action(&self) -> Result<std::fs::File> {
+        let path = self.store.path();
+        let io = |error| DeviceError::Lock {
+            path: path.display().to_string(),
+            error,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(file)
+    }
+
     /// Records a new incident with its photos; returns its id (a UUIDv7 made offline).
     pub fn report(&mut self, report: NewReport) -> Result<IncidentId> {
+        let _lock = self.lock_action()?;
         let processed = report
             .photos
             .iter()
@@ -352,6 +370,7 @@ impl<E: Env> Device<E> {
         mut changes: Vec<Change>,
         photos: Vec<(PhotoInput, PhotoKind)>,
     ) -> Result<usize> {
+        let _lock = self.lock_action()?;
         let state = self
             .store
             .incident(&id)?

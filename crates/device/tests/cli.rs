@@ -1075,3 +1075,53 @@ fn init_leaves_only_the_store_behind() {
     );
     assert!(gs.db.exists(), "{names:?}");
 }
+
+#[test]
+fn concurrent_edits_on_one_store_take_turns() {
+    let (gs, _) = Gs::init();
+    let id = gs.report(&["--category", "garbage", "--description", "race"]);
+    let big = path_str(&fixture(BIG));
+    let run = |args: &[&str]| {
+        command(gs.dir.path())
+            .arg("--db")
+            .arg(&gs.db)
+            .args(args)
+            .output()
+            .expect("run gridsync")
+    };
+    // One slow edit (it processes a 12 MP photo between reading the incident and committing)
+    // while quick edits of the same field follow one another. Whatever the interleaving, each
+    // edit must build on everything committed before it: the handheld never ends in conflict
+    // with itself, and no edit is lost.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (slow, quick_ok) = std::thread::scope(|s| {
+        let slow = s.spawn(|| {
+            let out = run(&[
+                "edit",
+                &id,
+                "--description",
+                "slow wording",
+                "--photo",
+                &big,
+            ]);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            out
+        });
+        let mut quick_ok = 0u64;
+        for i in 0..40 {
+            if done.load(std::sync::atomic::Ordering::SeqCst) && i > 0 {
+                break;
+            }
+            let text = format!("quick wording {i}");
+            if run(&["edit", &id, "--description", &text]).status.success() {
+                quick_ok += 1;
+            }
+        }
+        (slow.join().expect("slow edit thread"), quick_ok)
+    });
+    assert!(slow.status.success(), "the slow edit commits: {slow:?}");
+    let v = gs.show(&id);
+    assert_eq!(v["conflicts"], json!([]), "{v}");
+    // The report, the slow edit's description and photo, one event per quick edit.
+    assert_eq!(event_count(&v), 1 + 2 + quick_ok, "{v}");
+}
