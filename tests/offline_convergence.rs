@@ -98,7 +98,7 @@ fn diverge(p: &[Pda]) -> BlobHash {
     a.edit(
         id,
         vec![Change::Comment("More bags this morning".into())],
-        vec![(fixture("cat-2400x1600-rot8.jpg"), PhotoKind::Before)],
+        vec![(fixture("cat-2400x1600-rot8.jpg"), Some(PhotoKind::Before))],
     )
     .expect("a adds");
     first

@@ -17,7 +17,7 @@
 //! These rules bind local commands only. Merge applies whatever status events arrive, so two
 //! nodes that each made an allowed move concurrently still converge.
 
-use crate::event::Status;
+use crate::event::{PhotoKind, Status};
 
 /// The statuses a local command may move an incident in `from` to.
 pub fn allowed(from: Status) -> &'static [Status] {
@@ -37,6 +37,18 @@ pub fn allowed(from: Status) -> &'static [Status] {
 /// Whether an evaluation may be recorded in `status`.
 pub fn can_evaluate(status: Status) -> bool {
     matches!(status, Status::Resolved | Status::Verified | Status::Closed)
+}
+
+/// The kind a photo attached in `status` gets when the user names none: once handling has
+/// started (`in_progress`, `resolved`, `verified`, `closed`) photos show the result (`after`),
+/// before that the problem (`before`).
+pub fn default_photo_kind(status: Status) -> PhotoKind {
+    match status {
+        Status::InProgress | Status::Resolved | Status::Verified | Status::Closed => {
+            PhotoKind::After
+        }
+        _ => PhotoKind::Before,
+    }
 }
 
 #[cfg(test)]
@@ -67,5 +79,14 @@ mod tests {
         for w in path.windows(2) {
             assert!(allowed(w[0]).contains(&w[1]), "{} -> {}", w[0], w[1]);
         }
+    }
+
+    #[test]
+    fn photos_show_the_result_once_handling_has_started() {
+        use crate::event::PhotoKind;
+        assert_eq!(default_photo_kind(Status::Accepted), PhotoKind::Before);
+        assert_eq!(default_photo_kind(Status::Dispatched), PhotoKind::Before);
+        assert_eq!(default_photo_kind(Status::InProgress), PhotoKind::After);
+        assert_eq!(default_photo_kind(Status::Closed), PhotoKind::After);
     }
 }

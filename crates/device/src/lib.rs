@@ -363,12 +363,14 @@ impl<E: Env> Device<E> {
     }
 
     /// Applies `changes` and attaches `photos` to incident `id`, checked against the workflow,
-    /// as one action. Returns how many events were written.
+    /// as one action. A photo with no kind gets
+    /// [`workflow::default_photo_kind`](gridsync_core::workflow::default_photo_kind) of the
+    /// status this edit leaves the incident in. Returns how many events were written.
     pub fn edit(
         &mut self,
         id: IncidentId,
         mut changes: Vec<Change>,
-        photos: Vec<(PhotoInput, PhotoKind)>,
+        photos: Vec<(PhotoInput, Option<PhotoKind>)>,
     ) -> Result<usize> {
         let _lock = self.lock_action()?;
         let state = self
@@ -379,11 +381,19 @@ impl<E: Env> Device<E> {
             .iter()
             .map(|(p, _)| self.process(p))
             .collect::<Result<Vec<_>>>()?;
+        let status_after = changes
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                Change::Status(s) => Some(*s),
+                _ => None,
+            })
+            .unwrap_or(state.status());
+        let default_kind = gridsync_core::workflow::default_photo_kind(status_after);
         changes.extend(
-            processed
-                .iter()
-                .zip(&photos)
-                .map(|(p, (_, kind))| Change::AddPhoto(photo_meta(p, *kind))),
+            processed.iter().zip(&photos).map(|(p, (_, kind))| {
+                Change::AddPhoto(photo_meta(p, kind.unwrap_or(default_kind)))
+            }),
         );
         let payloads =
             command::plan_edit(&state, changes).map_err(|error| DeviceError::Refused {
@@ -403,7 +413,7 @@ impl<E: Env> Device<E> {
         photo: PhotoInput,
         kind: PhotoKind,
     ) -> Result<()> {
-        self.edit(id, vec![], vec![(photo, kind)]).map(|_| ())
+        self.edit(id, vec![], vec![(photo, Some(kind))]).map(|_| ())
     }
 
     /// Every incident in the store, oldest report first.

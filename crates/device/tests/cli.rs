@@ -1065,10 +1065,7 @@ fn a_missing_store_says_to_run_init() {
 #[test]
 fn init_leaves_only_the_store_behind() {
     let (gs, _) = Gs::init();
-    let names: Vec<String> = std::fs::read_dir(gs.dir.path())
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = dir_listing(gs.dir.path());
     assert!(
         names.iter().all(|n| !n.contains(".init-")),
         "init left a temporary file: {names:?}"

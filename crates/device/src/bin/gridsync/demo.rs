@@ -153,7 +153,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
                 Change::Status(Status::Resolved),
                 Change::Comment("Bags collected, gate area swept".into()),
             ],
-            vec![(photo("after.jpg", STREET), PhotoKind::After)],
+            vec![(photo("after.jpg", STREET), Some(PhotoKind::After))],
         )?;
         first.edit(id, vec![Change::Status(Status::Verified)], vec![])?;
         first.edit(

@@ -256,9 +256,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Edit(a) => {
             let mut device = open(db)?;
             let id = device.resolve(&a.id)?;
-            let state = device
-                .get(id)?
-                .with_context(|| format!("no incident {id} in this store"))?;
             let mut changes = Vec::new();
             if let Some(d) = a.description {
                 changes.push(Change::Description(d));
@@ -299,17 +296,9 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(h) = a.remove_photo {
                 changes.push(Change::RemovePhoto(h));
             }
-            // Photos taken once handling has started (counting this edit's status) show the
-            // result.
-            let kind = a.kind.unwrap_or(match a.status.unwrap_or(state.status()) {
-                Status::InProgress | Status::Resolved | Status::Verified | Status::Closed => {
-                    PhotoKind::After
-                }
-                _ => PhotoKind::Before,
-            });
             let photos = read_photos(&a.photos, &device)?
                 .into_iter()
-                .map(|p| (p, kind))
+                .map(|p| (p, a.kind))
                 .collect();
             device.edit(id, changes, photos)?;
             let view = device
