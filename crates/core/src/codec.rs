@@ -108,3 +108,14 @@ pub fn encode_state(state: &IncidentState) -> Result<Vec<u8>, CodecError> {
 pub fn decode_state(bytes: &[u8]) -> Result<IncidentState, CodecError> {
     decode("incident state", bytes)
 }
+
+/// Encodes a sync protocol message (`gridsync-proto` defines the types), in the same format
+/// as everything else: the version byte, then bincode `config::standard()`.
+pub fn encode_wire<T: Serialize>(what: &'static str, message: &T) -> Result<Vec<u8>, CodecError> {
+    encode(what, message)
+}
+
+/// Decodes a sync protocol message, with the same checks as every other decode.
+pub fn decode_wire<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
+    decode(what, bytes)
+}

@@ -1,0 +1,1 @@
+//! gridsync-net (being written).

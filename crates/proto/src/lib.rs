@@ -1,0 +1,24 @@
+//! gridsync-proto: the sync protocol, sans-IO.
+//!
+//! - [`message`]: the wire messages of protocol version 1;
+//! - [`frame`]: length-prefixed framing;
+//! - [`storage`]: the [`SyncStore`] trait sessions run on (SQLite in `gridsync-store`);
+//! - [`client`] and [`server`]: the session state machines. They take messages and the
+//!   current time, call the store, and return messages and actions for a driver to carry
+//!   out; they never touch a socket, a clock or a file. `gridsync-net` drives them over QUIC.
+//!
+//! `proto/PROTOCOL.md` at the repository root is the normative specification.
+
+pub mod client;
+pub mod frame;
+pub mod message;
+pub mod server;
+pub mod storage;
+
+pub use frame::{FrameError, FrameReader, MAX_FRAME};
+pub use message::{
+    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN, VERSIONS,
+};
+pub use storage::{
+    BlobState, Committed, Enrolled, Page, StorageError, StorageErrorKind, SyncStore,
+};

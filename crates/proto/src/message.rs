@@ -1,0 +1,240 @@
+//! The messages of protocol version 1, exactly as they go on the wire.
+//!
+//! Every message on a control stream is one [`Message`], encoded by
+//! [`gridsync_core::codec::encode_wire`] (the version byte `0x01`, then bincode 2.0.1 serde
+//! encoding with `config::standard()`) and sent as one frame ([`crate::frame`]). A blob stream
+//! starts with one frame holding a [`BlobHeader`], followed by the blob's raw bytes from the
+//! header's offset to the end of the stream. `proto/PROTOCOL.md` is the normative text; golden
+//! vectors in `fixtures/wire/` pin the bytes of every message.
+
+use gridsync_core::{BlobHash, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// The QUIC ALPN protocol id.
+pub const ALPN: &[u8] = b"gridsync/1";
+/// The protocol versions this build speaks, newest first.
+pub const VERSIONS: &[u16] = &[1];
+
+/// What a peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A grid assistant's handheld.
+    Device,
+    /// A street sub-center relay.
+    Street,
+    /// The district relay.
+    District,
+}
+
+impl Role {
+    /// The role's name as the CLIs print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Device => "device",
+            Role::Street => "street",
+            Role::District => "district",
+        }
+    }
+}
+
+/// Numbers the session and QUIC connection close codes use (`proto/PROTOCOL.md`, "Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// Normal end of a session.
+    Done = 0,
+    /// No protocol version in common.
+    Version = 1,
+    /// The peer's node id is not enrolled here (or was revoked).
+    NotEnrolled = 2,
+    /// The peer claims another role or node id than it is enrolled with.
+    WrongRole = 3,
+    /// An event lies outside the scope the peer is enrolled for, or has a foreign origin.
+    OutOfScope = 4,
+    /// An event's timestamp is too far ahead of this node's clock.
+    ClockAhead = 5,
+    /// An event id already stored with other content.
+    Equivocation = 6,
+    /// A frame or message that does not decode.
+    Malformed = 7,
+    /// A frame over the size limit.
+    TooLarge = 8,
+    /// A message that is not allowed in the session's current state.
+    Unexpected = 9,
+    /// A blob whose bytes do not hash to its id, or an unknown blob.
+    BlobMismatch = 10,
+    /// The node's storage failed; retry later.
+    Storage = 11,
+    /// The peer did not answer in time.
+    Timeout = 12,
+    /// The node is shutting down; retry later.
+    ShuttingDown = 13,
+}
+
+impl ErrorCode {
+    /// The code as a number (also the QUIC application close code).
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The code of a number, if it is one.
+    pub fn from_u16(n: u16) -> Option<Self> {
+        use ErrorCode::*;
+        [
+            Done,
+            Version,
+            NotEnrolled,
+            WrongRole,
+            OutOfScope,
+            ClockAhead,
+            Equivocation,
+            Malformed,
+            TooLarge,
+            Unexpected,
+            BlobMismatch,
+            Storage,
+            Timeout,
+            ShuttingDown,
+        ]
+        .into_iter()
+        .find(|c| c.as_u16() == n)
+    }
+
+    /// Whether retrying the same session later can succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Storage | ErrorCode::Timeout | ErrorCode::ShuttingDown
+        )
+    }
+}
+
+/// A parent's sequence number for one origin: it holds every event `1..=seq` of `origin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub origin: NodeId,
+    pub seq: u64,
+}
+
+/// The parent's limits for this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest frame the parent accepts, in bytes (length prefix excluded).
+    pub max_frame: u32,
+    /// Most events in one [`Message::Events`] batch.
+    pub max_batch_events: u32,
+    /// Most unacknowledged batches the child may have in flight.
+    pub window: u32,
+    /// Largest blob the parent accepts, in bytes.
+    pub max_blob: u64,
+}
+
+/// Photo or thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobKind {
+    Photo,
+    Thumb,
+}
+
+/// A blob the child holds and may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub hash: BlobHash,
+    pub kind: BlobKind,
+    pub size: u64,
+}
+
+/// A blob the parent wants, from `offset` on (it already holds the bytes before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Want {
+    pub hash: BlobHash,
+    pub offset: u64,
+}
+
+/// The first frame of a blob stream; the blob's bytes `offset..size` follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobHeader {
+    pub hash: BlobHash,
+    pub kind: BlobKind,
+    pub size: u64,
+    pub offset: u64,
+}
+
+/// One control-stream message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Child → parent, first message: who it is and which versions it speaks.
+    Hello {
+        versions: Vec<u16>,
+        node: NodeId,
+        role: Role,
+        name: String,
+    },
+    /// Parent → child, the answer to `Hello`: the version chosen, who the parent is, the scope
+    /// the child is enrolled for, the parent's clock, and per origin the child may send the
+    /// highest contiguous sequence number the parent holds (origins not listed: none).
+    Welcome {
+        version: u16,
+        node: NodeId,
+        role: Role,
+        name: String,
+        scope: String,
+        now_ms: u64,
+        heads: Vec<Head>,
+        limits: Limits,
+    },
+    /// Either side: the session ends with this code (the sender then closes the stream).
+    Error { code: ErrorCode, message: String },
+    /// Child → parent: a batch of events, each encoded by the core codec.
+    Events { batch: u64, events: Vec<Vec<u8>> },
+    /// Parent → child: batch `batch` is committed (`stored` new, `duplicates` already held).
+    Ack {
+        batch: u64,
+        stored: u32,
+        duplicates: u32,
+    },
+    /// Child → parent: blobs the child holds that the parent may lack, thumbnails first.
+    Offer { blobs: Vec<BlobInfo> },
+    /// Parent → child: the offered blobs it wants, in the offer's order, with resume offsets.
+    /// Offered blobs not listed are held already, or not referenced by any event it holds.
+    Wants { wants: Vec<Want> },
+    /// Parent → child: blob `hash` is verified and committed.
+    BlobStored { hash: BlobHash },
+    /// Parent → child: blob `hash` was refused (its partial bytes are discarded).
+    BlobRefused {
+        hash: BlobHash,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Child → parent: send the events of my scope after `cursor`.
+    Pull { cursor: u64 },
+    /// Parent → child: events of the child's scope, in the parent's arrival order; `cursor`
+    /// is where the next `Pull` continues; `more` says whether there is more now.
+    Down {
+        events: Vec<Vec<u8>>,
+        cursor: u64,
+        more: bool,
+    },
+    /// Child → parent: the session is over.
+    Bye,
+}
+
+impl Message {
+    /// The message's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::Welcome { .. } => "Welcome",
+            Message::Error { .. } => "Error",
+            Message::Events { .. } => "Events",
+            Message::Ack { .. } => "Ack",
+            Message::Offer { .. } => "Offer",
+            Message::Wants { .. } => "Wants",
+            Message::BlobStored { .. } => "BlobStored",
+            Message::BlobRefused { .. } => "BlobRefused",
+            Message::Pull { .. } => "Pull",
+            Message::Down { .. } => "Down",
+            Message::Bye => "Bye",
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! What a session needs from a node's storage. Sessions are sans-IO: the driver hands them a
+//! [`SyncStore`] with every call, and they only call it synchronously. SQLite
+//! (`gridsync-store`) is the embedded implementation; a city-scale district can implement the
+//! same trait over PostgreSQL and an object store.
+//!
+//! **Contract.** Every write is idempotent, and returns only once it is durable: a session
+//! acknowledges to its peer only what a write here has returned `Ok` for.
+
+use gridsync_core::{BlobHash, Event, NodeId, Scope};
+
+use crate::message::{BlobInfo, BlobKind, Head, Role};
+
+/// Why storage refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StorageError {
+    pub kind: StorageErrorKind,
+    pub message: String,
+}
+
+/// The kinds of [`StorageError`] a session tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    /// An event's timestamp is too far ahead; nothing of the batch was stored.
+    ClockAhead,
+    /// An event id already stored with other content; nothing of the batch was stored.
+    Equivocation,
+    /// Anything else (I/O, corruption): transient as far as the peer knows.
+    Internal,
+}
+
+impl StorageError {
+    /// An internal failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            kind: StorageErrorKind::Internal,
+            message: message.into(),
+        }
+    }
+}
+
+/// A peer enrolled at this node: a device for one grid, or a relay for a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub node: NodeId,
+    pub role: Role,
+    /// A device's grid (as a four-segment scope) or a relay's scope prefix.
+    pub scope: Scope,
+}
+
+/// What a committed batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Events stored for the first time.
+    pub stored: u32,
+    /// Events already held (identical), ignored.
+    pub duplicates: u32,
+}
+
+/// What this node holds of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobState {
+    /// The whole blob, verified.
+    Held,
+    /// The first `offset` bytes of an unfinished upload.
+    Partial { offset: u64 },
+    /// None of it, and an event held here names it: wanted.
+    Missing,
+    /// None of it, and no event held here names it: not wanted.
+    Unreferenced,
+}
+
+/// One page of a scope's events, for a download.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Events, encoded by the core codec, in this node's arrival order.
+    pub events: Vec<Vec<u8>>,
+    /// The arrival position after the last event examined (the next page starts after it).
+    pub cursor: u64,
+    /// Whether more events of the scope may follow `cursor` now.
+    pub more: bool,
+}
+
+/// The storage a sync session runs on (parent side and child side).
+pub trait SyncStore {
+    // ---- parent side ----
+
+    /// The peer `node` as enrolled here, or `None` (never enrolled, or revoked).
+    fn enrolled(&self, node: &NodeId) -> Result<Option<Enrolled>, StorageError>;
+
+    /// For the child `peer`: per origin it may send, the highest sequence number up to which
+    /// every event of that origin is held here. A device may send only its own origin; a relay
+    /// any origin with events in its scope. Origins not listed count as 0.
+    fn heads(&self, peer: &Enrolled) -> Result<Vec<Head>, StorageError>;
+
+    /// Stores events received from `from` (already checked against its scope) in one durable
+    /// transaction: all or nothing. Refuses, storing nothing, any event more than the allowed
+    /// drift ahead of `now_ms`, and any id already held with other content.
+    fn commit(
+        &mut self,
+        from: &NodeId,
+        events: &[Event],
+        now_ms: u64,
+    ) -> Result<Committed, StorageError>;
+
+    /// What this node holds of blob `hash`.
+    fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, StorageError>;
+
+    /// Durably appends `bytes` at `offset` to the partial upload of `hash` (`size` bytes in
+    /// all). `offset` must be the partial's current length; writing bytes already held is a
+    /// no-op.
+    fn blob_write(
+        &mut self,
+        hash: &BlobHash,
+        kind: BlobKind,
+        size: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), StorageError>;
+
+    /// Checks the finished partial upload of `hash` against its hash and, if it matches,
+    /// durably stores it as a blob (`Ok(true)`). On a mismatch the partial is discarded
+    /// (`Ok(false)`).
+    fn blob_finish(&mut self, hash: &BlobHash) -> Result<bool, StorageError>;
+
+    /// The events of `scope` that arrived here after `cursor`, except those received from
+    /// `except` (the child already has them): at most `max_events` events or about
+    /// `max_bytes` bytes.
+    fn page(
+        &self,
+        scope: &Scope,
+        except: &NodeId,
+        cursor: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Page, StorageError>;
+
+    // ---- child side ----
+
+    /// Every origin this node holds events of.
+    fn origins(&self) -> Result<Vec<NodeId>, StorageError>;
+
+    /// Events of `origin` with a sequence number above `after`, in sequence order, at most
+    /// `limit`.
+    fn events_after(
+        &self,
+        origin: &NodeId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, StorageError>;
+
+    /// Blobs not yet sent to the parent `parent`: thumbnails first, at most `limit`.
+    fn unsent_blobs(&self, parent: &NodeId, limit: usize) -> Result<Vec<BlobInfo>, StorageError>;
+
+    /// Records that the parent `parent` holds blob `hash` (it will not be offered again).
+    fn mark_blob_sent(&mut self, parent: &NodeId, hash: &BlobHash) -> Result<(), StorageError>;
+
+    /// Bytes `offset..offset+len` of blob `hash` (fewer at its end; `None` if not held).
+    fn read_blob(
+        &self,
+        hash: &BlobHash,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// The download cursor for parent `parent` (0 when never synced).
+    fn down_cursor(&self, parent: &NodeId) -> Result<u64, StorageError>;
+
+    /// Stores events downloaded from `parent` and moves its download cursor to `cursor`, in
+    /// one durable transaction (same checks as [`SyncStore::commit`]).
+    fn commit_download(
+        &mut self,
+        parent: &NodeId,
+        events: &[Event],
+        cursor: u64,
+        now_ms: u64,
+    ) -> Result<Committed, StorageError>;
+
+    /// Records that `parent` acknowledged this node's own events up to `seq` (for "pending").
+    fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError>;
+}
