@@ -1,9 +1,28 @@
 //! gridsync-store: the durable home of a node's event log, incident state and blobs.
 //!
-//! One SQLite file (WAL, `synchronous=FULL`). Every write goes through [`Store::append`], one
-//! transaction that stores blobs, inserts events (idempotent on `(origin, seq)`), folds them
-//! into the materialised incident state and records the node's clock: a crash at any instant
-//! leaves the whole batch there or none of it.
+//! One SQLite file (WAL, `synchronous=FULL`). Every write of events and blobs goes through one
+//! private transaction behind [`Store::append`] (own events), [`Store::append_remote`] and
+//! [`Store::append_from`] (received ones), and the sync store's `commit` and
+//! `commit_download`: it stores blobs, inserts events (idempotent on `(origin, seq)`), folds
+//! them into the materialised incident state and records the node's clock: a crash at any
+//! instant leaves the whole batch there or none of it.
+//!
+//! Tables (schema version 2; `schema.rs` has the migrations):
+//! - `events`: the log, unique on `(origin, seq)`; `local_seq` (the rowid) is the arrival
+//!   order download cursors count in; `via` is the peer an event was received from (NULL
+//!   for own events), so a download never sends an event back where it came from.
+//! - `origins`: per origin with any stored event, the highest contiguous sequence number.
+//! - `origin_grids`: every (origin, grid) with a stored event, kept in the same transaction,
+//!   so a relay's heads for a scope never scan the log.
+//! - `incidents`, `thumbs`: state folded from the events, and photo → thumbnail links.
+//! - `blobs`: content-addressed photos and thumbnails (`sent_upstream` mirrors `blobs_sent`
+//!   for the node's current parent); `blob_parts`: chunks of unfinished uploads, so an
+//!   interrupted upload resumes; `blobs_sent`: which blobs each parent holds.
+//! - `peers`: children enrolled at a relay (role, scope, revocation).
+//! - `cursors`: sync progress per peer; `meta`: identity and clock.
+//!
+//! [`Store`] implements [`gridsync_proto::SyncStore`] (module `sync`), the storage sync
+//! sessions run on, with every query costing what is new or asked, not the store's size.
 //!
 //! **Invariants:** nothing is reported committed before SQLite's commit returned; re-applying
 //! any batch changes nothing; the materialised state of an incident always equals the fold of
@@ -11,6 +30,7 @@
 //! fails before anything is written to it.
 
 mod schema;
+mod sync;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,6 +40,7 @@ use gridsync_core::{BlobHash, Event, EventId, Hlc, IncidentId, IncidentState, No
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use sync::{PeerRow, DOWN, PAGE_EXAMINE};
 
 /// What went wrong with a store. Every variant names the file. Causes are part of the
 /// message (one line), and deliberately not chained again as `source()`.
@@ -70,6 +91,18 @@ pub enum StoreError {
     },
     #[error("{path}: corrupt row: {what}")]
     CorruptRow { path: PathBuf, what: String },
+    #[error("{path}: blob {hash}: {why}")]
+    BlobUpload {
+        path: PathBuf,
+        hash: BlobHash,
+        why: String,
+    },
+    #[error("{path}: cannot enroll {node}: {why}")]
+    Enrollment {
+        path: PathBuf,
+        node: NodeId,
+        why: String,
+    },
     #[error("{path}: {context}: {error}")]
     Sqlite {
         path: PathBuf,
@@ -390,9 +423,24 @@ impl Store {
         blobs: &[NewBlob<'_>],
         clock: Option<Hlc>,
     ) -> Result<Appended> {
+        self.write(events, blobs, clock, None, None)
+    }
+
+    /// The one write path behind [`Store::append`], [`Store::append_remote`],
+    /// [`Store::append_from`] and the sync store: `via` is recorded on newly inserted events,
+    /// and `cursor` (peer, name, value) is advanced in the same transaction.
+    fn write(
+        &mut self,
+        events: &[Event],
+        blobs: &[NewBlob<'_>],
+        clock: Option<Hlc>,
+        via: Option<&NodeId>,
+        cursor: Option<(&str, &str, u64)>,
+    ) -> Result<Appended> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sql(&path, "begin"))?;
         let mut out = Appended::default();
+        let via = via.map(|v| &v.0[..]);
         for b in blobs {
             if BlobHash::of(b.bytes) != b.hash {
                 return Err(StoreError::BlobMismatch { path, hash: b.hash });
@@ -412,6 +460,7 @@ impl Store {
         let mut touched = BTreeSet::new();
         let mut fresh: Vec<&Event> = Vec::new();
         let mut origins = BTreeSet::new();
+        let mut origin_grids = BTreeSet::new();
         for e in events {
             let body = codec::encode_event(e).map_err(|error| StoreError::Corrupt {
                 path: path.clone(),
@@ -419,8 +468,8 @@ impl Store {
                 error,
             })?;
             let inserted = exec(&tx,
-                    "INSERT OR IGNORE INTO events (origin, seq, incident, grid, hlc_wall, hlc_logical, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO events (origin, seq, incident, grid, hlc_wall, hlc_logical, body, via)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         &e.origin.0[..],
                         e.seq as i64,
@@ -428,7 +477,8 @@ impl Store {
                         e.grid.as_str(),
                         e.hlc.wall_ms as i64,
                         e.hlc.logical as i64,
-                        body
+                        body,
+                        via
                     ],
                 )
                 .map_err(sql(&path, "storing an event"))?;
@@ -461,10 +511,19 @@ impl Store {
             out.new_events += 1;
             touched.insert(e.incident);
             origins.insert(e.origin);
+            origin_grids.insert((e.origin, e.grid.as_str()));
             fresh.push(e);
         }
         for origin in &origins {
             advance_contiguous(&tx, &path, origin)?;
+        }
+        for (origin, grid) in &origin_grids {
+            exec(
+                &tx,
+                "INSERT OR IGNORE INTO origin_grids (origin, grid) VALUES (?1, ?2)",
+                params![&origin.0[..], grid],
+            )
+            .map_err(sql(&path, "storing an origin's grid"))?;
         }
         for id in &touched {
             let mut state = load_state(&tx, &path, id)?;
@@ -484,6 +543,9 @@ impl Store {
             )
             .map_err(sql(&path, "storing the clock"))?;
         }
+        if let Some((peer, name, value)) = cursor {
+            advance_cursor(&tx, peer, name, value).map_err(sql(&path, "storing a cursor"))?;
+        }
         tx.commit().map_err(sql(&path, "commit"))?;
         out.incidents = touched.into_iter().collect();
         Ok(out)
@@ -500,6 +562,25 @@ impl Store {
         blobs: &[NewBlob<'_>],
         now_ms: u64,
     ) -> Result<Appended> {
+        self.check_drift(events, now_ms)?;
+        self.write(events, blobs, None, None, None)
+    }
+
+    /// Like [`Store::append_remote`], and records on every newly stored event that it was
+    /// received from the peer `via`, so downloads to `via` skip it (it has it already).
+    pub fn append_from(
+        &mut self,
+        via: &NodeId,
+        events: &[Event],
+        blobs: &[NewBlob<'_>],
+        now_ms: u64,
+    ) -> Result<Appended> {
+        self.check_drift(events, now_ms)?;
+        self.write(events, blobs, None, Some(via), None)
+    }
+
+    /// Refuses, with the first offender, a batch holding an event too far ahead of `now_ms`.
+    fn check_drift(&self, events: &[Event], now_ms: u64) -> Result<()> {
         let clock = gridsync_core::Clock::new(Hlc::default());
         for e in events {
             clock
@@ -511,7 +592,7 @@ impl Store {
                     error,
                 })?;
         }
-        self.append(events, blobs, None)
+        Ok(())
     }
 
     // ---- reads --------------------------------------------------------------------------
@@ -697,15 +778,25 @@ impl Store {
 
     /// Moves a sync cursor forward (never back: re-applying an old value is a no-op).
     pub fn advance_cursor(&mut self, peer: &str, name: &str, value: u64) -> Result<()> {
-        exec(
-            &self.conn,
-            "INSERT INTO cursors (peer, name, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (peer, name) DO UPDATE SET value = MAX(value, excluded.value)",
-            params![peer, name, value as i64],
-        )
-        .map(|_| ())
-        .map_err(self.err("storing a cursor"))
+        advance_cursor(&self.conn, peer, name, value).map_err(self.err("storing a cursor"))
     }
+}
+
+/// Moves a sync cursor forward, never back.
+fn advance_cursor(conn: &Connection, peer: &str, name: &str, value: u64) -> rusqlite::Result<()> {
+    exec(
+        conn,
+        "INSERT INTO cursors (peer, name, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (peer, name) DO UPDATE SET value = MAX(value, excluded.value)",
+        params![peer, name, sql_int(value)],
+    )
+    .map(|_| ())
+}
+
+/// A `u64` as an SQLite integer, saturating at `i64::MAX` (sequence numbers and cursors never
+/// get near it; a hostile peer's value must not wrap to a negative number).
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn sql<'a>(

@@ -76,6 +76,56 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (peer, name)
     ) STRICT;
     "#,
+    // 2: sync: where each event came from, which origins have events in which grid, enrolled
+    // peers, resumable blob uploads, and which blobs each parent holds.
+    r#"
+    -- The node an event was received from (NULL for the node's own events and for events
+    -- stored before this migration): a download never sends an event back where it came from.
+    ALTER TABLE events ADD COLUMN via BLOB;
+
+    -- Every (origin, grid) with at least one stored event, kept by the write path in the same
+    -- transaction as the events, so a relay's heads for a scope never scan the log.
+    CREATE TABLE origin_grids (
+        origin BLOB NOT NULL,
+        grid   TEXT NOT NULL,
+        PRIMARY KEY (origin, grid)
+    ) STRICT, WITHOUT ROWID;
+    INSERT OR IGNORE INTO origin_grids (origin, grid) SELECT DISTINCT origin, grid FROM events;
+    CREATE INDEX origin_grids_by_grid ON origin_grids (grid);
+
+    -- Children enrolled at this relay: a device for one grid, a relay for a scope.
+    CREATE TABLE peers (
+        node        BLOB PRIMARY KEY,
+        role        TEXT    NOT NULL CHECK (role IN ('device', 'street', 'district')),
+        scope       TEXT    NOT NULL,
+        enrolled_ms INTEGER NOT NULL,
+        revoked_ms  INTEGER
+    ) STRICT;
+
+    -- Chunks of unfinished blob uploads, contiguous from offset 0: an interrupted upload
+    -- resumes after the last chunk. Moved into `blobs` once whole and verified.
+    CREATE TABLE blob_parts (
+        hash   BLOB    NOT NULL,
+        offset INTEGER NOT NULL,
+        kind   TEXT    NOT NULL CHECK (kind IN ('photo', 'thumb')),
+        size   INTEGER NOT NULL,
+        data   BLOB    NOT NULL,
+        PRIMARY KEY (hash, offset)
+    ) STRICT;
+
+    -- Which blobs a parent holds (sent, or held already). `blobs.sent_upstream` mirrors it for
+    -- the parent named in meta `upstream_parent`, and the partial index below makes "what is
+    -- left to send" cost what is left, not what is held.
+    CREATE TABLE blobs_sent (
+        parent BLOB NOT NULL,
+        hash   BLOB NOT NULL,
+        PRIMARY KEY (parent, hash)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX blobs_unsent ON blobs (kind) WHERE sent_upstream = 0;
+
+    -- "Is this blob named by a stored event?" looks thumbnails up too.
+    CREATE INDEX thumbs_by_thumb ON thumbs (thumb);
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is
@@ -90,7 +140,13 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Runs the migrations from `from` up to [`SCHEMA_VERSION`], each in its own transaction.
 pub(crate) fn migrate(conn: &mut Connection, from: i32) -> rusqlite::Result<()> {
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
+    migrate_to(conn, from, SCHEMA_VERSION)
+}
+
+/// Runs the migrations from `from` up to `to` (tests build old stores with it).
+pub(crate) fn migrate_to(conn: &mut Connection, from: i32, to: i32) -> rusqlite::Result<()> {
+    let (from, to) = (from.max(0) as usize, to.max(0) as usize);
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(to).skip(from) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
