@@ -1,1 +1,646 @@
+//! The child side of a session (a device syncing with its street relay, or a street relay
+//! with its district), sans-IO.
+//!
+//! The order is fixed: `Hello`/`Welcome`; the child's events, in acknowledged batches; the
+//! blobs the parent lacks, thumbnails before photos; then the download of the child's scope.
+//! The driver sends what [`ClientAction::Send`] says on the control stream, sends each
+//! [`ClientAction::SendBlob`] on a stream of its own (reading the bytes from the store) and
+//! calls [`ClientSession::blob_sent`] when that stream is finished.
 
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
+
+use crate::message::{BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role};
+use crate::storage::{StorageError, SyncStore};
+
+/// How long the child waits for an answer on the control stream before giving up.
+pub const RESPONSE_TIMEOUT_MS: u64 = 30_000;
+/// Events per upload batch (at most the parent's limit).
+pub const BATCH_EVENTS: usize = 256;
+/// About this many bytes of events per upload batch.
+pub const BATCH_BYTES: usize = 512 * 1024;
+
+/// Who the child is and whom it expects.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub node: NodeId,
+    pub role: Role,
+    pub name: String,
+    /// The parent's node id (already pinned by TLS).
+    pub parent: NodeId,
+}
+
+/// What a session did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Events the parent stored for the first time.
+    pub events_up: u64,
+    /// Events sent that the parent already held.
+    pub events_dup: u64,
+    /// Events received from the parent (stored here for the first time).
+    pub events_down: u64,
+    /// Blobs the parent stored.
+    pub blobs_up: u64,
+    /// Blob bytes sent (from their resume offsets).
+    pub blob_bytes_up: u64,
+    /// Blobs the parent refused (kept here, offered again next time).
+    pub blobs_refused: u64,
+    /// Messages sent on the control stream after the handshake that waited for an answer.
+    pub round_trips: u64,
+}
+
+/// Progress for a UI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// The parent accepted the session.
+    Welcomed { parent: String, scope: String },
+    /// Events acknowledged so far of those to upload.
+    Events { acked: u64, total: u64 },
+    /// A blob is being sent from `offset`.
+    BlobStarted {
+        hash: BlobHash,
+        kind: BlobKind,
+        size: u64,
+        offset: u64,
+    },
+    /// A blob is stored at the parent.
+    BlobStored {
+        hash: BlobHash,
+        kind: BlobKind,
+        size: u64,
+    },
+    /// Events downloaded so far.
+    Downloaded { events: u64 },
+}
+
+/// Why a session failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The parent ended the session with an error.
+    #[error("the relay refused: {message} ({code:?})")]
+    Refused { code: ErrorCode, message: String },
+    /// The parent broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Local storage failed.
+    #[error("local store: {0}")]
+    Storage(#[from] StorageError),
+    /// The parent did not answer in time.
+    #[error("the relay did not answer within {0} ms")]
+    Timeout(u64),
+}
+
+impl SessionError {
+    /// The code to close the connection with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SessionError::Refused { code, .. } => *code,
+            SessionError::Protocol(_) => ErrorCode::Unexpected,
+            SessionError::Storage(_) => ErrorCode::Storage,
+            SessionError::Timeout(_) => ErrorCode::Timeout,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Send this message on the control stream.
+    Send(Message),
+    /// Open a stream, send this header as one frame, then the blob's bytes from
+    /// `header.offset` to its end, finish the stream, and call [`ClientSession::blob_sent`].
+    SendBlob(BlobHeader),
+    /// Report progress.
+    Progress(Progress),
+    /// The session is over and succeeded (the `Bye` was the last `Send`).
+    Finished(Summary),
+    /// The session failed (any `Error` to send came just before).
+    Failed(SessionError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitWelcome,
+    Uploading,
+    Offering,
+    Blobs,
+    Pulling,
+    Ended,
+}
+
+/// One session with the parent.
+#[derive(Debug)]
+pub struct ClientSession {
+    config: ClientConfig,
+    state: State,
+    scope: Option<Scope>,
+    limits: Option<Limits>,
+    /// Origins still to upload, with the last sequence number sent (or held by the parent).
+    queue: VecDeque<(NodeId, u64)>,
+    next_batch: u64,
+    /// Unacknowledged batches: number → highest own sequence number in it.
+    in_flight: BTreeMap<u64, u64>,
+    to_upload: u64,
+    acked: u64,
+    /// The current offer, in order, until the parent answers it.
+    offered: Vec<BlobInfo>,
+    offer_was_full: bool,
+    /// Blobs sent and awaiting `BlobStored`/`BlobRefused`/`BlobPartial`.
+    awaiting: BTreeMap<BlobHash, BlobInfo>,
+    /// Blobs being sent by the driver.
+    sending: BTreeSet<BlobHash>,
+    deadline: Option<u64>,
+    summary: Summary,
+}
+
+/// Most blobs offered at once.
+pub const OFFER_BLOBS: usize = 256;
+
+impl ClientSession {
+    /// A new session; [`ClientSession::start`] gives the first message.
+    pub fn new(config: ClientConfig) -> Self {
+        Self {
+            config,
+            state: State::AwaitWelcome,
+            scope: None,
+            limits: None,
+            queue: VecDeque::new(),
+            next_batch: 1,
+            in_flight: BTreeMap::new(),
+            to_upload: 0,
+            acked: 0,
+            offered: Vec::new(),
+            offer_was_full: false,
+            awaiting: BTreeMap::new(),
+            sending: BTreeSet::new(),
+            deadline: None,
+            summary: Summary::default(),
+        }
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Whether the session is over.
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    /// The scope the parent granted, once welcomed.
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    /// The first message.
+    pub fn start(&mut self, now_ms: u64) -> Vec<ClientAction> {
+        self.deadline = Some(now_ms + RESPONSE_TIMEOUT_MS);
+        vec![ClientAction::Send(Message::Hello {
+            versions: crate::VERSIONS.to_vec(),
+            node: self.config.node,
+            role: self.config.role,
+            name: self.config.name.clone(),
+        })]
+    }
+
+    /// When [`ClientSession::handle_timeout`] must be called, if a reply is awaited.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.state == State::Ended || !self.sending.is_empty() {
+            return None;
+        }
+        self.deadline
+    }
+
+    /// Ends the session if the awaited reply is overdue.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Vec<ClientAction> {
+        match self.poll_timeout() {
+            Some(d) if now_ms >= d => {
+                self.fail_with_error(SessionError::Timeout(RESPONSE_TIMEOUT_MS))
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Ends the session from this side (the user stopped it, shutdown).
+    pub fn abort(&mut self, code: ErrorCode, reason: impl Into<String>) -> Vec<ClientAction> {
+        let reason = reason.into();
+        self.fail_with_error(SessionError::Refused {
+            code,
+            message: reason,
+        })
+    }
+
+    fn fail_with_error(&mut self, e: SessionError) -> Vec<ClientAction> {
+        if self.state == State::Ended {
+            return Vec::new();
+        }
+        self.state = State::Ended;
+        vec![
+            ClientAction::Send(Message::Error {
+                code: e.code(),
+                message: e.to_string(),
+            }),
+            ClientAction::Failed(e),
+        ]
+    }
+
+    fn protocol(&mut self, what: String) -> Vec<ClientAction> {
+        self.fail_with_error(SessionError::Protocol(what))
+    }
+
+    /// Handles one message from the parent.
+    pub fn handle(
+        &mut self,
+        msg: Message,
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Vec<ClientAction> {
+        let out = match self.dispatch(msg, store, now_ms) {
+            Ok(out) => out,
+            Err(e) => self.fail_with_error(e),
+        };
+        if self.state != State::Ended {
+            self.deadline = Some(now_ms + RESPONSE_TIMEOUT_MS);
+        }
+        out
+    }
+
+    fn dispatch(
+        &mut self,
+        msg: Message,
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Result<Vec<ClientAction>, SessionError> {
+        if self.state == State::Ended {
+            return Ok(Vec::new());
+        }
+        if let Message::Error { code, message } = msg {
+            self.state = State::Ended;
+            return Ok(vec![ClientAction::Failed(SessionError::Refused {
+                code,
+                message,
+            })]);
+        }
+        match (self.state, msg) {
+            (
+                State::AwaitWelcome,
+                Message::Welcome {
+                    version,
+                    node,
+                    name,
+                    scope,
+                    heads,
+                    limits,
+                    ..
+                },
+            ) => {
+                if !crate::VERSIONS.contains(&version) {
+                    return Ok(self.protocol(format!(
+                        "the relay chose version {version}, which this build does not speak"
+                    )));
+                }
+                if node != self.config.parent {
+                    return Ok(self.protocol(format!(
+                        "the relay says it is {}, not the pinned {}",
+                        node.short(),
+                        self.config.parent.short()
+                    )));
+                }
+                let Ok(scope) = scope.parse::<Scope>() else {
+                    return Ok(
+                        self.protocol(format!("the relay granted a malformed scope {scope:?}"))
+                    );
+                };
+                let mut out = vec![ClientAction::Progress(Progress::Welcomed {
+                    parent: name,
+                    scope: scope.to_string(),
+                })];
+                self.scope = Some(scope);
+                self.limits = Some(limits);
+                self.plan_upload(&heads, store)?;
+                self.state = State::Uploading;
+                out.extend(self.pump_upload(store)?);
+                Ok(out)
+            }
+            (
+                State::Uploading,
+                Message::Ack {
+                    batch,
+                    stored,
+                    duplicates,
+                },
+            ) => {
+                let Some(own_max) = self.in_flight.remove(&batch) else {
+                    return Ok(
+                        self.protocol(format!("Ack for batch {batch}, which is not in flight"))
+                    );
+                };
+                self.summary.events_up += u64::from(stored);
+                self.summary.events_dup += u64::from(duplicates);
+                self.acked += u64::from(stored) + u64::from(duplicates);
+                if own_max > 0 {
+                    store.own_acked(&self.config.parent, own_max)?;
+                }
+                let mut out = vec![ClientAction::Progress(Progress::Events {
+                    acked: self.acked,
+                    total: self.to_upload.max(self.acked),
+                })];
+                out.extend(self.pump_upload(store)?);
+                Ok(out)
+            }
+            (State::Offering, Message::Wants { wants }) => {
+                let offered = std::mem::take(&mut self.offered);
+                let mut sends = Vec::new();
+                for w in &wants {
+                    let Some(info) = offered.iter().find(|i| i.hash == w.hash).copied() else {
+                        return Ok(self.protocol(format!(
+                            "the relay wants blob {}, which was not offered",
+                            w.hash
+                        )));
+                    };
+                    if w.offset > info.size {
+                        return Ok(self.protocol(format!(
+                            "the relay wants blob {} from byte {}, past its end",
+                            w.hash, w.offset
+                        )));
+                    }
+                    if sends
+                        .iter()
+                        .any(|(i, _): &(BlobInfo, u64)| i.hash == w.hash)
+                    {
+                        return Ok(self.protocol(format!("the relay wants blob {} twice", w.hash)));
+                    }
+                    sends.push((info, w.offset));
+                }
+                // Offered and not wanted: the parent holds them (or no event it holds names them).
+                for info in &offered {
+                    if !sends.iter().any(|(i, _)| i.hash == info.hash) {
+                        store.mark_blob_sent(&self.config.parent, &info.hash)?;
+                    }
+                }
+                // In the offer's order: thumbnails first.
+                sends.sort_by_key(|(i, _)| offered.iter().position(|o| o.hash == i.hash));
+                let mut out = Vec::new();
+                for (info, offset) in sends {
+                    self.awaiting.insert(info.hash, info);
+                    self.sending.insert(info.hash);
+                    self.summary.blob_bytes_up += info.size - offset;
+                    out.push(ClientAction::Progress(Progress::BlobStarted {
+                        hash: info.hash,
+                        kind: info.kind,
+                        size: info.size,
+                        offset,
+                    }));
+                    out.push(ClientAction::SendBlob(BlobHeader {
+                        hash: info.hash,
+                        kind: info.kind,
+                        size: info.size,
+                        offset,
+                    }));
+                }
+                self.state = State::Blobs;
+                out.extend(self.after_blobs(store)?);
+                Ok(out)
+            }
+            (State::Blobs, Message::BlobStored { hash }) => {
+                let Some(info) = self.take_awaited(&hash) else {
+                    return Ok(
+                        self.protocol(format!("BlobStored for blob {hash}, which was not sent"))
+                    );
+                };
+                store.mark_blob_sent(&self.config.parent, &hash)?;
+                self.summary.blobs_up += 1;
+                let mut out = vec![ClientAction::Progress(Progress::BlobStored {
+                    hash,
+                    kind: info.kind,
+                    size: info.size,
+                })];
+                out.extend(self.after_blobs(store)?);
+                Ok(out)
+            }
+            (
+                State::Blobs,
+                Message::BlobRefused {
+                    hash,
+                    code,
+                    message,
+                },
+            ) => {
+                if self.take_awaited(&hash).is_none() {
+                    return Ok(
+                        self.protocol(format!("BlobRefused for blob {hash}, which was not sent"))
+                    );
+                }
+                tracing::warn!(%hash, ?code, %message, "the relay refused a blob; it stays here and is offered again next time");
+                self.summary.blobs_refused += 1;
+                self.after_blobs(store)
+            }
+            (State::Blobs, Message::BlobPartial { hash, held }) => {
+                if self.take_awaited(&hash).is_none() {
+                    return Ok(
+                        self.protocol(format!("BlobPartial for blob {hash}, which was not sent"))
+                    );
+                }
+                tracing::info!(%hash, held, "the relay holds part of a blob; the rest goes next time");
+                self.after_blobs(store)
+            }
+            (
+                State::Pulling,
+                Message::Down {
+                    events,
+                    cursor,
+                    more,
+                },
+            ) => {
+                let mut decoded = Vec::with_capacity(events.len());
+                for (i, body) in events.iter().enumerate() {
+                    match codec::decode_event(body) {
+                        Ok(e) => decoded.push(e),
+                        Err(e) => {
+                            return Ok(
+                                self.protocol(format!("downloaded event {i} does not decode: {e}"))
+                            )
+                        }
+                    }
+                }
+                let c = store.commit_download(&self.config.parent, &decoded, cursor, now_ms)?;
+                self.summary.events_down += u64::from(c.stored);
+                let mut out = vec![ClientAction::Progress(Progress::Downloaded {
+                    events: self.summary.events_down,
+                })];
+                if more {
+                    self.summary.round_trips += 1;
+                    out.push(ClientAction::Send(Message::Pull { cursor }));
+                } else {
+                    self.state = State::Ended;
+                    self.deadline = None;
+                    out.push(ClientAction::Send(Message::Bye));
+                    out.push(ClientAction::Finished(self.summary.clone()));
+                }
+                Ok(out)
+            }
+            (state, other) => {
+                Ok(self.protocol(format!("unexpected {} while {state:?}", other.name())))
+            }
+        }
+    }
+
+    /// The driver finished sending blob `hash`'s stream (or gave up on it).
+    pub fn blob_sent(&mut self, hash: &BlobHash, now_ms: u64) {
+        self.sending.remove(hash);
+        if self.state != State::Ended {
+            self.deadline = Some(now_ms + RESPONSE_TIMEOUT_MS);
+        }
+    }
+
+    /// Works out, from the parent's heads, which origins to upload from where.
+    fn plan_upload(
+        &mut self,
+        heads: &[Head],
+        store: &mut dyn SyncStore,
+    ) -> Result<(), SessionError> {
+        let head_of = |origin: &NodeId| {
+            heads
+                .iter()
+                .find(|h| h.origin == *origin)
+                .map_or(0, |h| h.seq)
+        };
+        let origins = match self.config.role {
+            Role::Device => vec![self.config.node],
+            Role::Street | Role::District => store.origins()?,
+        };
+        for origin in origins {
+            self.queue.push_back((origin, head_of(&origin)));
+        }
+        Ok(())
+    }
+
+    /// Sends batches while the window has room; moves on to blobs when all are acknowledged.
+    fn pump_upload(
+        &mut self,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ClientAction>, SessionError> {
+        let limits = self.limits.unwrap_or(Limits {
+            max_frame: crate::MAX_FRAME,
+            max_batch_events: BATCH_EVENTS as u32,
+            window: 1,
+            max_blob: 0,
+        });
+        let max_events = BATCH_EVENTS.min(limits.max_batch_events.max(1) as usize);
+        let max_bytes = BATCH_BYTES.min(limits.max_frame as usize / 2);
+        let window = limits.window.clamp(1, 64) as usize;
+        let mut out = Vec::new();
+        while self.in_flight.len() < window {
+            let (bodies, own_max) = self.next_batch(store, max_events, max_bytes)?;
+            if bodies.is_empty() {
+                break;
+            }
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            self.to_upload += bodies.len() as u64;
+            self.in_flight.insert(batch, own_max);
+            self.summary.round_trips += 1;
+            out.push(ClientAction::Send(Message::Events {
+                batch,
+                events: bodies,
+            }));
+        }
+        if self.in_flight.is_empty() && self.queue.is_empty() {
+            out.extend(self.start_offer(store)?);
+        }
+        Ok(out)
+    }
+
+    /// The next batch: events of the queued origins past what the parent holds, inside the
+    /// granted scope (events outside it are the parent's business, not this one's).
+    fn next_batch(
+        &mut self,
+        store: &mut dyn SyncStore,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, u64), SessionError> {
+        let mut bodies = Vec::new();
+        let mut bytes = 0;
+        let mut own_max = 0;
+        while let Some((origin, after)) = self.queue.front().copied() {
+            if bodies.len() >= max_events || bytes >= max_bytes {
+                break;
+            }
+            let want = max_events - bodies.len();
+            let events: Vec<Event> = store.events_after(&origin, after, want)?;
+            let exhausted = events.len() < want;
+            let mut last = after;
+            let mut stopped_early = false;
+            for e in events {
+                if bytes >= max_bytes {
+                    stopped_early = true;
+                    break;
+                }
+                last = e.seq;
+                if !self.scope.as_ref().is_some_and(|s| s.contains(&e.grid)) {
+                    continue;
+                }
+                let body = codec::encode_event(&e).map_err(|err| {
+                    StorageError::internal(format!(
+                        "encoding event {}/{}: {err}",
+                        e.origin.short(),
+                        e.seq
+                    ))
+                })?;
+                bytes += body.len();
+                bodies.push(body);
+                if origin == self.config.node {
+                    own_max = own_max.max(e.seq);
+                }
+            }
+            if exhausted && !stopped_early {
+                self.queue.pop_front();
+            } else if let Some(front) = self.queue.front_mut() {
+                front.1 = last;
+            }
+        }
+        Ok((bodies, own_max))
+    }
+
+    fn start_offer(
+        &mut self,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ClientAction>, SessionError> {
+        let blobs = store.unsent_blobs(&self.config.parent, OFFER_BLOBS)?;
+        if blobs.is_empty() {
+            return self.start_pull(store);
+        }
+        self.offer_was_full = blobs.len() == OFFER_BLOBS;
+        self.offered = blobs.clone();
+        self.state = State::Offering;
+        self.summary.round_trips += 1;
+        Ok(vec![ClientAction::Send(Message::Offer { blobs })])
+    }
+
+    fn after_blobs(
+        &mut self,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ClientAction>, SessionError> {
+        if !self.awaiting.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.offer_was_full {
+            return self.start_offer(store);
+        }
+        self.start_pull(store)
+    }
+
+    fn start_pull(&mut self, store: &mut dyn SyncStore) -> Result<Vec<ClientAction>, SessionError> {
+        let cursor = store.down_cursor(&self.config.parent)?;
+        self.state = State::Pulling;
+        self.summary.round_trips += 1;
+        Ok(vec![ClientAction::Send(Message::Pull { cursor })])
+    }
+
+    fn take_awaited(&mut self, hash: &BlobHash) -> Option<BlobInfo> {
+        self.sending.remove(hash);
+        self.awaiting.remove(hash)
+    }
+}

@@ -200,6 +200,9 @@ pub enum Message {
     Wants { wants: Vec<Want> },
     /// Parent → child: blob `hash` is verified and committed.
     BlobStored { hash: BlobHash },
+    /// Parent → child: the stream of blob `hash` ended before the blob's end; the parent
+    /// keeps the first `held` bytes and wants the rest from there in a later session.
+    BlobPartial { hash: BlobHash, held: u64 },
     /// Parent → child: blob `hash` was refused (its partial bytes are discarded).
     BlobRefused {
         hash: BlobHash,
@@ -231,6 +234,7 @@ impl Message {
             Message::Offer { .. } => "Offer",
             Message::Wants { .. } => "Wants",
             Message::BlobStored { .. } => "BlobStored",
+            Message::BlobPartial { .. } => "BlobPartial",
             Message::BlobRefused { .. } => "BlobRefused",
             Message::Pull { .. } => "Pull",
             Message::Down { .. } => "Down",

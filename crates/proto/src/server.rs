@@ -1,1 +1,557 @@
+//! The parent side of a session (a relay serving a device or a street relay), sans-IO.
+//!
+//! The driver creates a [`ServerSession`] per accepted control stream, with the peer's node id
+//! as its TLS certificate proved it, feeds it every decoded [`Message`] and every blob stream,
+//! and carries out the returned [`ServerOutput`]s. Nothing is acknowledged before the store
+//! call that made it durable has returned.
 
+use std::collections::HashMap;
+
+use gridsync_core::{codec, BlobHash, Event, NodeId};
+
+use crate::message::{BlobHeader, BlobInfo, ErrorCode, Head, Limits, Message, Role, Want};
+use crate::storage::{BlobState, Enrolled, StorageError, StorageErrorKind, SyncStore};
+
+/// Events per download page.
+pub const PAGE_EVENTS: usize = 512;
+/// About this many bytes of events per download page.
+pub const PAGE_BYTES: usize = 1024 * 1024;
+/// Most blobs listed in one offer.
+pub const MAX_OFFER: usize = 1024;
+
+/// The parent's own description and limits.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub node: NodeId,
+    pub role: Role,
+    pub name: String,
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// The default limits.
+    pub fn new(node: NodeId, role: Role, name: impl Into<String>) -> Self {
+        Self {
+            node,
+            role,
+            name: name.into(),
+            limits: Limits {
+                max_frame: crate::MAX_FRAME,
+                max_batch_events: 512,
+                window: 4,
+                max_blob: 64 * 1024 * 1024,
+            },
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOutput {
+    /// Send this message on the control stream.
+    Send(Message),
+    /// New events were committed (other sessions and the upstream link may want to know).
+    Committed { stored: u32 },
+    /// A blob was committed.
+    BlobCommitted { hash: BlobHash, bytes: u64 },
+    /// The session is over: finish the control stream (after sending what came before) and
+    /// close with this code if it is not [`ErrorCode::Done`].
+    End { code: ErrorCode, reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitHello,
+    Ready,
+    Ended,
+}
+
+/// An incoming blob stream being received.
+#[derive(Debug)]
+pub struct BlobSink {
+    header: BlobHeader,
+    at: u64,
+}
+
+impl BlobSink {
+    /// The blob's header.
+    pub fn header(&self) -> &BlobHeader {
+        &self.header
+    }
+
+    /// Bytes held so far (offset of the next byte).
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+}
+
+/// A blob stream refused at its header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("blob {hash}: {reason}")]
+pub struct BlobStreamError {
+    pub hash: BlobHash,
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
+/// Counters of one session, for logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub events_stored: u64,
+    pub events_duplicate: u64,
+    pub events_down: u64,
+    pub blobs_stored: u64,
+    pub blob_bytes: u64,
+}
+
+/// One session with a child.
+#[derive(Debug)]
+pub struct ServerSession {
+    config: ServerConfig,
+    tls_peer: NodeId,
+    peer: Option<Enrolled>,
+    state: State,
+    offered: HashMap<BlobHash, BlobInfo>,
+    stats: ServerStats,
+}
+
+impl ServerSession {
+    /// A session with the peer whose certificate proved node id `tls_peer`.
+    pub fn new(config: ServerConfig, tls_peer: NodeId) -> Self {
+        Self {
+            config,
+            tls_peer,
+            peer: None,
+            state: State::AwaitHello,
+            offered: HashMap::new(),
+            stats: ServerStats::default(),
+        }
+    }
+
+    /// The peer, once its `Hello` was accepted.
+    pub fn peer(&self) -> Option<&Enrolled> {
+        self.peer.as_ref()
+    }
+
+    /// What this session did so far.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Whether the session is over.
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    /// Ends the session from this side (shutdown, timeout): the message to send, then `End`.
+    pub fn abort(&mut self, code: ErrorCode, reason: impl Into<String>) -> Vec<ServerOutput> {
+        self.fail(code, reason.into())
+    }
+
+    fn fail(&mut self, code: ErrorCode, reason: String) -> Vec<ServerOutput> {
+        if self.state == State::Ended {
+            return Vec::new();
+        }
+        self.state = State::Ended;
+        tracing::info!(peer = %self.tls_peer.short(), code = ?code, %reason, "session refused");
+        vec![
+            ServerOutput::Send(Message::Error {
+                code,
+                message: reason.clone(),
+            }),
+            ServerOutput::End { code, reason },
+        ]
+    }
+
+    fn storage_failure(&mut self, e: StorageError) -> Vec<ServerOutput> {
+        let code = match e.kind {
+            StorageErrorKind::ClockAhead => ErrorCode::ClockAhead,
+            StorageErrorKind::Equivocation => ErrorCode::Equivocation,
+            StorageErrorKind::Internal => ErrorCode::Storage,
+        };
+        if code == ErrorCode::Storage {
+            tracing::error!(error = %e, "storage failed during a session");
+        }
+        self.fail(code, e.message)
+    }
+
+    /// Handles one message from the child.
+    pub fn handle(
+        &mut self,
+        msg: Message,
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Vec<ServerOutput> {
+        match (self.state, msg) {
+            (State::Ended, _) => Vec::new(),
+            (
+                State::AwaitHello,
+                Message::Hello {
+                    versions,
+                    node,
+                    role,
+                    name,
+                },
+            ) => self.hello(&versions, node, role, &name, store, now_ms),
+            (State::AwaitHello, other) => self.fail(
+                ErrorCode::Unexpected,
+                format!("expected Hello first, got {}", other.name()),
+            ),
+            (State::Ready, Message::Events { batch, events }) => {
+                self.events(batch, &events, store, now_ms)
+            }
+            (State::Ready, Message::Offer { blobs }) => self.offer(blobs, store),
+            (State::Ready, Message::Pull { cursor }) => self.pull(cursor, store),
+            (State::Ready, Message::Bye) => {
+                self.state = State::Ended;
+                let s = &self.stats;
+                if s.events_stored + s.events_down + s.blobs_stored > 0 {
+                    tracing::info!(
+                        peer = %self.tls_peer.short(),
+                        events_up = s.events_stored,
+                        events_down = s.events_down,
+                        blobs_up = s.blobs_stored,
+                        blob_bytes = s.blob_bytes,
+                        "session done"
+                    );
+                }
+                vec![ServerOutput::End {
+                    code: ErrorCode::Done,
+                    reason: "done".into(),
+                }]
+            }
+            (State::Ready, Message::Error { code, message }) => {
+                self.state = State::Ended;
+                tracing::info!(peer = %self.tls_peer.short(), ?code, %message, "child ended the session");
+                vec![ServerOutput::End {
+                    code,
+                    reason: message,
+                }]
+            }
+            (State::Ready, other) => self.fail(
+                ErrorCode::Unexpected,
+                format!("{} is not a message a child sends", other.name()),
+            ),
+        }
+    }
+
+    fn hello(
+        &mut self,
+        versions: &[u16],
+        node: NodeId,
+        role: Role,
+        name: &str,
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Vec<ServerOutput> {
+        let Some(version) = crate::VERSIONS
+            .iter()
+            .copied()
+            .find(|v| versions.contains(v))
+        else {
+            return self.fail(
+                ErrorCode::Version,
+                format!(
+                    "no common protocol version: you speak {versions:?}, this relay {:?}",
+                    crate::VERSIONS
+                ),
+            );
+        };
+        if node != self.tls_peer {
+            return self.fail(
+                ErrorCode::WrongRole,
+                format!(
+                    "Hello names node {} but the TLS certificate is {}",
+                    node.short(),
+                    self.tls_peer.short()
+                ),
+            );
+        }
+        let enrolled = match store.enrolled(&node) {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                return self.fail(
+                    ErrorCode::NotEnrolled,
+                    format!(
+                        "node {} is not enrolled at this relay (enroll it with `gridsync-relay enroll {}`)",
+                        node.short(),
+                        node
+                    ),
+                )
+            }
+            Err(e) => return self.storage_failure(e),
+        };
+        if enrolled.role != role {
+            return self.fail(
+                ErrorCode::WrongRole,
+                format!(
+                    "node {} is enrolled as a {} but connected as a {}",
+                    node.short(),
+                    enrolled.role.as_str(),
+                    role.as_str()
+                ),
+            );
+        }
+        let heads: Vec<Head> = match store.heads(&enrolled) {
+            Ok(h) => h,
+            Err(e) => return self.storage_failure(e),
+        };
+        tracing::debug!(peer = %node.short(), name, role = role.as_str(), scope = %enrolled.scope, "session started");
+        let welcome = Message::Welcome {
+            version,
+            node: self.config.node,
+            role: self.config.role,
+            name: self.config.name.clone(),
+            scope: enrolled.scope.to_string(),
+            now_ms,
+            heads,
+            limits: self.config.limits,
+        };
+        self.peer = Some(enrolled);
+        self.state = State::Ready;
+        vec![ServerOutput::Send(welcome)]
+    }
+
+    fn events(
+        &mut self,
+        batch: u64,
+        bodies: &[Vec<u8>],
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Vec<ServerOutput> {
+        let Some(peer) = self.peer.clone() else {
+            return self.fail(ErrorCode::Unexpected, "Events before Welcome".into());
+        };
+        if bodies.len() > self.config.limits.max_batch_events as usize {
+            return self.fail(
+                ErrorCode::TooLarge,
+                format!(
+                    "batch {batch} has {} events, over the limit of {}",
+                    bodies.len(),
+                    self.config.limits.max_batch_events
+                ),
+            );
+        }
+        let mut events = Vec::with_capacity(bodies.len());
+        for (i, body) in bodies.iter().enumerate() {
+            let event: Event = match codec::decode_event(body) {
+                Ok(e) => e,
+                Err(e) => {
+                    return self.fail(
+                        ErrorCode::Malformed,
+                        format!("batch {batch}, event {i}: {e}"),
+                    )
+                }
+            };
+            if peer.role == Role::Device && event.origin != peer.node {
+                return self.fail(
+                    ErrorCode::OutOfScope,
+                    format!(
+                        "batch {batch}: event {}/{} is not the device's own; a device sends only its own events",
+                        event.origin.short(),
+                        event.seq
+                    ),
+                );
+            }
+            if !peer.scope.contains(&event.grid) {
+                return self.fail(
+                    ErrorCode::OutOfScope,
+                    format!(
+                        "batch {batch}: event {}/{} is in grid {}, outside the enrolled scope {}",
+                        event.origin.short(),
+                        event.seq,
+                        event.grid,
+                        peer.scope
+                    ),
+                );
+            }
+            events.push(event);
+        }
+        match store.commit(&peer.node, &events, now_ms) {
+            Ok(c) => {
+                self.stats.events_stored += u64::from(c.stored);
+                self.stats.events_duplicate += u64::from(c.duplicates);
+                let mut out = vec![ServerOutput::Send(Message::Ack {
+                    batch,
+                    stored: c.stored,
+                    duplicates: c.duplicates,
+                })];
+                if c.stored > 0 {
+                    out.push(ServerOutput::Committed { stored: c.stored });
+                }
+                out
+            }
+            Err(e) => self.storage_failure(e),
+        }
+    }
+
+    fn offer(&mut self, blobs: Vec<BlobInfo>, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
+        if blobs.len() > MAX_OFFER {
+            return self.fail(
+                ErrorCode::TooLarge,
+                format!(
+                    "offer of {} blobs, over the limit of {MAX_OFFER}",
+                    blobs.len()
+                ),
+            );
+        }
+        let mut wants = Vec::new();
+        for info in blobs {
+            if info.size > self.config.limits.max_blob {
+                tracing::warn!(hash = %info.hash, size = info.size, "offered blob over the size limit; not wanted");
+                continue;
+            }
+            let offset = match store.blob_state(&info.hash) {
+                Ok(BlobState::Held | BlobState::Unreferenced) => continue,
+                Ok(BlobState::Missing) => 0,
+                Ok(BlobState::Partial { offset }) => offset.min(info.size),
+                Err(e) => return self.storage_failure(e),
+            };
+            self.offered.insert(info.hash, info);
+            wants.push(Want {
+                hash: info.hash,
+                offset,
+            });
+        }
+        vec![ServerOutput::Send(Message::Wants { wants })]
+    }
+
+    fn pull(&mut self, cursor: u64, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
+        let Some(peer) = self.peer.clone() else {
+            return self.fail(ErrorCode::Unexpected, "Pull before Welcome".into());
+        };
+        match store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES) {
+            Ok(page) => {
+                self.stats.events_down += page.events.len() as u64;
+                vec![ServerOutput::Send(Message::Down {
+                    events: page.events,
+                    cursor: page.cursor,
+                    more: page.more,
+                })]
+            }
+            Err(e) => self.storage_failure(e),
+        }
+    }
+
+    /// A blob stream's header arrived: checks it against this session's offer and what is
+    /// held, and returns the sink to feed the stream's bytes to.
+    pub fn blob_begin(
+        &mut self,
+        header: BlobHeader,
+        store: &mut dyn SyncStore,
+    ) -> Result<BlobSink, BlobStreamError> {
+        let refuse = |code, reason: String| BlobStreamError {
+            hash: header.hash,
+            code,
+            reason,
+        };
+        if self.state != State::Ready {
+            return Err(refuse(
+                ErrorCode::Unexpected,
+                "blob stream outside a session".into(),
+            ));
+        }
+        let Some(offered) = self.offered.get(&header.hash) else {
+            return Err(refuse(
+                ErrorCode::Unexpected,
+                "blob was not offered in this session".into(),
+            ));
+        };
+        if offered.size != header.size || offered.kind != header.kind {
+            return Err(refuse(
+                ErrorCode::Unexpected,
+                format!(
+                    "header says {} bytes, the offer {}",
+                    header.size, offered.size
+                ),
+            ));
+        }
+        let held = match store.blob_state(&header.hash) {
+            Ok(BlobState::Partial { offset }) => offset,
+            Ok(BlobState::Held) => header.size,
+            Ok(_) => 0,
+            Err(e) => return Err(refuse(ErrorCode::Storage, e.message)),
+        };
+        if header.offset > held || header.offset > header.size {
+            return Err(refuse(
+                ErrorCode::Unexpected,
+                format!(
+                    "stream starts at byte {}, but only {held} are held",
+                    header.offset
+                ),
+            ));
+        }
+        Ok(BlobSink {
+            header,
+            at: header.offset,
+        })
+    }
+
+    /// Bytes of a blob stream: stored durably before returning. Bytes beyond the blob's size
+    /// are refused.
+    pub fn blob_data(
+        &mut self,
+        sink: &mut BlobSink,
+        bytes: &[u8],
+        store: &mut dyn SyncStore,
+    ) -> Result<(), BlobStreamError> {
+        let h = sink.header;
+        if sink.at + bytes.len() as u64 > h.size {
+            return Err(BlobStreamError {
+                hash: h.hash,
+                code: ErrorCode::BlobMismatch,
+                reason: format!("stream runs past the blob's {} bytes", h.size),
+            });
+        }
+        store
+            .blob_write(&h.hash, h.kind, h.size, sink.at, bytes)
+            .map_err(|e| BlobStreamError {
+                hash: h.hash,
+                code: ErrorCode::Storage,
+                reason: e.message,
+            })?;
+        sink.at += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The blob stream ended cleanly (its bytes so far were all given to `blob_data`): verifies
+    /// and commits a complete blob, or reports the bytes held of an incomplete one.
+    pub fn blob_end(&mut self, sink: BlobSink, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
+        let h = sink.header;
+        if sink.at < h.size {
+            return vec![ServerOutput::Send(Message::BlobPartial {
+                hash: h.hash,
+                held: sink.at,
+            })];
+        }
+        match store.blob_finish(&h.hash) {
+            Ok(true) => {
+                self.offered.remove(&h.hash);
+                self.stats.blobs_stored += 1;
+                self.stats.blob_bytes += h.size;
+                vec![
+                    ServerOutput::Send(Message::BlobStored { hash: h.hash }),
+                    ServerOutput::BlobCommitted {
+                        hash: h.hash,
+                        bytes: h.size,
+                    },
+                ]
+            }
+            Ok(false) => vec![ServerOutput::Send(Message::BlobRefused {
+                hash: h.hash,
+                code: ErrorCode::BlobMismatch,
+                message: format!("the {} bytes received do not hash to {}", h.size, h.hash),
+            })],
+            Err(e) => self.storage_failure(e),
+        }
+    }
+
+    /// A blob stream was refused at its header or failed: the message telling the child.
+    pub fn blob_refused(&mut self, error: &BlobStreamError) -> Vec<ServerOutput> {
+        vec![ServerOutput::Send(Message::BlobRefused {
+            hash: error.hash,
+            code: error.code,
+            message: error.reason.clone(),
+        })]
+    }
+}
