@@ -39,6 +39,7 @@
 //! ```
 
 mod env;
+pub mod sync;
 
 use std::path::Path;
 
@@ -55,6 +56,7 @@ use gridsync_store::{BlobKind, Identity, NewBlob, Pending, Store, StoreError};
 
 pub use env::{Env, FixedEnv, SystemEnv};
 pub use gridsync_store::Counts;
+pub use sync::SyncTarget;
 
 /// Anything a device action can refuse or fail with. Nothing is written when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +96,10 @@ pub enum DeviceError {
     Name(String),
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    #[error("sync: {0}")]
+    Sync(gridsync_net::NetError),
+    #[error("this store belongs to a relay, which edits incidents but files no reports")]
+    NotADevice,
 }
 
 type Result<T, E = DeviceError> = std::result::Result<T, E>;
@@ -164,7 +170,8 @@ pub struct NewReport {
 pub struct Device<E: Env = SystemEnv> {
     store: Store,
     identity: Identity,
-    grid: GridCode,
+    /// A device's grid; `None` on a relay (which edits incidents but files no reports).
+    grid: Option<GridCode>,
     env: E,
     limits: Limits,
 }
@@ -183,7 +190,17 @@ impl Device<SystemEnv> {
 
 impl<E: Env> Device<E> {
     /// [`Device::init`] with an explicit clock and random source.
-    pub fn init_with(path: &Path, name: &str, grid: GridCode, mut env: E) -> Result<Self> {
+    pub fn init_with(path: &Path, name: &str, grid: GridCode, env: E) -> Result<Self> {
+        Self::init_node(path, name, "device", grid.as_str(), env)
+    }
+
+    /// Creates a store at `path` with a new node identity of `role` (`device`, `street` or
+    /// `district`) and `scope` (a device's grid; a relay's scope, empty until enrolled).
+    pub fn init_node(path: &Path, name: &str, role: &str, scope: &str, mut env: E) -> Result<Self> {
+        let grid = match role {
+            "device" => Some(scope.parse::<GridCode>()?),
+            _ => None,
+        };
         let name = name.trim();
         if name.is_empty() || name.len() > gridsync_core::event::limits::MAX_AUTHOR_BYTES {
             return Err(DeviceError::Name(name.to_owned()));
@@ -195,8 +212,8 @@ impl<E: Env> Device<E> {
             secret,
             node_id,
             name: name.to_owned(),
-            role: "device".to_owned(),
-            scope: grid.to_string(),
+            role: role.to_owned(),
+            scope: scope.to_owned(),
         };
         create_store_atomically(path, &identity, &mut env)?;
         let store = Store::open(path)?;
@@ -213,7 +230,10 @@ impl<E: Env> Device<E> {
     pub fn open_with(path: &Path, env: E) -> Result<Self> {
         let store = Store::open(path)?;
         let identity = store.identity()?;
-        let grid = identity.scope.parse()?;
+        let grid = match identity.role.as_str() {
+            "device" => Some(identity.scope.parse()?),
+            _ => None,
+        };
         Ok(Self {
             store,
             identity,
@@ -243,9 +263,19 @@ impl<E: Env> Device<E> {
         &self.identity.name
     }
 
-    /// The device's grid.
-    pub fn grid(&self) -> &GridCode {
-        &self.grid
+    /// The device's grid (`None` on a relay).
+    pub fn grid(&self) -> Option<&GridCode> {
+        self.grid.as_ref()
+    }
+
+    /// The node's role: `device`, `street` or `district`.
+    pub fn role(&self) -> &str {
+        &self.identity.role
+    }
+
+    /// The node's identity (including its secret key, for the sync transport).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The underlying store (read access).
@@ -357,7 +387,7 @@ impl<E: Env> Device<E> {
         let mut random = [0u8; 10];
         self.env.fill_random(&mut random)?;
         let id = IncidentId::new_v7(self.env.now_ms(), random);
-        let grid = self.grid.clone();
+        let grid = self.grid.clone().ok_or(DeviceError::NotADevice)?;
         self.commit(id, &grid, payloads, &processed)?;
         Ok(id)
     }
@@ -401,7 +431,11 @@ impl<E: Env> Device<E> {
                 error,
             })?;
         let n = payloads.len();
-        let grid = state.grid().cloned().unwrap_or_else(|| self.grid.clone());
+        let grid = state
+            .grid()
+            .or(self.grid.as_ref())
+            .cloned()
+            .ok_or_else(|| DeviceError::NoSuchIncident(id.to_string()))?;
         self.commit(id, &grid, payloads, &processed)?;
         Ok(n)
     }

@@ -1,1 +1,87 @@
-//! gridsync-net (being written).
+//! gridsync-net: the sync protocol over QUIC (quinn, tokio).
+//!
+//! Thin by design: [`tls`] makes and pins the Ed25519 identities, [`server`] and [`client`]
+//! move frames, blob bytes and timers between quinn and the sans-IO sessions of
+//! `gridsync-proto`, which make every decision.
+//!
+//! **Invariants.** No protocol logic here: the driver never acknowledges, refuses or orders
+//! anything itself. Session calls that touch the store are made with the store locked and
+//! complete (durably) before the resulting messages are sent.
+
+pub mod client;
+pub mod server;
+pub mod tls;
+
+use std::sync::{Arc, Mutex};
+
+use gridsync_proto::client::SessionError;
+use gridsync_proto::SyncStore;
+
+/// The store a node's sessions share.
+pub type SharedStore = Arc<Mutex<dyn SyncStore + Send>>;
+
+/// What went wrong moving bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        error: String,
+    },
+    #[error("cannot reach the relay at {addr}: {error}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        error: String,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("connection lost: {0}")]
+    Connection(String),
+    #[error("{0}")]
+    Session(SessionError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("stream: {0}")]
+    Io(String),
+    #[error("local store: {0}")]
+    Store(String),
+}
+
+impl From<quinn::ConnectionError> for NetError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        NetError::Connection(describe_close(&e))
+    }
+}
+
+impl From<quinn::ReadError> for NetError {
+    fn from(e: quinn::ReadError) -> Self {
+        match e {
+            quinn::ReadError::ConnectionLost(c) => c.into(),
+            other => NetError::Io(other.to_string()),
+        }
+    }
+}
+
+/// A connection error in words, naming gridsync's close codes.
+pub fn describe_close(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let code = u16::try_from(c.error_code.into_inner())
+                .ok()
+                .and_then(gridsync_proto::ErrorCode::from_u16);
+            let reason = String::from_utf8_lossy(&c.reason);
+            match code {
+                Some(code) => format!("closed by the peer: {reason} ({code:?})"),
+                None => format!("closed by the peer with code {}: {reason}", c.error_code),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch (the driver is where time is read).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use gridsync_core::{Category, Change, PhotoKind, Severity, Status};
 use gridsync_device::{Device, NewReport, PhotoInput};
 
-use crate::output;
+use crate::shared::output;
 
 const GARBAGE: &[u8] = include_bytes!("../../../../../fixtures/photos/garbage-12mp-rot6.jpg");
 const CAT: &[u8] = include_bytes!("../../../../../fixtures/photos/cat-2400x1600-rot8.jpg");
@@ -207,7 +207,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<()> {
         say!(
             "{} ({}), node {}: {} events and {} photos waiting to sync",
             d.name(),
-            d.grid(),
+            d.grid().map(|g| g.to_string()).unwrap_or_default(),
             d.node_id().short(),
             pending.events,
             pending.blobs

@@ -1,33 +1,22 @@
 //! `gridsync`: the device command line.
 
-/// `println!` that returns the error (a closed pipe) instead of panicking.
-macro_rules! say {
-    ($($arg:tt)*) => {
-        writeln!(std::io::stdout().lock(), $($arg)*)?
-    };
-}
-
-/// `print!` that returns the error instead of panicking.
-macro_rules! say_raw {
-    ($($arg:tt)*) => {
-        write!(std::io::stdout().lock(), $($arg)*)?
-    };
-}
+#[path = "../../shared/mod.rs"]
+#[macro_use]
+mod shared;
 
 mod demo;
-mod output;
+mod progress;
 
-use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gridsync_core::{
-    BlobHash, Category, Change, GridCode, Level, Location, LocationSource, Millis, PhotoKind,
-    Severity, Status, Verdict,
-};
-use gridsync_device::{Device, NewReport, PhotoInput};
+use gridsync_core::{BlobHash, Category, GridCode, Millis, NodeId, Severity};
+use gridsync_device::{Device, NewReport};
+use shared::{location, open, parse_time, print_json, read_photos, EditArgs};
 
 /// gridsync: offline-first incident reporting for grid management (the handheld's side).
 #[derive(Parser, Debug)]
@@ -96,6 +85,18 @@ enum Command {
     },
     /// List the category catalogue.
     Categories,
+    /// Sync with the street relay: events up, then thumbnails, then photos, then the
+    /// incidents of this device's grid down.
+    Sync {
+        /// The relay's address, HOST:PORT.
+        #[arg(long)]
+        relay: String,
+        /// The relay's node id (as `gridsync-relay init` printed it): the relay must prove it.
+        #[arg(long)]
+        relay_id: NodeId,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole story on loopback in a temporary folder, with no set-up.
     Demo {
         /// Keep the stores in DIR instead of a temporary folder.
@@ -127,90 +128,6 @@ struct ReportArgs {
     observed_at: Option<Millis>,
     #[arg(long)]
     json: bool,
-}
-
-/// The flags of `edit`; the relay's `edit` takes the same.
-#[derive(Args, Debug)]
-struct EditArgs {
-    /// Incident id (or a unique prefix or suffix of at least 4 characters).
-    id: String,
-    #[arg(long)]
-    description: Option<String>,
-    #[arg(long)]
-    category: Option<String>,
-    #[arg(long)]
-    severity: Option<Severity>,
-    /// New location latitude (with --lon).
-    #[arg(long, requires = "lon", allow_negative_numbers = true)]
-    lat: Option<f64>,
-    #[arg(long, requires = "lat", allow_negative_numbers = true)]
-    lon: Option<f64>,
-    /// New workflow status: reported, accepted, rejected, dispatched, in_progress, resolved,
-    /// verified, closed.
-    #[arg(long)]
-    status: Option<Status>,
-    /// Escalate (or hand back) to a level: grid, community, street, district.
-    #[arg(long)]
-    level: Option<Level>,
-    /// Why, with --level.
-    #[arg(long, requires = "level", default_value = "")]
-    reason: String,
-    /// Department or person who handles it.
-    #[arg(long)]
-    assignee: Option<String>,
-    /// Handling deadline (RFC 3339), with --assignee.
-    #[arg(long, requires = "assignee", value_parser = parse_time)]
-    due: Option<Millis>,
-    #[arg(long)]
-    comment: Option<String>,
-    /// Evaluation score 1-5 (once resolved).
-    #[arg(long)]
-    score: Option<u8>,
-    /// Evaluation verdict (default from the score): satisfied, acceptable, unsatisfied.
-    #[arg(long, requires = "score")]
-    verdict: Option<Verdict>,
-    /// A photo to attach; repeat for several.
-    #[arg(long = "photo")]
-    photos: Vec<PathBuf>,
-    /// Kind of the attached photos; default `after` when the incident is (or this edit makes
-    /// it) in_progress, resolved, verified or closed, else `before`.
-    #[arg(long)]
-    kind: Option<PhotoKind>,
-    /// Remove a photo (by hash).
-    #[arg(long)]
-    remove_photo: Option<BlobHash>,
-    #[arg(long)]
-    json: bool,
-}
-
-fn parse_time(s: &str) -> Result<Millis, String> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-11-26T09:30:00+08:00 ({e})"))
-}
-
-fn location(lat: Option<f64>, lon: Option<f64>) -> Result<Option<Location>> {
-    match (lat, lon) {
-        (Some(lat), Some(lon)) => Ok(Some(Location::new(lat, lon, LocationSource::Manual)?)),
-        _ => Ok(None),
-    }
-}
-
-fn read_photos(paths: &[PathBuf], device: &Device) -> Result<Vec<PhotoInput>> {
-    paths
-        .iter()
-        .map(|p| PhotoInput::from_path(p, device.limits()).map_err(Into::into))
-        .collect()
-}
-
-fn open(db: &Path) -> Result<Device> {
-    Ok(Device::open(db)?)
-}
-
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    say!("{text}");
-    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -255,104 +172,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Edit(a) => {
             let mut device = open(db)?;
-            let id = device.resolve(&a.id)?;
-            let mut changes = Vec::new();
-            if let Some(d) = a.description {
-                changes.push(Change::Description(d));
-            }
-            if let Some(c) = a.category {
-                changes.push(Change::Category(Category::from_catalogue(&c)?));
-            }
-            if let Some(s) = a.severity {
-                changes.push(Change::Severity(s));
-            }
-            if let Some(l) = location(a.lat, a.lon)? {
-                changes.push(Change::Location(l));
-            }
-            if let Some(s) = a.status {
-                changes.push(Change::Status(s));
-            }
-            if let Some(level) = a.level {
-                changes.push(Change::Escalate {
-                    level,
-                    reason: a.reason,
-                });
-            }
-            if let Some(assignee) = a.assignee {
-                changes.push(Change::Assign {
-                    assignee,
-                    due: a.due,
-                });
-            }
-            if let Some(c) = a.comment {
-                changes.push(Change::Comment(c));
-            }
-            if let Some(score) = a.score {
-                changes.push(Change::Evaluate {
-                    score,
-                    verdict: a.verdict,
-                });
-            }
-            if let Some(h) = a.remove_photo {
-                changes.push(Change::RemovePhoto(h));
-            }
-            let photos = read_photos(&a.photos, &device)?
-                .into_iter()
-                .map(|p| (p, a.kind))
-                .collect();
-            device.edit(id, changes, photos)?;
-            let view = device
-                .get(id)?
-                .with_context(|| format!("incident {id} vanished"))?
-                .view();
-            if a.json {
-                print_json(&view)?;
-            } else {
-                say!("{} {} {}", view.id, view.status, view.level);
-            }
+            shared::edit(&mut device, a)?;
         }
-        Command::List { json } => {
-            let device = open(db)?;
-            let views: Vec<_> = device.list()?.iter().map(|s| s.view()).collect();
-            if json {
-                print_json(&views)?;
-            } else {
-                say_raw!("{}", output::table(&views));
-            }
-        }
-        Command::Show { id, json } => {
-            let device = open(db)?;
-            let id = device.resolve(&id)?;
-            let view = device
-                .get(id)?
-                .with_context(|| format!("no incident {id} in this store"))?
-                .view();
-            if json {
-                print_json(&view)?;
-            } else {
-                say_raw!("{}", output::detail(&view));
-            }
-        }
+        Command::List { json } => shared::list(&open(db)?, json)?,
+        Command::Show { id, json } => shared::show(&open(db)?, &id, json)?,
         Command::Blob {
             hash,
             thumb,
             output,
-        } => {
-            let device = open(db)?;
-            let bytes = device.blob(&hash, thumb)?;
-            match output {
-                Some(path) => std::fs::write(&path, &bytes)
-                    .with_context(|| format!("writing {}", path.display()))?,
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    if out.is_terminal() {
-                        bail!("blob {hash} is binary image data; give -o FILE or redirect standard output");
-                    }
-                    out.write_all(&bytes)?;
-                    out.flush()?;
-                }
-            }
-        }
+        } => shared::blob(&open(db)?, &hash, thumb, output)?,
+        Command::Sync {
+            relay,
+            relay_id,
+            json,
+        } => sync(db, &relay, relay_id, json)?,
         Command::Status { json } => {
             let device = open(db)?;
             let counts = device.counts()?;
@@ -360,7 +193,7 @@ fn run(cli: Cli) -> Result<()> {
             let value = serde_json::json!({
                 "node_id": device.node_id().to_hex(),
                 "name": device.name(),
-                "grid": device.grid().to_string(),
+                "grid": device.grid().map(|g| g.to_string()),
                 "events": counts.events,
                 "incidents": counts.incidents,
                 "blobs": counts.blobs,
@@ -375,7 +208,9 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 say!("node     {}", device.node_id());
                 say!("name     {}", device.name());
-                say!("grid     {}", device.grid());
+                if let Some(grid) = device.grid() {
+                    say!("grid     {grid}");
+                }
                 say!(
                     "holds    {} incidents, {} events, {} blobs",
                     counts.incidents,
@@ -401,54 +236,66 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GRIDSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!("gridsync: error: no command given (see gridsync --help)");
-            return ExitCode::from(2);
-        }
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // clap's own rendering spans several lines; errors here are one line.
-            let rendered = e.render().to_string();
-            let message = rendered
-                .lines()
-                .map(str::trim)
-                .skip_while(|l| l.is_empty())
-                .take_while(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let message = message.strip_prefix("error: ").unwrap_or(&message);
-            eprintln!("gridsync: error: {message} (see gridsync --help)");
-            return ExitCode::from(2);
-        }
-    };
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        // The reader went away (`gridsync list | head`): not an error.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("gridsync: error: {msg}");
-            ExitCode::FAILURE
+    shared::init_logging("warn");
+    match shared::parse::<Cli>("gridsync") {
+        Ok(cli) => shared::finish("gridsync", run(cli)),
+        Err(code) => code,
+    }
+}
+
+/// Resolves HOST:PORT (a name or an address).
+fn resolve_addr(text: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .with_context(|| format!("relay address {text:?} (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("relay address {text:?} resolves to nothing"))
+}
+
+fn sync(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Result<()> {
+    let device = open(db)?;
+    let addr = resolve_addr(relay)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut bar = progress::Bar::new(!json);
+    let target = gridsync_device::SyncTarget { addr, relay_id };
+    let options = gridsync_net::client::SyncOptions::default();
+    let report = runtime.block_on(device.sync(target, &options, &mut |p| bar.update(&p)));
+    bar.clear();
+    let report = report?;
+    let s = &report.summary;
+    if json {
+        print_json(&serde_json::json!({
+            "relay": relay_id.to_hex(),
+            "events_up": s.events_up,
+            "events_already_there": s.events_dup,
+            "events_down": s.events_down,
+            "blobs_up": s.blobs_up,
+            "blob_bytes_up": s.blob_bytes_up,
+            "blobs_refused": s.blobs_refused,
+            "round_trips": s.round_trips,
+            "ms": report.elapsed.as_millis() as u64,
+        }))?;
+    } else {
+        say!(
+            "synced with {} in {:.2} s: {} events up ({} already there), {} down; {} photos/thumbnails up ({} bytes)",
+            relay_id.short(),
+            report.elapsed.as_secs_f64(),
+            s.events_up,
+            s.events_dup,
+            s.events_down,
+            s.blobs_up,
+            s.blob_bytes_up
+        );
+        if s.blobs_refused > 0 {
+            say!(
+                "{} blobs were refused by the relay; they stay here and go again next sync",
+                s.blobs_refused
+            );
         }
     }
+    Ok(())
 }

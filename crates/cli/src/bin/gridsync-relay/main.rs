@@ -1,0 +1,337 @@
+//! `gridsync-relay`: the relay daemon of a street sub-center or of the district, and its
+//! operator commands.
+
+#[path = "../../shared/mod.rs"]
+#[macro_use]
+mod shared;
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use gridsync_core::{BlobHash, GridCode, NodeId, Scope};
+use gridsync_device::{Device, SystemEnv};
+use gridsync_proto::Role;
+use gridsync_store::Store;
+use shared::{open, print_json, EditArgs};
+
+/// gridsync-relay: the sync relay of a street sub-center or of the district.
+#[derive(Parser, Debug)]
+#[command(name = "gridsync-relay", version)]
+struct Cli {
+    /// The relay's store.
+    #[arg(
+        long,
+        global = true,
+        env = "GRIDSYNC_RELAY_DB",
+        default_value = "gridsync-relay.db"
+    )]
+    db: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RelayRole {
+    Street,
+    District,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the relay's store and node identity; prints the node id devices pin.
+    Init {
+        /// The sub-center's name; the author of its decisions.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: RelayRole,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the relay's node id.
+    Id {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow a device (for one grid) or a street relay (for a scope) to sync here.
+    Enroll {
+        /// The node id `gridsync init` (or `gridsync-relay init`) printed.
+        node_id: NodeId,
+        /// A device's grid, e.g. 110101/002/014/03.
+        #[arg(long, conflicts_with_all = ["relay", "scope"])]
+        grid: Option<GridCode>,
+        /// Enroll a street relay (with --scope).
+        #[arg(long, requires = "scope")]
+        relay: bool,
+        /// The street relay's scope, e.g. 110101/002.
+        #[arg(long, requires = "relay")]
+        scope: Option<Scope>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraw an enrollment: the node's next session is refused.
+    Revoke { node_id: NodeId },
+    /// List the enrolled devices and relays.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve devices (and child relays); with an upstream, forward everything there.
+    Run {
+        /// Address to listen on, e.g. 0.0.0.0:4433 (port 0: any free port, printed).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The upstream (district) relay, HOST:PORT.
+        #[arg(long, requires = "upstream_id")]
+        upstream: Option<String>,
+        /// The upstream relay's node id.
+        #[arg(long, requires = "upstream")]
+        upstream_id: Option<NodeId>,
+    },
+    /// List the incidents held here.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a received photo (or its thumbnail) to a file or standard output.
+    Blob {
+        hash: BlobHash,
+        #[arg(long)]
+        thumb: bool,
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+    },
+    /// An operator decision (dispatch, escalate, assign, comment...), written as this relay's
+    /// own; devices and the upstream get it at their next sync. Works while `run` runs.
+    Edit(EditArgs),
+    /// What the store holds and what waits to go upstream.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn now_ms() -> u64 {
+    gridsync_net::now_ms()
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let db = cli.db.as_path();
+    match cli.command {
+        Command::Init { name, role, json } => {
+            let role = match role {
+                RelayRole::Street => "street",
+                RelayRole::District => "district",
+            };
+            let node = Device::init_node(db, &name, role, "", SystemEnv)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "node_id": node.node_id().to_hex(),
+                    "name": node.name(),
+                    "role": role,
+                }))?;
+            } else {
+                say!("{}", node.node_id());
+            }
+        }
+        Command::Id { json } => {
+            let node = open_relay(db)?;
+            if json {
+                print_json(&serde_json::json!({ "node_id": node.node_id().to_hex() }))?;
+            } else {
+                say!("{}", node.node_id());
+            }
+        }
+        Command::Enroll {
+            node_id,
+            grid,
+            relay,
+            scope,
+            json,
+        } => {
+            let node = open_relay(db)?;
+            drop(node);
+            let (role, scope) = match (grid, relay, scope) {
+                (Some(grid), false, None) => (Role::Device, Scope::from(&grid)),
+                (None, true, Some(scope)) => (Role::Street, scope),
+                _ => bail!(
+                    "give either --grid GRID (a device) or --relay --scope PREFIX (a street relay)"
+                ),
+            };
+            let mut store = Store::open(db)?;
+            store.enroll(&node_id, role, &scope, now_ms())?;
+            if json {
+                print_json(&serde_json::json!({
+                    "node_id": node_id.to_hex(),
+                    "role": role.as_str(),
+                    "scope": scope.to_string(),
+                }))?;
+            } else {
+                say!("enrolled {} {} for {}", role.as_str(), node_id, scope);
+            }
+        }
+        Command::Revoke { node_id } => {
+            open_relay(db)?;
+            let mut store = Store::open(db)?;
+            if !store.revoke(&node_id, now_ms())? {
+                bail!("{node_id} is not enrolled here");
+            }
+            say!("revoked {node_id}; its next session is refused");
+        }
+        Command::Peers { json } => {
+            open_relay(db)?;
+            let store = Store::open(db)?;
+            let peers = store.peers()?;
+            if json {
+                let v: Vec<_> = peers
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "node_id": p.node.to_hex(),
+                            "role": p.role.as_str(),
+                            "scope": p.scope.to_string(),
+                            "enrolled_ms": p.enrolled_ms,
+                            "revoked_ms": p.revoked_ms,
+                        })
+                    })
+                    .collect();
+                print_json(&v)?;
+            } else {
+                for p in peers {
+                    say!(
+                        "{}  {:<8}  {:<20}  {}",
+                        p.node,
+                        p.role.as_str(),
+                        p.scope,
+                        if p.revoked_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "enrolled"
+                        }
+                    );
+                }
+            }
+        }
+        Command::Run {
+            listen,
+            upstream,
+            upstream_id,
+        } => {
+            open_relay(db)?;
+            let upstream = match (upstream, upstream_id) {
+                (Some(addr), Some(id)) => Some(gridsync_relay::Upstream {
+                    addr: resolve_addr(&addr)?,
+                    id,
+                }),
+                _ => None,
+            };
+            serve(db, listen, upstream)?;
+        }
+        Command::List { json } => shared::list(&open_relay(db)?, json)?,
+        Command::Show { id, json } => shared::show(&open_relay(db)?, &id, json)?,
+        Command::Blob {
+            hash,
+            thumb,
+            output,
+        } => shared::blob(&open_relay(db)?, &hash, thumb, output)?,
+        Command::Edit(a) => {
+            let mut node = open_relay(db)?;
+            shared::edit(&mut node, a)?;
+        }
+        Command::Status { json } => {
+            let node = open_relay(db)?;
+            let counts = node.counts()?;
+            let pending = node.store().pending(&node.node_id())?;
+            let value = serde_json::json!({
+                "node_id": node.node_id().to_hex(),
+                "name": node.name(),
+                "role": node.role(),
+                "events": counts.events,
+                "incidents": counts.incidents,
+                "blobs": counts.blobs,
+                "pending_upstream": {
+                    "own_events": pending.events,
+                    "blobs": pending.blobs,
+                    "blob_bytes": pending.blob_bytes,
+                },
+            });
+            if json {
+                print_json(&value)?;
+            } else {
+                say!("node     {}", node.node_id());
+                say!("name     {} ({})", node.name(), node.role());
+                say!(
+                    "holds    {} incidents, {} events, {} blobs",
+                    counts.incidents,
+                    counts.events,
+                    counts.blobs
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store as a relay's (refusing a device's store).
+fn open_relay(db: &std::path::Path) -> Result<Device> {
+    let node = open(db)?;
+    if node.role() == "device" {
+        bail!(
+            "{}: this is a device's store; a relay's is made by `gridsync-relay init`",
+            db.display()
+        );
+    }
+    Ok(node)
+}
+
+fn resolve_addr(text: &str) -> Result<SocketAddr> {
+    text.to_socket_addrs()
+        .with_context(|| format!("address {text:?} (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("address {text:?} resolves to nothing"))
+}
+
+/// Runs the relay until SIGINT or SIGTERM, then shuts down cleanly (exit 0).
+fn serve(
+    db: &std::path::Path,
+    listen: SocketAddr,
+    upstream: Option<gridsync_relay::Upstream>,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let relay = gridsync_relay::start(db, listen, upstream).await?;
+        say!("listening on {} as {}", relay.local_addr, relay.node_id);
+        std::io::stdout().flush()?;
+        let stop = relay.shutdown_sender();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        let _ = stop.send(true);
+        relay.wait().await;
+        anyhow::Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    shared::init_logging("info");
+    match shared::parse::<Cli>("gridsync-relay") {
+        Ok(cli) => shared::finish("gridsync-relay", run(cli)),
+        Err(code) => code,
+    }
+}

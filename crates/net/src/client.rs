@@ -1,0 +1,273 @@
+//! The child side over QUIC: connects to a pinned parent and runs one [`ClientSession`],
+//! sending blobs one after the other on streams of their own (thumbnails first), and
+//! reporting progress.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gridsync_core::NodeId;
+use gridsync_proto::client::{
+    ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary,
+};
+use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader};
+use quinn::{Connection, Endpoint, SendStream};
+
+use crate::{now_ms, tls, NetError, SharedStore};
+
+/// Bytes read from the store and written to a blob stream at a time.
+const BLOB_CHUNK: usize = 64 * 1024;
+/// How long connecting may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a sync reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncProgress {
+    /// Connected and authenticated.
+    Connected { addr: SocketAddr },
+    /// A step of the session.
+    Session(Progress),
+    /// Bytes of the blob being sent so far (including its resume offset).
+    BlobBytes {
+        hash: gridsync_core::BlobHash,
+        sent: u64,
+        size: u64,
+    },
+}
+
+/// How to run a sync.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Test hook: stop every blob stream after this many bytes (finishing it early), then end
+    /// the session, as a lost connection would. For resume tests; `None` in real use.
+    pub interrupt_blobs_after: Option<u64>,
+}
+
+/// The result of a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub summary: Summary,
+    pub elapsed: Duration,
+}
+
+/// A client endpoint for this node's identity, bound to an ephemeral local port.
+pub fn endpoint(bind: SocketAddr) -> Result<Endpoint, NetError> {
+    Endpoint::client(bind).map_err(|e| NetError::Bind {
+        addr: bind,
+        error: e.to_string(),
+    })
+}
+
+/// Connects to the parent at `addr`, accepting it only if it proves node id `parent`.
+pub async fn connect(
+    endpoint: &Endpoint,
+    secret: &[u8; 32],
+    addr: SocketAddr,
+    parent: NodeId,
+) -> Result<Connection, NetError> {
+    let config = tls::client_config(secret, parent, Arc::new(tls::transport_config()))?;
+    let connecting = endpoint
+        .connect_with(config, addr, "gridsync")
+        .map_err(|e| NetError::Connect {
+            addr,
+            error: e.to_string(),
+        })?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(NetError::Connect {
+            addr,
+            error: e.to_string(),
+        }),
+        Err(_) => Err(NetError::Connect {
+            addr,
+            error: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        }),
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs one session on `conn`. The connection stays open (a relay runs the next session on
+/// it); on failure it is closed with the error's code.
+pub async fn run_session(
+    conn: &Connection,
+    store: SharedStore,
+    config: ClientConfig,
+    options: &SyncOptions,
+    progress: &mut (dyn FnMut(SyncProgress) + Send),
+) -> Result<SyncReport, NetError> {
+    let started = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await.map_err(NetError::from)?;
+    let mut session = ClientSession::new(config);
+    let mut reader = FrameReader::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut blob_queue: std::collections::VecDeque<BlobHeader> = Default::default();
+    let mut blob_task: Option<tokio::task::JoinHandle<(BlobHeader, Result<(), NetError>)>> = None;
+    let (bytes_tx, mut bytes_rx) = tokio::sync::mpsc::unbounded_channel::<(BlobHeader, u64)>();
+    let mut actions = session.start(now_ms());
+    loop {
+        // Carry out what the session said.
+        for action in actions.drain(..) {
+            match action {
+                ClientAction::Send(msg) => {
+                    let bytes =
+                        frame::encode(&msg).map_err(|e| NetError::Protocol(e.to_string()))?;
+                    send.write_all(&bytes)
+                        .await
+                        .map_err(|e| NetError::Io(e.to_string()))?;
+                }
+                ClientAction::SendBlob(h) => blob_queue.push_back(h),
+                ClientAction::Progress(p) => progress(SyncProgress::Session(p)),
+                ClientAction::Finished(summary) => {
+                    let _ = send.finish();
+                    return Ok(SyncReport {
+                        summary,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                ClientAction::Failed(e) => {
+                    let _ = send.finish();
+                    if let Some(t) = blob_task.take() {
+                        t.abort();
+                    }
+                    conn.close(e.code().as_u16().into(), e.to_string().as_bytes());
+                    return Err(NetError::Session(e));
+                }
+            }
+        }
+        if blob_task.is_none() {
+            if let Some(h) = blob_queue.pop_front() {
+                let conn = conn.clone();
+                let store = store.clone();
+                let tx = bytes_tx.clone();
+                let stop_at = options.interrupt_blobs_after;
+                blob_task = Some(tokio::spawn(async move {
+                    let r = send_blob(&conn, &store, h, stop_at, &tx).await;
+                    (h, r)
+                }));
+            }
+        }
+        let deadline = session.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => {
+                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(now_ms()))).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            read = recv.read(&mut buf) => {
+                match read {
+                    Ok(Some(n)) => {
+                        reader.push(&buf[..n]);
+                        loop {
+                            match reader.next_message() {
+                                Ok(Some(msg)) => {
+                                    let now = now_ms();
+                                    let mut guard = lock(&store);
+                                    actions.extend(session.handle(msg, &mut *guard, now));
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    let code = match e {
+                                        gridsync_proto::FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+                                        _ => ErrorCode::Malformed,
+                                    };
+                                    actions.extend(session.abort(code, e.to_string()));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        let e = SessionError::Protocol("the relay ended the session early".into());
+                        conn.close(e.code().as_u16().into(), b"session ended early");
+                        return Err(NetError::Session(e));
+                    }
+                    Err(e) => return Err(NetError::from(e)),
+                }
+            }
+            Some((h, sent)) = bytes_rx.recv() => {
+                progress(SyncProgress::BlobBytes { hash: h.hash, sent, size: h.size });
+            }
+            done = async { match blob_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+                blob_task = None;
+                match done {
+                    Ok((h, Ok(()))) => session.blob_sent(&h.hash, now_ms()),
+                    Ok((h, Err(e))) => {
+                        tracing::info!(hash = %h.hash, error = %e, "blob stream failed");
+                        return Err(e);
+                    }
+                    Err(e) => return Err(NetError::Io(format!("blob sender: {e}"))),
+                }
+                if options.interrupt_blobs_after.is_some() {
+                    // The test hook's "lost connection": wait for the parent's answer first,
+                    // so what it kept is known, then stop.
+                    let mut more = Vec::new();
+                    while let Ok(Some(n)) = recv.read(&mut buf).await {
+                        reader.push(&buf[..n]);
+                        if let Ok(Some(msg)) = reader.next_message() {
+                            more.push(msg);
+                            break;
+                        }
+                    }
+                    let e = SessionError::Refused { code: ErrorCode::Done, message: "interrupted by the test hook".into() };
+                    conn.close(0u32.into(), b"interrupted");
+                    return Err(NetError::Session(e));
+                }
+            }
+            _ = sleep => {
+                actions.extend(session.handle_timeout(now_ms()));
+            }
+        }
+    }
+}
+
+async fn send_blob(
+    conn: &Connection,
+    store: &SharedStore,
+    h: BlobHeader,
+    stop_at: Option<u64>,
+    progress: &tokio::sync::mpsc::UnboundedSender<(BlobHeader, u64)>,
+) -> Result<(), NetError> {
+    let mut stream: SendStream = conn.open_uni().await.map_err(NetError::from)?;
+    let header =
+        frame::encode_value("blob header", &h).map_err(|e| NetError::Protocol(e.to_string()))?;
+    stream
+        .write_all(&header)
+        .await
+        .map_err(|e| NetError::Io(e.to_string()))?;
+    let mut at = h.offset;
+    let end = match stop_at {
+        Some(n) => (h.offset + n).min(h.size),
+        None => h.size,
+    };
+    while at < end {
+        let len = BLOB_CHUNK.min((end - at) as usize);
+        let chunk = {
+            let guard = lock(store);
+            guard.read_blob(&h.hash, at, len)
+        }
+        .map_err(|e| NetError::Store(e.message))?
+        .ok_or_else(|| {
+            NetError::Store(format!("blob {} is no longer in the local store", h.hash))
+        })?;
+        if chunk.is_empty() {
+            return Err(NetError::Store(format!(
+                "blob {} is shorter than its {} bytes",
+                h.hash, h.size
+            )));
+        }
+        stream
+            .write_all(&chunk)
+            .await
+            .map_err(|e| NetError::Io(e.to_string()))?;
+        at += chunk.len() as u64;
+        let _ = progress.send((h, at));
+    }
+    stream.finish().map_err(|e| NetError::Io(e.to_string()))?;
+    Ok(())
+}

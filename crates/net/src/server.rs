@@ -1,0 +1,376 @@
+//! The parent side over QUIC: accepts connections, runs one [`ServerSession`] per control
+//! stream, receives blob streams, and carries out what the session says. It only moves frames
+//! and bytes; every decision is the session's.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gridsync_core::NodeId;
+use gridsync_proto::server::{BlobSink, ServerConfig, ServerOutput, ServerSession};
+use gridsync_proto::{frame, ErrorCode, FrameReader, Message, SyncStore};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
+
+use crate::{now_ms, tls, NetError, SharedStore};
+
+/// Blob bytes are made durable in pieces of this size, so an interrupted upload loses at most
+/// this much.
+pub const BLOB_FLUSH: usize = 64 * 1024;
+/// How long a peer gets to close after it was sent an error, before the connection is closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// What a running relay shares between its connections.
+pub struct Shared {
+    pub store: SharedStore,
+    pub config: ServerConfig,
+    /// Woken whenever a session commits new events or blobs.
+    pub changed: Arc<Notify>,
+    /// Set to `true` to shut down: sessions end with [`ErrorCode::ShuttingDown`].
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves once `rx` says shutdown (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Binds a QUIC server endpoint on `addr` with this node's identity.
+pub fn endpoint(secret: &[u8; 32], addr: SocketAddr) -> Result<Endpoint, NetError> {
+    let config = tls::server_config(secret, Arc::new(tls::transport_config()))?;
+    Endpoint::server(config, addr).map_err(|e| NetError::Bind {
+        addr,
+        error: e.to_string(),
+    })
+}
+
+/// Accepts connections until shutdown, serving each on its own task; then waits for them.
+pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    let remote = incoming.remote_address();
+                    match incoming.await {
+                        Ok(conn) => match serve_connection(conn, shared).await {
+                            Err(NetError::Connection(e)) if e.ends_with("(Done)") => {
+                                tracing::debug!(%remote, "connection closed")
+                            }
+                            Err(e) => tracing::info!(%remote, error = %e, "connection ended"),
+                            Ok(()) => {}
+                        },
+                        Err(e) => tracing::info!(%remote, error = %e, "handshake failed"),
+                    }
+                });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    // Let every connection finish what it has in flight (each ends its session itself).
+    while tasks.join_next().await.is_some() {}
+    endpoint.close(ErrorCode::ShuttingDown.as_u16().into(), b"shutting down");
+}
+
+struct ConnState {
+    conn: Connection,
+    peer: NodeId,
+    shared: Arc<Shared>,
+    session: Mutex<Option<ServerSession>>,
+    control: AsyncMutex<Option<SendStream>>,
+    control_active: AtomicBool,
+}
+
+/// Serves one connection: its control streams one after the other, and its blob streams.
+pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(), NetError> {
+    let Some(peer) = tls::peer_node_id(&conn) else {
+        conn.close(
+            ErrorCode::NotEnrolled.as_u16().into(),
+            b"no Ed25519 client certificate",
+        );
+        return Err(NetError::Protocol(
+            "peer presented no Ed25519 certificate".into(),
+        ));
+    };
+    tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "connection");
+    let state = Arc::new(ConnState {
+        conn: conn.clone(),
+        peer,
+        shared: shared.clone(),
+        session: Mutex::new(None),
+        control: AsyncMutex::new(None),
+        control_active: AtomicBool::new(false),
+    });
+    let mut shutdown = shared.shutdown.clone();
+    let mut blobs = tokio::task::JoinSet::new();
+    let result = loop {
+        tokio::select! {
+            bi = conn.accept_bi() => {
+                let (send, recv) = match bi {
+                    Ok(s) => s,
+                    Err(e) => break Err(NetError::from(e)),
+                };
+                // One control stream (one session) at a time; sessions may follow each other.
+                if state.control_active.swap(true, Ordering::SeqCst) {
+                    let mut send = send;
+                    let mut recv = recv;
+                    let _ = send.reset(ErrorCode::Unexpected.as_u16().into());
+                    let _ = recv.stop(ErrorCode::Unexpected.as_u16().into());
+                    continue;
+                }
+                let state = state.clone();
+                blobs.spawn(async move {
+                    if let Err(e) = run_control(&state, send, recv).await {
+                        tracing::info!(peer = %state.peer.short(), error = %e, "session ended with an error");
+                    }
+                    state.control_active.store(false, Ordering::SeqCst);
+                });
+            }
+            uni = conn.accept_uni() => {
+                let recv = match uni {
+                    Ok(r) => r,
+                    Err(e) => break Err(NetError::from(e)),
+                };
+                let state = state.clone();
+                blobs.spawn(async move { receive_blob(&state, recv).await });
+            }
+            Some(_) = blobs.join_next(), if !blobs.is_empty() => {}
+            _ = stopped(&mut shutdown) => {
+                let out = with_session(&state, |s, _| s.abort(ErrorCode::ShuttingDown, "the relay is shutting down"));
+                execute(&state, out).await;
+                conn.close(ErrorCode::ShuttingDown.as_u16().into(), b"shutting down");
+                break Ok(());
+            }
+        }
+    };
+    // Blob streams in flight keep what they received (each flushes before it ends).
+    while blobs.join_next().await.is_some() {}
+    result
+}
+
+/// Runs `f` on the current session with the store locked; no session, no outputs.
+fn with_session(
+    state: &ConnState,
+    f: impl FnOnce(&mut ServerSession, &mut dyn SyncStore) -> Vec<ServerOutput>,
+) -> Vec<ServerOutput> {
+    let mut session = lock(&state.session);
+    let Some(session) = session.as_mut() else {
+        return Vec::new();
+    };
+    let mut store = lock(&state.shared.store);
+    f(session, &mut *store)
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the store half-written (SQLite rolls the
+    // transaction back), so the data behind a poisoned lock is still good.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn run_control(
+    state: &Arc<ConnState>,
+    send: SendStream,
+    mut recv: RecvStream,
+) -> Result<(), NetError> {
+    *lock(&state.session) = Some(ServerSession::new(state.shared.config.clone(), state.peer));
+    *state.control.lock().await = Some(send);
+    let mut reader = FrameReader::new(state.shared.config.limits.max_frame);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match recv.read(&mut buf).await {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                if let Err(e) = reader.finish() {
+                    tracing::info!(peer = %state.peer.short(), error = %e, "control stream ended inside a frame");
+                }
+                break;
+            }
+            Err(e) => return Err(NetError::from(e)),
+        };
+        reader.push(&buf[..n]);
+        loop {
+            let msg = match reader.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    let code = match e {
+                        gridsync_proto::FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+                        _ => ErrorCode::Malformed,
+                    };
+                    let out = with_session(state, |s, _| s.abort(code, e.to_string()));
+                    execute(state, out).await;
+                    return Ok(());
+                }
+            };
+            let now = now_ms();
+            let out = with_session(state, |s, store| s.handle(msg, store, now));
+            if execute(state, out).await {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries out a session's outputs; returns whether the session ended.
+async fn execute(state: &ConnState, outputs: Vec<ServerOutput>) -> bool {
+    let mut ended = false;
+    for out in outputs {
+        match out {
+            ServerOutput::Send(msg) => send_message(state, &msg).await,
+            ServerOutput::Committed { .. } | ServerOutput::BlobCommitted { .. } => {
+                state.shared.changed.notify_one()
+            }
+            ServerOutput::End { code, reason } => {
+                ended = true;
+                if let Some(mut send) = state.control.lock().await.take() {
+                    let _ = send.finish();
+                }
+                if code != ErrorCode::Done {
+                    // Give the child time to read the error, then close for it if it does not.
+                    let conn = state.conn.clone();
+                    tokio::spawn(async move {
+                        if tokio::time::timeout(CLOSE_GRACE, conn.closed())
+                            .await
+                            .is_err()
+                        {
+                            conn.close(code.as_u16().into(), reason.as_bytes());
+                        }
+                    });
+                }
+            }
+        }
+    }
+    ended
+}
+
+async fn send_message(state: &ConnState, msg: &Message) {
+    let bytes = match frame::encode(msg) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a message");
+            return;
+        }
+    };
+    let mut control = state.control.lock().await;
+    if let Some(send) = control.as_mut() {
+        if let Err(e) = send.write_all(&bytes).await {
+            tracing::info!(peer = %state.peer.short(), error = %e, "cannot send on the control stream");
+        }
+    }
+}
+
+/// Receives one blob stream: its header frame, then bytes, made durable every
+/// [`BLOB_FLUSH`] bytes and when the stream ends or breaks.
+async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
+    let mut reader = FrameReader::new(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let header = loop {
+        match reader.next_body() {
+            Ok(Some(body)) => match frame::decode_blob_header(&body) {
+                Ok(h) => break h,
+                Err(e) => {
+                    tracing::info!(peer = %state.peer.short(), error = %e, "bad blob header");
+                    let _ = recv.stop(ErrorCode::Malformed.as_u16().into());
+                    return;
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(peer = %state.peer.short(), error = %e, "bad blob header");
+                let _ = recv.stop(ErrorCode::Malformed.as_u16().into());
+                return;
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            Ok(None) | Err(_) => return,
+        }
+    };
+    let mut pending = reader.take_rest();
+    let begun: Result<BlobSink, _> = {
+        let mut session = lock(&state.session);
+        match session.as_mut() {
+            Some(s) => {
+                let mut store = lock(&state.shared.store);
+                s.blob_begin(header, &mut *store)
+            }
+            None => return,
+        }
+    };
+    let mut sink = match begun {
+        Ok(s) => s,
+        Err(e) => {
+            let out = with_session(state, |s, _| s.blob_refused(&e));
+            execute(state, out).await;
+            let _ = recv.stop(e.code.as_u16().into());
+            return;
+        }
+    };
+    let flush = |sink: &mut BlobSink,
+                 bytes: &mut Vec<u8>|
+     -> Result<(), gridsync_proto::server::BlobStreamError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut session = lock(&state.session);
+        let Some(s) = session.as_mut() else {
+            return Ok(());
+        };
+        let mut store = lock(&state.shared.store);
+        let r = s.blob_data(sink, bytes, &mut *store);
+        bytes.clear();
+        r
+    };
+    loop {
+        if pending.len() >= BLOB_FLUSH {
+            if let Err(e) = flush(&mut sink, &mut pending) {
+                let out = with_session(state, |s, _| s.blob_refused(&e));
+                execute(state, out).await;
+                let _ = recv.stop(e.code.as_u16().into());
+                return;
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => pending.extend_from_slice(&buf[..n]),
+            Ok(None) => break,
+            Err(e) => {
+                // The stream broke: keep what arrived, the child resumes from there.
+                if let Err(fe) = flush(&mut sink, &mut pending) {
+                    tracing::warn!(error = %fe, "could not keep the partial blob");
+                }
+                tracing::info!(peer = %state.peer.short(), hash = %sink.header().hash, held = sink.at(), error = %e, "blob stream broke; keeping the bytes received");
+                return;
+            }
+        }
+    }
+    if let Err(e) = flush(&mut sink, &mut pending) {
+        let out = with_session(state, |s, _| s.blob_refused(&e));
+        execute(state, out).await;
+        return;
+    }
+    let out = {
+        let mut session = lock(&state.session);
+        match session.as_mut() {
+            Some(s) => {
+                let mut store = lock(&state.shared.store);
+                s.blob_end(sink, &mut *store)
+            }
+            None => Vec::new(),
+        }
+    };
+    execute(state, out).await;
+}
