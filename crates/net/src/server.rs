@@ -3,7 +3,6 @@
 //! and bytes; every decision is the session's.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,7 +90,6 @@ struct ConnState {
     shared: Arc<Shared>,
     session: Mutex<Option<ServerSession>>,
     control: AsyncMutex<Option<SendStream>>,
-    control_active: AtomicBool,
 }
 
 /// Serves one connection: its control streams one after the other, and its blob streams.
@@ -112,10 +110,10 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
         shared: shared.clone(),
         session: Mutex::new(None),
         control: AsyncMutex::new(None),
-        control_active: AtomicBool::new(false),
     });
     let mut shutdown = shared.shutdown.clone();
     let mut blobs = tokio::task::JoinSet::new();
+    let mut current: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
         tokio::select! {
             bi = conn.accept_bi() => {
@@ -123,21 +121,22 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
                     Ok(s) => s,
                     Err(e) => break Err(NetError::from(e)),
                 };
-                // One control stream (one session) at a time; sessions may follow each other.
-                if state.control_active.swap(true, Ordering::SeqCst) {
-                    let mut send = send;
-                    let mut recv = recv;
-                    let _ = send.reset(ErrorCode::Unexpected.as_u16().into());
-                    let _ = recv.stop(ErrorCode::Unexpected.as_u16().into());
-                    continue;
-                }
+                // One session at a time: a new control stream starts once the previous
+                // session has ended (a child opens the next one right after its `Bye`). A
+                // previous session still open after CLOSE_GRACE is abandoned.
+                let previous = current.take();
                 let state = state.clone();
-                blobs.spawn(async move {
+                current = Some(tokio::spawn(async move {
+                    if let Some(mut previous) = previous {
+                        if tokio::time::timeout(CLOSE_GRACE, &mut previous).await.is_err() {
+                            tracing::info!(peer = %state.peer.short(), "a new session replaces one that did not end");
+                            previous.abort();
+                        }
+                    }
                     if let Err(e) = run_control(&state, send, recv).await {
                         tracing::info!(peer = %state.peer.short(), error = %e, "session ended with an error");
                     }
-                    state.control_active.store(false, Ordering::SeqCst);
-                });
+                }));
             }
             uni = conn.accept_uni() => {
                 let recv = match uni {
@@ -158,6 +157,9 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
     };
     // Blob streams in flight keep what they received (each flushes before it ends).
     while blobs.join_next().await.is_some() {}
+    if let Some(current) = current {
+        let _ = current.await;
+    }
     result
 }
 
