@@ -525,9 +525,15 @@ impl Store {
             )
             .map_err(sql(&path, "storing an origin's grid"))?;
         }
-        for id in &touched {
+        // Group the new events by incident once (a batch may hold thousands).
+        let mut by_incident: std::collections::BTreeMap<IncidentId, Vec<&Event>> =
+            std::collections::BTreeMap::new();
+        for e in &fresh {
+            by_incident.entry(e.incident).or_default().push(e);
+        }
+        for (id, events) in &by_incident {
             let mut state = load_state(&tx, &path, id)?;
-            for e in fresh.iter().filter(|e| e.incident == *id) {
+            for e in events {
                 state.apply(e);
             }
             save_state(&tx, &path, &state)?;
