@@ -151,6 +151,8 @@ pub struct ClientSession {
     /// Blobs being sent by the driver.
     sending: BTreeSet<BlobHash>,
     deadline: Option<u64>,
+    /// The cursor of the last `Pull`.
+    pull_cursor: u64,
     summary: Summary,
 }
 
@@ -175,6 +177,7 @@ impl ClientSession {
             awaiting: BTreeMap::new(),
             sending: BTreeSet::new(),
             deadline: None,
+            pull_cursor: 0,
             summary: Summary::default(),
         }
     }
@@ -465,8 +468,12 @@ impl ClientSession {
                         }
                     }
                 }
-                let c = store.commit_download(&self.config.parent, &decoded, cursor, now_ms)?;
-                self.summary.events_down += u64::from(c.stored);
+                // Nothing new and the cursor where it was: no write (and no disk flush) at all.
+                if !decoded.is_empty() || cursor > self.pull_cursor {
+                    let c = store.commit_download(&self.config.parent, &decoded, cursor, now_ms)?;
+                    self.summary.events_down += u64::from(c.stored);
+                }
+                self.pull_cursor = cursor;
                 let mut out = vec![ClientAction::Progress(Progress::Downloaded {
                     events: self.summary.events_down,
                 })];
@@ -634,6 +641,7 @@ impl ClientSession {
 
     fn start_pull(&mut self, store: &mut dyn SyncStore) -> Result<Vec<ClientAction>, SessionError> {
         let cursor = store.down_cursor(&self.config.parent)?;
+        self.pull_cursor = cursor;
         self.state = State::Pulling;
         self.summary.round_trips += 1;
         Ok(vec![ClientAction::Send(Message::Pull { cursor })])
