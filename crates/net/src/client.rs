@@ -74,10 +74,25 @@ pub async fn connect(
         })?;
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(NetError::Connect {
-            addr,
-            error: e.to_string(),
-        }),
+        Ok(Err(e)) => {
+            let text = e.to_string();
+            // The pin check's own words are buried in rustls's rendering; say it plainly.
+            if let Some(got) = text.split("peer node id mismatch").nth(1) {
+                let got: String = got
+                    .rsplit("got ")
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take_while(char::is_ascii_hexdigit)
+                    .collect();
+                return Err(NetError::WrongRelay {
+                    addr,
+                    expected: parent,
+                    got,
+                });
+            }
+            Err(NetError::Connect { addr, error: text })
+        }
         Err(_) => Err(NetError::Connect {
             addr,
             error: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),

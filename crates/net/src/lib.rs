@@ -33,6 +33,12 @@ pub enum NetError {
         addr: std::net::SocketAddr,
         error: String,
     },
+    #[error("the relay at {addr} is not the one pinned (node id mismatch): it proved node id {got}, expected {expected} (check --relay-id)")]
+    WrongRelay {
+        addr: std::net::SocketAddr,
+        expected: gridsync_core::NodeId,
+        got: String,
+    },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("connection lost: {0}")]
@@ -71,6 +77,9 @@ pub fn describe_close(e: &quinn::ConnectionError) -> String {
                 .and_then(gridsync_proto::ErrorCode::from_u16);
             let reason = String::from_utf8_lossy(&c.reason);
             match code {
+                Some(code) if reason.ends_with(&format!("({code:?})")) => {
+                    format!("closed by the peer: {reason}")
+                }
                 Some(code) => format!("closed by the peer: {reason} ({code:?})"),
                 None => format!("closed by the peer with code {}: {reason}", c.error_code),
             }
