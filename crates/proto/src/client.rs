@@ -7,7 +7,7 @@
 //! [`ClientAction::SendBlob`] on a stream of its own (reading the bytes from the store) and
 //! calls [`ClientSession::blob_sent`] when that stream is finished.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
 
@@ -146,10 +146,12 @@ pub struct ClientSession {
     /// The current offer, in order, until the parent answers it.
     offered: Vec<BlobInfo>,
     offer_was_full: bool,
+    /// Whether a blob of the current offer was refused or only partly stored.
+    refused_this_offer: bool,
     /// Blobs sent and awaiting `BlobStored`/`BlobRefused`/`BlobPartial`.
     awaiting: BTreeMap<BlobHash, BlobInfo>,
-    /// Blobs being sent by the driver.
-    sending: BTreeSet<BlobHash>,
+    /// Blobs being sent by the driver, with the bytes their streams carry.
+    sending: BTreeMap<BlobHash, u64>,
     deadline: Option<u64>,
     /// The cursor of the last `Pull`.
     pull_cursor: u64,
@@ -174,8 +176,9 @@ impl ClientSession {
             acked: 0,
             offered: Vec::new(),
             offer_was_full: false,
+            refused_this_offer: false,
             awaiting: BTreeMap::new(),
-            sending: BTreeSet::new(),
+            sending: BTreeMap::new(),
             deadline: None,
             pull_cursor: 0,
             summary: Summary::default(),
@@ -388,8 +391,7 @@ impl ClientSession {
                 let mut out = Vec::new();
                 for (info, offset) in sends {
                     self.awaiting.insert(info.hash, info);
-                    self.sending.insert(info.hash);
-                    self.summary.blob_bytes_up += info.size - offset;
+                    self.sending.insert(info.hash, info.size - offset);
                     out.push(ClientAction::Progress(Progress::BlobStarted {
                         hash: info.hash,
                         kind: info.kind,
@@ -438,15 +440,24 @@ impl ClientSession {
                 }
                 tracing::warn!(%hash, ?code, %message, "the relay refused a blob; it stays here and is offered again next time");
                 self.summary.blobs_refused += 1;
+                self.refused_this_offer = true;
                 self.after_blobs(store)
             }
             (State::Blobs, Message::BlobPartial { hash, held }) => {
+                // The stream carried only the bytes from its start up to `held`.
+                if let (Some(remaining), Some(info)) =
+                    (self.sending.remove(&hash), self.awaiting.get(&hash))
+                {
+                    let start = info.size - remaining;
+                    self.summary.blob_bytes_up += held.saturating_sub(start);
+                }
                 if self.take_awaited(&hash).is_none() {
                     return Ok(
                         self.protocol(format!("BlobPartial for blob {hash}, which was not sent"))
                     );
                 }
                 tracing::info!(%hash, held, "the relay holds part of a blob; the rest goes next time");
+                self.refused_this_offer = true;
                 self.after_blobs(store)
             }
             (
@@ -496,7 +507,9 @@ impl ClientSession {
 
     /// The driver finished sending blob `hash`'s stream (or gave up on it).
     pub fn blob_sent(&mut self, hash: &BlobHash, now_ms: u64) {
-        self.sending.remove(hash);
+        if let Some(bytes) = self.sending.remove(hash) {
+            self.summary.blob_bytes_up += bytes;
+        }
         if self.state != State::Ended {
             self.deadline = Some(now_ms + RESPONSE_TIMEOUT_MS);
         }
@@ -514,6 +527,13 @@ impl ClientSession {
                 .find(|h| h.origin == *origin)
                 .map_or(0, |h| h.seq)
         };
+        // The parent holds every own event up to its head: as good as an `Ack` for them, and
+        // the only one there will be if the `Ack`s were lost with an earlier connection
+        // (nothing below the head is sent again, so nothing else would acknowledge it).
+        let own_head = head_of(&self.config.node);
+        if own_head > 0 {
+            store.own_acked(&self.config.parent, own_head)?;
+        }
         let origins = match self.config.role {
             Role::Device => vec![self.config.node],
             Role::Street | Role::District => store.origins()?,
@@ -620,6 +640,7 @@ impl ClientSession {
             return self.start_pull(store);
         }
         self.offer_was_full = blobs.len() == OFFER_BLOBS;
+        self.refused_this_offer = false;
         self.offered = blobs.clone();
         self.state = State::Offering;
         self.summary.round_trips += 1;
@@ -633,7 +654,9 @@ impl ClientSession {
         if !self.awaiting.is_empty() {
             return Ok(Vec::new());
         }
-        if self.offer_was_full {
+        // Offer the next page only if this one went through: blobs the parent refused stay
+        // first in line, and offering them again now would loop.
+        if self.offer_was_full && !self.refused_this_offer {
             return self.start_offer(store);
         }
         self.start_pull(store)
@@ -647,8 +670,12 @@ impl ClientSession {
         Ok(vec![ClientAction::Send(Message::Pull { cursor })])
     }
 
+    /// The parent answered for blob `hash` (possibly before the driver reported its stream
+    /// finished: the parent had all its bytes, so they count as sent).
     fn take_awaited(&mut self, hash: &BlobHash) -> Option<BlobInfo> {
-        self.sending.remove(hash);
+        if let Some(bytes) = self.sending.remove(hash) {
+            self.summary.blob_bytes_up += bytes;
+        }
         self.awaiting.remove(hash)
     }
 }

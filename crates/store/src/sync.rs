@@ -799,6 +799,10 @@ impl SyncStore for Store {
 
     /// One upstream: the acknowledgement is kept under [`UPSTREAM`], whichever the parent.
     fn own_acked(&mut self, _parent: &NodeId, seq: u64) -> Result<(), StorageError> {
+        // Most sessions acknowledge nothing new: read first, so they write (and flush) nothing.
+        if self.cursor(UPSTREAM, ACKED_OWN_SEQ).map_err(storage)? >= seq {
+            return Ok(());
+        }
         self.advance_cursor(UPSTREAM, ACKED_OWN_SEQ, seq)
             .map_err(storage)
     }
