@@ -17,6 +17,9 @@ use crate::{now_ms, tls, NetError, SharedStore};
 /// Blob bytes are made durable in pieces of this size, so an interrupted upload loses at most
 /// this much.
 pub const BLOB_FLUSH: usize = 64 * 1024;
+/// How long a session may go without a message on its control stream. Long, because a photo
+/// upload on a slow link keeps the control stream quiet while it lasts.
+pub const CONTROL_IDLE: Duration = Duration::from_secs(600);
 /// How long a peer gets to close after it was sent an error, before the connection is closed.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -192,15 +195,32 @@ async fn run_control(
     let mut reader = FrameReader::new(state.shared.config.limits.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match recv.read(&mut buf).await {
-            Ok(Some(n)) => n,
-            Ok(None) => {
-                if let Err(e) = reader.finish() {
-                    tracing::info!(peer = %state.peer.short(), error = %e, "control stream ended inside a frame");
-                }
+        let read = tokio::time::timeout(CONTROL_IDLE, recv.read(&mut buf)).await;
+        let n = match read {
+            Ok(Ok(Some(n))) => n,
+            Ok(Ok(None)) => {
+                // The child finished its side without `Bye`: the session is over.
+                let (code, why) = match reader.finish() {
+                    Err(e) => (ErrorCode::Malformed, e.to_string()),
+                    Ok(()) => (
+                        ErrorCode::Unexpected,
+                        "the control stream ended without Bye".to_string(),
+                    ),
+                };
+                let out = with_session(state, |s, _| s.abort(code, why));
+                execute(state, out).await;
                 break;
             }
-            Err(e) => return Err(NetError::from(e)),
+            Ok(Err(e)) => return Err(NetError::from(e)),
+            Err(_) => {
+                let why = format!(
+                    "no message on the control stream for {} s",
+                    CONTROL_IDLE.as_secs()
+                );
+                let out = with_session(state, |s, _| s.abort(ErrorCode::Timeout, why));
+                execute(state, out).await;
+                break;
+            }
         };
         reader.push(&buf[..n]);
         loop {

@@ -83,6 +83,12 @@ pub enum SessionError {
     /// The parent broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The parent sent bytes that do not decode.
+    #[error("malformed message from the relay: {0}")]
+    Malformed(String),
+    /// One of this node's own events lies outside the scope the parent granted.
+    #[error("{0}")]
+    OutOfScope(String),
     /// Local storage failed.
     #[error("local store: {0}")]
     Storage(#[from] StorageError),
@@ -97,6 +103,8 @@ impl SessionError {
         match self {
             SessionError::Refused { code, .. } => *code,
             SessionError::Protocol(_) => ErrorCode::Unexpected,
+            SessionError::Malformed(_) => ErrorCode::Malformed,
+            SessionError::OutOfScope(_) => ErrorCode::OutOfScope,
             SessionError::Storage(_) => ErrorCode::Storage,
             SessionError::Timeout(_) => ErrorCode::Timeout,
         }
@@ -155,9 +163,13 @@ pub struct ClientSession {
     deadline: Option<u64>,
     /// The cursor of the last `Pull`.
     pull_cursor: u64,
+    /// `Down` pages in a row that said "more" without moving the cursor.
+    stalled_pages: u32,
     summary: Summary,
 }
 
+/// `Down` pages in a row that may say "more" without moving the cursor.
+const MAX_STALLED_PAGES: u32 = 4;
 /// Most blobs offered at once.
 pub const OFFER_BLOBS: usize = 256;
 
@@ -181,6 +193,7 @@ impl ClientSession {
             sending: BTreeMap::new(),
             deadline: None,
             pull_cursor: 0,
+            stalled_pages: 0,
             summary: Summary::default(),
         }
     }
@@ -473,11 +486,23 @@ impl ClientSession {
                     match codec::decode_event(body) {
                         Ok(e) => decoded.push(e),
                         Err(e) => {
-                            return Ok(
-                                self.protocol(format!("downloaded event {i} does not decode: {e}"))
-                            )
+                            return Ok(self.fail_with_error(SessionError::Malformed(format!(
+                                "downloaded event {i} does not decode: {e}"
+                            ))))
                         }
                     }
+                }
+                // A page that says "more" without moving the cursor would loop forever; one
+                // or two (a duplicated page) are harmless.
+                if more && cursor <= self.pull_cursor {
+                    self.stalled_pages += 1;
+                    if self.stalled_pages > MAX_STALLED_PAGES {
+                        return Ok(self.protocol(format!(
+                            "Down says more after cursor {cursor}, but the cursor does not advance"
+                        )));
+                    }
+                } else {
+                    self.stalled_pages = 0;
                 }
                 // Nothing new and the cursor where it was: no write (and no disk flush) at all.
                 if !decoded.is_empty() || cursor > self.pull_cursor {
@@ -601,12 +626,18 @@ impl ClientSession {
             let mut last = after;
             let mut stopped_early = false;
             for e in events {
-                if bytes >= max_bytes {
-                    stopped_early = true;
-                    break;
-                }
-                last = e.seq;
                 if !self.scope.as_ref().is_some_and(|s| s.contains(&e.grid)) {
+                    if self.config.role == Role::Device && origin == self.config.node {
+                        return Err(SessionError::OutOfScope(format!(
+                            "this device's event {} is in grid {}, but the relay enrolled it for {}; \
+                             re-enroll the device for its grid",
+                            e.seq,
+                            e.grid,
+                            self.scope.as_ref().map_or_else(String::new, |s| s.to_string())
+                        )));
+                    }
+                    // Another origin's event outside the parent's scope: not its business.
+                    last = e.seq;
                     continue;
                 }
                 let body = codec::encode_event(&e).map_err(|err| {
@@ -616,6 +647,11 @@ impl ClientSession {
                         e.seq
                     ))
                 })?;
+                if !bodies.is_empty() && bytes + body.len() > max_bytes {
+                    stopped_early = true;
+                    break;
+                }
+                last = e.seq;
                 bytes += body.len();
                 bodies.push(body);
                 if origin == self.config.node {

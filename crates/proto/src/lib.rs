@@ -16,6 +16,11 @@ pub mod server;
 pub mod storage;
 
 pub use frame::{FrameError, FrameReader, MAX_FRAME};
+
+/// The largest encoded event a parent accepts, in bytes. Events are small (texts are at most
+/// 8 KiB); the bound keeps every stored event far inside a frame, so any page of them can be
+/// sent.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 pub use message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN, VERSIONS,
 };

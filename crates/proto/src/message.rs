@@ -203,7 +203,8 @@ pub enum Message {
     /// Parent → child: the stream of blob `hash` ended before the blob's end; the parent
     /// keeps the first `held` bytes and wants the rest from there in a later session.
     BlobPartial { hash: BlobHash, held: u64 },
-    /// Parent → child: blob `hash` was refused (its partial bytes are discarded).
+    /// Parent → child: blob `hash` was refused: its stream was not acceptable, or its bytes
+    /// did not hash to `hash` (then the partial bytes are discarded).
     BlobRefused {
         hash: BlobHash,
         code: ErrorCode,

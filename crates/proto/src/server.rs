@@ -16,6 +16,8 @@ use crate::storage::{BlobState, Enrolled, StorageError, StorageErrorKind, SyncSt
 pub const PAGE_EVENTS: usize = 512;
 /// About this many bytes of events per download page.
 pub const PAGE_BYTES: usize = 1024 * 1024;
+/// Longest node name accepted in a `Hello`, in bytes (an event author's limit).
+pub const MAX_NAME_BYTES: usize = 128;
 /// Most blobs listed in one offer.
 pub const MAX_OFFER: usize = 1024;
 
@@ -247,7 +249,8 @@ impl ServerSession {
         let Some(version) = crate::VERSIONS
             .iter()
             .copied()
-            .find(|v| versions.contains(v))
+            .filter(|v| versions.contains(v))
+            .max()
         else {
             return self.fail(
                 ErrorCode::Version,
@@ -257,6 +260,15 @@ impl ServerSession {
                 ),
             );
         };
+        if name.len() > MAX_NAME_BYTES {
+            return self.fail(
+                ErrorCode::Malformed,
+                format!(
+                    "Hello name of {} bytes, over the limit of {MAX_NAME_BYTES}",
+                    name.len()
+                ),
+            );
+        }
         if node != self.tls_peer {
             return self.fail(
                 ErrorCode::WrongRole,
@@ -334,6 +346,16 @@ impl ServerSession {
         }
         let mut events = Vec::with_capacity(bodies.len());
         for (i, body) in bodies.iter().enumerate() {
+            if body.len() > crate::MAX_EVENT_BYTES {
+                return self.fail(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "batch {batch}, event {i}: {} bytes, over the {}-byte limit of an event",
+                        body.len(),
+                        crate::MAX_EVENT_BYTES
+                    ),
+                );
+            }
             let event: Event = match codec::decode_event(body) {
                 Ok(e) => e,
                 Err(e) => {
@@ -343,6 +365,15 @@ impl ServerSession {
                     )
                 }
             };
+            if event.seq == 0 || event.seq > i64::MAX as u64 {
+                return self.fail(
+                    ErrorCode::Malformed,
+                    format!(
+                        "batch {batch}, event {i}: sequence number {} is outside 1..=2^63-1",
+                        event.seq
+                    ),
+                );
+            }
             if peer.role == Role::Device && event.origin != peer.node {
                 return self.fail(
                     ErrorCode::OutOfScope,
@@ -397,6 +428,9 @@ impl ServerSession {
         }
         let mut wants = Vec::new();
         for info in blobs {
+            if wants.iter().any(|w: &Want| w.hash == info.hash) {
+                continue;
+            }
             if info.size > self.config.limits.max_blob {
                 tracing::warn!(hash = %info.hash, size = info.size, "offered blob over the size limit; not wanted");
                 continue;
