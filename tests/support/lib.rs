@@ -1,5 +1,8 @@
 //! Helpers shared by the cross-crate scenarios in `tests/`.
 
+pub mod net;
+pub mod sim;
+
 use std::path::Path;
 
 use gridsync_core::IncidentState;
@@ -44,7 +47,11 @@ pub fn hand_over_at(from: &Path, to: &Path, now_ms: u64) -> usize {
 
 /// Every incident of the store at `path`, as incident JSON, keyed by id.
 pub fn incident_json(path: &Path) -> serde_json::Value {
-    let store = Store::open(path).expect("open store");
+    views_of(&Store::open(path).expect("open store"))
+}
+
+/// Every incident of `store`, as incident JSON, keyed by id.
+pub fn views_of(store: &Store) -> serde_json::Value {
     let map: serde_json::Map<String, serde_json::Value> = store
         .incidents()
         .expect("list incidents")

@@ -10,7 +10,7 @@ use gridsync_core::NodeId;
 use gridsync_proto::client::{
     ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary,
 };
-use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader};
+use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Message};
 use quinn::{Connection, Endpoint, SendStream};
 
 use crate::{now_ms, tls, NetError, SharedStore};
@@ -38,8 +38,10 @@ pub enum SyncProgress {
 /// How to run a sync.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
-    /// Test hook: stop every blob stream after this many bytes (finishing it early), then end
-    /// the session, as a lost connection would. For resume tests; `None` in real use.
+    /// Test hook: cut the first blob stream with more than this many bytes to send short
+    /// (finishing it early), wait for the parent's answer about that blob (so what it kept is
+    /// known), then end the session as a lost connection would. The blobs before it (say, the
+    /// thumbnails, which go first) are sent whole. For resume tests; `None` in real use.
     pub interrupt_blobs_after: Option<u64>,
 }
 
@@ -119,8 +121,10 @@ pub async fn run_session(
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut blob_queue: std::collections::VecDeque<BlobHeader> = Default::default();
-    let mut blob_task: Option<tokio::task::JoinHandle<(BlobHeader, Result<(), NetError>)>> = None;
+    let mut blob_task: Option<tokio::task::JoinHandle<(BlobHeader, Result<bool, NetError>)>> = None;
     let (bytes_tx, mut bytes_rx) = tokio::sync::mpsc::unbounded_channel::<(BlobHeader, u64)>();
+    // The blob the test hook cut short, once it has.
+    let mut cut_short: Option<gridsync_core::BlobHash> = None;
     let mut actions = session.start(now_ms());
     loop {
         // Carry out what the session said.
@@ -152,7 +156,7 @@ pub async fn run_session(
                 }
             }
         }
-        if blob_task.is_none() {
+        if blob_task.is_none() && cut_short.is_none() {
             if let Some(h) = blob_queue.pop_front() {
                 let conn = conn.clone();
                 let store = store.clone();
@@ -181,9 +185,18 @@ pub async fn run_session(
                         loop {
                             match reader.next_message() {
                                 Ok(Some(msg)) => {
+                                    let answers_cut = cut_short.is_some_and(|h| answers_blob(&msg, &h));
                                     let now = now_ms();
                                     let mut guard = lock(&store);
                                     actions.extend(session.handle(msg, &mut *guard, now));
+                                    if answers_cut {
+                                        // The test hook's "lost connection", now that the
+                                        // parent said what it kept of the cut blob.
+                                        drop(guard);
+                                        let e = SessionError::Refused { code: ErrorCode::Done, message: "interrupted by the test hook".into() };
+                                        conn.close(0u32.into(), b"interrupted");
+                                        return Err(NetError::Session(e));
+                                    }
                                 }
                                 Ok(None) => break,
                                 Err(e) => {
@@ -211,27 +224,17 @@ pub async fn run_session(
             done = async { match blob_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
                 blob_task = None;
                 match done {
-                    Ok((h, Ok(()))) => session.blob_sent(&h.hash, now_ms()),
+                    Ok((h, Ok(cut))) => {
+                        session.blob_sent(&h.hash, now_ms());
+                        if cut {
+                            cut_short = Some(h.hash);
+                        }
+                    }
                     Ok((h, Err(e))) => {
                         tracing::info!(hash = %h.hash, error = %e, "blob stream failed");
                         return Err(e);
                     }
                     Err(e) => return Err(NetError::Io(format!("blob sender: {e}"))),
-                }
-                if options.interrupt_blobs_after.is_some() {
-                    // The test hook's "lost connection": wait for the parent's answer first,
-                    // so what it kept is known, then stop.
-                    let mut more = Vec::new();
-                    while let Ok(Some(n)) = recv.read(&mut buf).await {
-                        reader.push(&buf[..n]);
-                        if let Ok(Some(msg)) = reader.next_message() {
-                            more.push(msg);
-                            break;
-                        }
-                    }
-                    let e = SessionError::Refused { code: ErrorCode::Done, message: "interrupted by the test hook".into() };
-                    conn.close(0u32.into(), b"interrupted");
-                    return Err(NetError::Session(e));
                 }
             }
             _ = sleep => {
@@ -241,20 +244,34 @@ pub async fn run_session(
     }
 }
 
+/// Whether `msg` is the parent's answer about blob `hash` (held, partly held, or refused).
+fn answers_blob(msg: &Message, hash: &gridsync_core::BlobHash) -> bool {
+    matches!(msg,
+        Message::BlobStored { hash: h }
+        | Message::BlobPartial { hash: h, .. }
+        | Message::BlobRefused { hash: h, .. } if h == hash)
+}
+
+/// Sends one blob stream; returns whether `stop_at` cut it short.
 async fn send_blob(
     conn: &Connection,
     store: &SharedStore,
     h: BlobHeader,
     stop_at: Option<u64>,
     progress: &tokio::sync::mpsc::UnboundedSender<(BlobHeader, u64)>,
-) -> Result<(), NetError> {
+) -> Result<bool, NetError> {
     let mut stream: SendStream = conn.open_uni().await.map_err(NetError::from)?;
     let header =
         frame::encode_value("blob header", &h).map_err(|e| NetError::Protocol(e.to_string()))?;
-    stream
-        .write_all(&header)
-        .await
-        .map_err(|e| NetError::Io(e.to_string()))?;
+    // The parent stops a stream it refuses (and says why on the control stream, where the
+    // session hears it): that is the end of this stream, not a failure of the session.
+    let write_err = |e: quinn::WriteError| match e {
+        quinn::WriteError::Stopped(_) => None,
+        other => Some(NetError::Io(other.to_string())),
+    };
+    if let Err(e) = stream.write_all(&header).await {
+        return write_err(e).map_or(Ok(false), Err);
+    }
     let mut at = h.offset;
     let end = match stop_at {
         Some(n) => (h.offset + n).min(h.size),
@@ -276,13 +293,12 @@ async fn send_blob(
                 h.hash, h.size
             )));
         }
-        stream
-            .write_all(&chunk)
-            .await
-            .map_err(|e| NetError::Io(e.to_string()))?;
+        if let Err(e) = stream.write_all(&chunk).await {
+            return write_err(e).map_or(Ok(false), Err);
+        }
         at += chunk.len() as u64;
         let _ = progress.send((h, at));
     }
     stream.finish().map_err(|e| NetError::Io(e.to_string()))?;
-    Ok(())
+    Ok(end < h.size)
 }

@@ -1,0 +1,460 @@
+//! Black-box tests of the two command lines together over real loopback QUIC: a district and
+//! a street `gridsync-relay run` as child processes (port 0, the address read from their first
+//! line), two `gridsync` devices reporting offline and syncing, an operator decision on the
+//! street while it runs, and the district ending up with everything. Nothing sleeps for a fixed
+//! time: every wait polls a condition with a deadline.
+
+// `libc::kill` (to send SIGTERM) needs `unsafe`; it is the only unsafe call in this file.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_hex64, expect_one_line_failure, fixture, photos, str_of, Gs};
+use serde_json::Value;
+
+const GRID_A: &str = "110101/002/014/03";
+const GRID_B: &str = "110101/002/015/01";
+const STREET_SCOPE: &str = "110101/002";
+
+/// How long anything may take to happen (generous: nothing is timed, only awaited).
+const DEADLINE: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(50);
+
+fn relay_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gridsync-relay")
+}
+
+/// A `gridsync-relay --db DB` command with a clean environment.
+fn relay_command(db: &Path) -> Command {
+    let mut cmd = Command::new(relay_bin());
+    cmd.env_remove("GRIDSYNC_RELAY_DB")
+        .env_remove("GRIDSYNC_DB")
+        .env_remove("GRIDSYNC_LOG")
+        .arg("--db")
+        .arg(db);
+    cmd
+}
+
+fn describe(what: &str, out: &Output) -> String {
+    format!(
+        "{what}\n  exit: {}\n  stdout: {}\n  stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `gridsync-relay --db DB ARGS...` and expects success; returns standard output.
+fn relay_ok(db: &Path, args: &[&str]) -> String {
+    let out = relay_command(db)
+        .args(args)
+        .output()
+        .expect("run gridsync-relay");
+    let what = format!("gridsync-relay --db {} {}", db.display(), args.join(" "));
+    assert!(out.status.success(), "{}", describe(&what, &out));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn relay_json(db: &Path, args: &[&str]) -> Value {
+    let out = relay_ok(db, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("invalid JSON ({e}):\n{out}"))
+}
+
+/// Sends SIGTERM to `pid`.
+fn sigterm(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: `kill` only sends a signal to a process id; it touches no memory of ours. The
+    // id is that of our own child, which has not been waited for yet (so not reused).
+    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+/// Waits for `child` to exit, for at most [`DEADLINE`].
+fn wait_exit(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what} did not exit in time");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A running `gridsync-relay run`, killed if the test fails before it is stopped.
+struct Relay {
+    child: Option<Child>,
+    name: &'static str,
+    db: PathBuf,
+    log: PathBuf,
+    /// The address it printed.
+    addr: String,
+    /// The node id it printed.
+    id: String,
+}
+
+impl Relay {
+    /// Starts `gridsync-relay --db DB run --listen 127.0.0.1:0 [EXTRA...]` and reads its
+    /// first line, `listening on ADDR as NODE_ID`.
+    fn run(name: &'static str, db: &Path, extra: &[&str]) -> Self {
+        let log = db.with_extension("log");
+        let mut child = relay_command(db)
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("relay log file"))
+            .spawn()
+            .expect("spawn gridsync-relay run");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut relay = Self {
+            child: Some(child),
+            name,
+            db: db.to_owned(),
+            log,
+            addr: String::new(),
+            id: String::new(),
+        };
+        // Read the first line on a thread so that waiting for it has a deadline; the thread
+        // then drains the rest (nothing is expected) until the relay exits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(DEADLINE) {
+            Ok(Some(Ok(line))) => line,
+            other => panic!(
+                "{name} relay printed no first line ({other:?}); its log:\n{}",
+                relay.log_text()
+            ),
+        };
+        let rest = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line of {name}: {line:?}"));
+        let (addr, id) = rest
+            .split_once(" as ")
+            .unwrap_or_else(|| panic!("unexpected first line of {name}: {line:?}"));
+        assert!(addr.starts_with("127.0.0.1:"), "{line}");
+        assert_ne!(addr, "127.0.0.1:0", "the real port is printed: {line}");
+        assert_hex64(id, "node id printed by run");
+        relay.addr = addr.to_owned();
+        relay.id = id.to_owned();
+        relay
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits; returns the exit status.
+    fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        sigterm(child.id());
+        let status = wait_exit(&mut child, self.name);
+        if !status.success() {
+            eprintln!("{} relay log:\n{}", self.name, self.log_text());
+        }
+        status
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!(
+                    "{} relay ({}) log:\n{}",
+                    self.name,
+                    self.db.display(),
+                    self.log_text()
+                );
+            }
+        }
+    }
+}
+
+/// A device store made with `gridsync init` for `grid`; returns it and its node id.
+fn device(name: &str, grid: &str) -> (Gs, String) {
+    let gs = Gs::empty();
+    let id = gs
+        .ok(&["init", "--device-name", name, "--grid", grid])
+        .trim()
+        .to_owned();
+    assert_hex64(&id, "device node id");
+    (gs, id)
+}
+
+/// `gridsync sync --relay ADDR --relay-id ID --json`.
+fn sync_json(gs: &Gs, relay: &Relay) -> Value {
+    gs.json(&[
+        "sync",
+        "--relay",
+        &relay.addr,
+        "--relay-id",
+        &relay.id,
+        "--json",
+    ])
+}
+
+fn u64_of(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {v}"))
+}
+
+/// Incident JSON `show ID --json` on a relay's store.
+fn relay_show(db: &Path, id: &str) -> Value {
+    relay_json(db, &["show", id, "--json"])
+}
+
+/// `list --json` of a relay's store, keyed by incident id.
+fn relay_list(db: &Path) -> std::collections::BTreeMap<String, Value> {
+    match relay_json(db, &["list", "--json"]) {
+        Value::Array(a) => a
+            .into_iter()
+            .map(|v| (str_of(&v, "id").to_owned(), v))
+            .collect(),
+        other => panic!("list --json is not an array: {other}"),
+    }
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        std::thread::sleep(POLL);
+    }
+}
+
+#[test]
+fn district_and_street_relays_carry_reports_decisions_and_photos() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let district_db = dir.path().join("district.db");
+    let street_db = dir.path().join("street.db");
+
+    let d = relay_json(
+        &district_db,
+        &[
+            "init",
+            "--name",
+            "district-110101",
+            "--role",
+            "district",
+            "--json",
+        ],
+    );
+    let district_id = str_of(&d, "node_id").to_owned();
+    let street_id = relay_ok(
+        &street_db,
+        &["init", "--name", "street-002", "--role", "street"],
+    )
+    .trim()
+    .to_owned();
+    assert_hex64(&street_id, "street node id");
+    relay_ok(
+        &district_db,
+        &["enroll", &street_id, "--relay", "--scope", STREET_SCOPE],
+    );
+
+    let (a, a_id) = device("wang-li", GRID_A);
+    let (b, b_id) = device("zhao-min", GRID_B);
+    let enrolled = relay_json(&street_db, &["enroll", &a_id, "--grid", GRID_A, "--json"]);
+    assert_eq!(str_of(&enrolled, "role"), "device");
+    assert_eq!(str_of(&enrolled, "scope"), GRID_A);
+    relay_ok(&street_db, &["enroll", &b_id, "--grid", GRID_B]);
+
+    let district = Relay::run("district", &district_db, &[]);
+    assert_eq!(district.id, district_id);
+    let street = Relay::run(
+        "street",
+        &street_db,
+        &["--upstream", &district.addr, "--upstream-id", &district.id],
+    );
+    assert_eq!(street.id, street_id);
+
+    // Offline reports with real photos.
+    let a1 = a.report_photos(
+        "Bags piled by the east gate",
+        &[&fixture("street-640x427-gps.jpg")],
+    );
+    let a2 = a.report_photos(
+        "Stray cat in the bicycle shed",
+        &[&fixture("cat-2400x1600-rot8.jpg")],
+    );
+    let b1 = b.report_photos("Rubbish by block 3", &[&fixture("garbage-12mp-rot6.jpg")]);
+    let pending = &a.status()["pending"];
+    let (a_events, a_blobs, a_bytes) = (
+        u64_of(pending, "events"),
+        u64_of(pending, "blobs"),
+        u64_of(pending, "blob_bytes"),
+    );
+
+    // A syncs with --json; B with the summary line.
+    let s = sync_json(&a, &street);
+    println!("A's first sync: {s}");
+    assert_eq!(str_of(&s, "relay"), street.id);
+    assert_eq!(u64_of(&s, "events_up"), a_events);
+    assert_eq!(u64_of(&s, "events_already_there"), 0);
+    assert_eq!(u64_of(&s, "events_down"), 0);
+    assert_eq!(u64_of(&s, "blobs_up"), a_blobs);
+    assert_eq!(u64_of(&s, "blob_bytes_up"), a_bytes);
+    assert_eq!(u64_of(&s, "blobs_refused"), 0);
+    let pending = &a.status()["pending"];
+    assert_eq!(
+        (u64_of(pending, "events"), u64_of(pending, "blobs")),
+        (0, 0)
+    );
+    let line = b.ok(&["sync", "--relay", &street.addr, "--relay-id", &street.id]);
+    println!("B's sync: {line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with(&format!("synced with {} in ", &street.id[..8])),
+        "{line}"
+    );
+    assert!(
+        line.contains(": 2 events up (0 already there), 0 down; 2 photos/thumbnails up ("),
+        "{line}"
+    );
+
+    // An operator decision on the street while it runs, then A syncs again and gets it.
+    relay_ok(&street_db, &["edit", &a1, "--status", "accepted"]);
+    let decided = relay_json(
+        &street_db,
+        &[
+            "edit",
+            &a1,
+            "--status",
+            "dispatched",
+            "--assignee",
+            "sanitation",
+            "--json",
+        ],
+    );
+    assert_eq!(str_of(&decided, "status"), "dispatched");
+    let s = sync_json(&a, &street);
+    println!("A's second sync: {s}");
+    assert_eq!(u64_of(&s, "events_up"), 0);
+    assert_eq!(
+        u64_of(&s, "events_down"),
+        3,
+        "accepted, dispatched, assigned"
+    );
+    assert_eq!(str_of(&a.show(&a1), "assignee"), "sanitation");
+
+    // The street forwards everything to the district.
+    let all = [&a1, &a2, &b1];
+    wait_until("the district shows what the street shows", || {
+        let at_district = relay_list(&district_db);
+        all.iter().all(|id| at_district.contains_key(id.as_str()))
+            && at_district == relay_list(&street_db)
+    });
+
+    // Identical incident JSON on the device, the street and the district.
+    for id in [&a1, &a2] {
+        let on_device = a.show(id);
+        assert_eq!(on_device, relay_show(&street_db, id), "street, {id}");
+        assert_eq!(on_device, relay_show(&district_db, id), "district, {id}");
+    }
+    assert_eq!(b.show(&b1), relay_show(&district_db, &b1));
+    assert_eq!(
+        str_of(&relay_show(&district_db, &a1), "status"),
+        "dispatched"
+    );
+
+    // The district serves the devices' photos byte for byte.
+    for (gs, id) in [(&a, &a1), (&a, &a2), (&b, &b1)] {
+        let hash = str_of(&photos(&gs.show(id))[0], "hash").to_owned();
+        let out = dir.path().join(format!("{hash}.jpg"));
+        let printed = relay_ok(
+            &district_db,
+            &["blob", &hash, "-o", out.to_str().expect("UTF-8 path")],
+        );
+        assert!(printed.is_empty(), "{printed}");
+        let at_district = std::fs::read(&out).expect("read the blob written by -o");
+        assert_eq!(at_district, gs.blob(&hash, false), "photo {hash}");
+        assert_eq!(common::sha256_hex(&at_district), hash);
+    }
+
+    // Scope: B holds only its own grid.
+    let on_b = b.list();
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(str_of(&on_b[0], "id"), b1);
+
+    // SIGTERM: both relays shut down cleanly.
+    assert!(street.terminate().success(), "street relay exit status");
+    assert!(district.terminate().success(), "district relay exit status");
+}
+
+#[test]
+fn sync_refusals_are_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let street_db = dir.path().join("street.db");
+    relay_ok(
+        &street_db,
+        &["init", "--name", "street-002", "--role", "street"],
+    );
+    let (a, a_id) = device("wang-li", GRID_A);
+    relay_ok(&street_db, &["enroll", &a_id, "--grid", GRID_A]);
+    a.report_photos("Bags", &[&fixture("street-640x427-gps.jpg")]);
+    let before = a.status();
+    let street = Relay::run("street", &street_db, &[]);
+
+    // A relay that is not the pinned one: the device's own id stands in for a wrong id.
+    let args = ["sync", "--relay", &street.addr, "--relay-id", &a_id];
+    let line = expect_one_line_failure(&args, &a.run(&args));
+    println!("wrong id: {line}");
+    assert!(line.starts_with("gridsync: error: "), "{line}");
+    assert!(line.contains("mismatch"), "{line}");
+    assert!(line.contains(&a_id), "{line}");
+    assert_eq!(a.status(), before, "nothing changed on the device");
+
+    // A relay that is not there: a port just freed.
+    let free = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+        socket.local_addr().expect("its address")
+    };
+    let free = free.to_string();
+    let args = ["sync", "--relay", &free, "--relay-id", &street.id];
+    let started = Instant::now();
+    let mut child = common::command(a.dir.path())
+        .arg("--db")
+        .arg(&a.db)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gridsync sync");
+    // It must give up by itself, within the connect timeout (plus slack for a busy machine).
+    let limit = gridsync_net::client::CONNECT_TIMEOUT + Duration::from_secs(30);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("gridsync sync against a dead address did not give up");
+        }
+        std::thread::sleep(POLL);
+    }
+    let out = child.wait_with_output().expect("output");
+    let line = expect_one_line_failure(&args, &out);
+    println!(
+        "unreachable (gave up after {:.1} s): {line}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(line.starts_with("gridsync: error: "), "{line}");
+    assert!(line.contains(&free), "{line}");
+    assert!(line.contains("cannot reach the relay"), "{line}");
+    assert_eq!(a.status(), before, "nothing changed on the device");
+
+    assert!(street.terminate().success(), "street relay exit status");
+}
