@@ -285,7 +285,7 @@ impl ServerSession {
                 return self.fail(
                     ErrorCode::NotEnrolled,
                     format!(
-                        "node {} is not enrolled at this relay (enroll it with `gridsync-relay enroll {}`)",
+                        "node {} is not enrolled at this relay, or its enrollment was revoked (enroll it with `gridsync-relay enroll {}`)",
                         node.short(),
                         node
                     ),
