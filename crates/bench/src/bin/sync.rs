@@ -173,17 +173,17 @@ async fn sync_once(
     warm: bool,
 ) -> Result<Run, Error> {
     let conn = client::connect(endpoint, &device.secret, relay.0, relay.1).await?;
+    let config = ClientConfig {
+        node: device.node_id,
+        role: Role::Device,
+        name: device.name.clone(),
+        parent: relay.1,
+    };
     if warm {
-        let config = ClientConfig {
-            node: device.node_id,
-            role: Role::Device,
-            name: device.name.clone(),
-            parent: relay.1,
-        };
         client::run_session(
             &conn,
             store.clone(),
-            config,
+            config.clone(),
             &SyncOptions::default(),
             &mut |_| {},
         )
@@ -194,12 +194,6 @@ async fn sync_once(
     let hs = conn.stats();
     let handshake_bytes = hs.udp_tx.bytes + hs.udp_rx.bytes;
     let t = Instant::now();
-    let config = ClientConfig {
-        node: device.node_id,
-        role: Role::Device,
-        name: device.name.clone(),
-        parent: relay.1,
-    };
     let report = client::run_session(
         &conn,
         store.clone(),

@@ -115,6 +115,28 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// The arguments of `show` (both command lines).
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Incident id: the full id, or a unique prefix or suffix of at least 4 characters.
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The arguments of `blob` (both command lines).
+#[derive(Args, Debug)]
+pub struct BlobArgs {
+    /// The photo's hash (as in `show`), or a thumbnail's.
+    pub hash: BlobHash,
+    /// The thumbnail of that photo.
+    #[arg(long)]
+    pub thumb: bool,
+    /// Where to write; default standard output (refused on a terminal).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+}
+
 /// `edit`: one operator or officer decision, checked against the workflow.
 pub fn edit(device: &mut Device, a: EditArgs) -> Result<()> {
     let id = device.resolve(&a.id)?;
@@ -187,8 +209,9 @@ pub fn list(device: &Device, json: bool) -> Result<()> {
 }
 
 /// `show`.
-pub fn show(device: &Device, id: &str, json: bool) -> Result<()> {
-    let id = device.resolve(id)?;
+pub fn show(device: &Device, args: ShowArgs) -> Result<()> {
+    let ShowArgs { id, json } = args;
+    let id = device.resolve(&id)?;
     let view = device
         .get(id)?
         .with_context(|| format!("no incident {id} in this store"))?
@@ -201,9 +224,14 @@ pub fn show(device: &Device, id: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `blob`.
-pub fn blob(device: &Device, hash: &BlobHash, thumb: bool, output: Option<PathBuf>) -> Result<()> {
-    let bytes = device.blob(hash, thumb)?;
+/// `blob`: a blob not held here (say, a photo not yet received) is an error.
+pub fn blob(device: &Device, args: BlobArgs) -> Result<()> {
+    let BlobArgs {
+        hash,
+        thumb,
+        output,
+    } = args;
+    let bytes = device.blob(&hash, thumb)?;
     match output {
         Some(path) => {
             std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?

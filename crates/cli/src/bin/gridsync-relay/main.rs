@@ -12,11 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use gridsync_core::{BlobHash, GridCode, NodeId, Scope};
+use gridsync_core::{GridCode, NodeId, Scope};
 use gridsync_device::{Device, SystemEnv};
 use gridsync_proto::Role;
 use gridsync_store::Store;
-use shared::{open, print_json, EditArgs};
+use shared::{open, print_json, BlobArgs, EditArgs, ShowArgs};
 
 /// gridsync-relay: the sync relay of a street sub-center or of the district.
 #[derive(Parser, Debug)]
@@ -98,19 +98,9 @@ enum Command {
         json: bool,
     },
     /// Show one incident.
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show(ShowArgs),
     /// Write a received photo (or its thumbnail) to a file or standard output.
-    Blob {
-        hash: BlobHash,
-        #[arg(long)]
-        thumb: bool,
-        #[arg(short = 'o', long = "output")]
-        output: Option<PathBuf>,
-    },
+    Blob(BlobArgs),
     /// An operator decision (dispatch, escalate, assign, comment...), written as this relay's
     /// own; devices and the upstream get it at their next sync. Works while `run` runs.
     Edit(EditArgs),
@@ -238,12 +228,8 @@ fn run(cli: Cli) -> Result<()> {
             serve(db, listen, upstream)?;
         }
         Command::List { json } => shared::list(&open_relay(db)?, json)?,
-        Command::Show { id, json } => shared::show(&open_relay(db)?, &id, json)?,
-        Command::Blob {
-            hash,
-            thumb,
-            output,
-        } => shared::blob(&open_relay(db)?, &hash, thumb, output)?,
+        Command::Show(a) => shared::show(&open_relay(db)?, a)?,
+        Command::Blob(a) => shared::blob(&open_relay(db)?, a)?,
         Command::Edit(a) => {
             let mut node = open_relay(db)?;
             shared::edit(&mut node, a)?;

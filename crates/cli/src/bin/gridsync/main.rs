@@ -14,9 +14,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use gridsync_core::{BlobHash, Category, GridCode, Millis, NodeId, Severity};
+use gridsync_core::{Category, GridCode, Millis, NodeId, Severity};
 use gridsync_device::{Device, NewReport};
-use shared::{location, open, parse_time, print_json, read_photos, EditArgs};
+use shared::{location, open, parse_time, print_json, read_photos, BlobArgs, EditArgs, ShowArgs};
 
 /// gridsync: offline-first incident reporting for grid management (the handheld's side).
 #[derive(Parser, Debug)]
@@ -61,23 +61,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one incident (full id, or a unique prefix or suffix of at least 4 characters).
-    Show {
-        id: String,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Show one incident.
+    Show(ShowArgs),
     /// Write a stored photo (or its thumbnail) to a file or standard output.
-    Blob {
-        /// The photo's hash (as in `show`), or a thumbnail's.
-        hash: BlobHash,
-        /// The thumbnail of that photo.
-        #[arg(long)]
-        thumb: bool,
-        /// Where to write; default standard output (refused on a terminal).
-        #[arg(short = 'o', long = "output")]
-        output: Option<PathBuf>,
-    },
+    Blob(BlobArgs),
     /// What the store holds and what is waiting to sync.
     Status {
         #[arg(long)]
@@ -175,12 +162,8 @@ fn run(cli: Cli) -> Result<()> {
             shared::edit(&mut device, a)?;
         }
         Command::List { json } => shared::list(&open(db)?, json)?,
-        Command::Show { id, json } => shared::show(&open(db)?, &id, json)?,
-        Command::Blob {
-            hash,
-            thumb,
-            output,
-        } => shared::blob(&open(db)?, &hash, thumb, output)?,
+        Command::Show(a) => shared::show(&open(db)?, a)?,
+        Command::Blob(a) => shared::blob(&open(db)?, a)?,
         Command::Sync {
             relay,
             relay_id,
