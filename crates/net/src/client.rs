@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gridsync_core::NodeId;
 use gridsync_proto::client::{
-    ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary,
+    ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary, RESPONSE_TIMEOUT_MS,
 };
 use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Message};
 use quinn::{Connection, Endpoint, SendStream};
@@ -116,16 +116,21 @@ pub async fn run_session(
     progress: &mut (dyn FnMut(SyncProgress) + Send),
 ) -> Result<SyncReport, NetError> {
     let started = Instant::now();
+    // The session's clock: the wall time at its start, advanced by a monotonic clock, so a
+    // handheld whose clock is corrected mid-sync (as networks do on connect) neither hangs
+    // on a timer an hour away nor times out at once.
+    let wall_at_start = now_ms();
+    let clock = move || wall_at_start + started.elapsed().as_millis() as u64;
     let (mut send, mut recv) = conn.open_bi().await.map_err(NetError::from)?;
     let mut session = ClientSession::new(config);
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut blob_queue: std::collections::VecDeque<BlobHeader> = Default::default();
-    let mut blob_task: Option<tokio::task::JoinHandle<(BlobHeader, Result<bool, NetError>)>> = None;
+    let mut blob_task: Option<AbortOnDrop<(BlobHeader, Result<bool, NetError>)>> = None;
     let (bytes_tx, mut bytes_rx) = tokio::sync::mpsc::unbounded_channel::<(BlobHeader, u64)>();
     // The blob the test hook cut short, once it has.
     let mut cut_short: Option<gridsync_core::BlobHash> = None;
-    let mut actions = session.start(now_ms());
+    let mut actions = session.start(clock());
     loop {
         // Carry out what the session said.
         for action in actions.drain(..) {
@@ -133,9 +138,16 @@ pub async fn run_session(
                 ClientAction::Send(msg) => {
                     let bytes =
                         frame::encode(&msg).map_err(|e| NetError::Protocol(e.to_string()))?;
-                    send.write_all(&bytes)
-                        .await
-                        .map_err(|e| NetError::Io(e.to_string()))?;
+                    // A parent that stops reading must not hold the handheld forever.
+                    let wait = Duration::from_millis(RESPONSE_TIMEOUT_MS);
+                    match tokio::time::timeout(wait, send.write_all(&bytes)).await {
+                        Ok(r) => r.map_err(|e| NetError::Io(e.to_string()))?,
+                        Err(_) => {
+                            let e = SessionError::Timeout(RESPONSE_TIMEOUT_MS);
+                            conn.close(e.code().as_u16().into(), b"the relay stopped reading");
+                            return Err(NetError::Session(e));
+                        }
+                    }
                 }
                 ClientAction::SendBlob(h) => blob_queue.push_back(h),
                 ClientAction::Progress(p) => progress(SyncProgress::Session(p)),
@@ -148,9 +160,7 @@ pub async fn run_session(
                 }
                 ClientAction::Failed(e) => {
                     let _ = send.finish();
-                    if let Some(t) = blob_task.take() {
-                        t.abort();
-                    }
+                    drop(blob_task.take());
                     conn.close(e.code().as_u16().into(), e.to_string().as_bytes());
                     return Err(NetError::Session(e));
                 }
@@ -162,17 +172,17 @@ pub async fn run_session(
                 let store = store.clone();
                 let tx = bytes_tx.clone();
                 let stop_at = options.interrupt_blobs_after;
-                blob_task = Some(tokio::spawn(async move {
+                blob_task = Some(AbortOnDrop(tokio::spawn(async move {
                     let r = send_blob(&conn, &store, h, stop_at, &tx).await;
                     (h, r)
-                }));
+                })));
             }
         }
         let deadline = session.poll_timeout();
         let sleep = async {
             match deadline {
                 Some(d) => {
-                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(now_ms()))).await
+                    tokio::time::sleep(Duration::from_millis(d.saturating_sub(clock()))).await
                 }
                 None => std::future::pending().await,
             }
@@ -186,14 +196,14 @@ pub async fn run_session(
                             match reader.next_message() {
                                 Ok(Some(msg)) => {
                                     let answers_cut = cut_short.is_some_and(|h| answers_blob(&msg, &h));
-                                    let now = now_ms();
+                                    let now = clock();
                                     let mut guard = lock(&store);
                                     actions.extend(session.handle(msg, &mut *guard, now));
                                     if answers_cut {
                                         // The test hook's "lost connection", now that the
                                         // parent said what it kept of the cut blob.
                                         drop(guard);
-                                        let e = SessionError::Refused { code: ErrorCode::Done, message: "interrupted by the test hook".into() };
+                                        let e = SessionError::Aborted { code: ErrorCode::Done, message: "interrupted by the test hook".into() };
                                         conn.close(0u32.into(), b"interrupted");
                                         return Err(NetError::Session(e));
                                     }
@@ -221,26 +231,44 @@ pub async fn run_session(
             Some((h, sent)) = bytes_rx.recv() => {
                 progress(SyncProgress::BlobBytes { hash: h.hash, sent, size: h.size });
             }
-            done = async { match blob_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+            done = async { match blob_task.as_mut() { Some(t) => (&mut t.0).await, None => std::future::pending().await } } => {
                 blob_task = None;
                 match done {
                     Ok((h, Ok(cut))) => {
-                        session.blob_sent(&h.hash, now_ms());
+                        session.blob_sent(&h.hash, clock());
                         if cut {
                             cut_short = Some(h.hash);
                         }
                     }
                     Ok((h, Err(e))) => {
                         tracing::info!(hash = %h.hash, error = %e, "blob stream failed");
+                        let code = match e {
+                            NetError::Store(_) => ErrorCode::Storage,
+                            _ => ErrorCode::Unexpected,
+                        };
+                        conn.close(code.as_u16().into(), e.to_string().as_bytes());
                         return Err(e);
                     }
-                    Err(e) => return Err(NetError::Io(format!("blob sender: {e}"))),
+                    Err(e) => {
+                        conn.close(ErrorCode::Unexpected.as_u16().into(), b"blob sender failed");
+                        return Err(NetError::Io(format!("blob sender: {e}")));
+                    }
                 }
             }
             _ = sleep => {
-                actions.extend(session.handle_timeout(now_ms()));
+                actions.extend(session.handle_timeout(clock()));
             }
         }
+    }
+}
+
+/// A task that is aborted when its handle is dropped: a session that ends, fails or is
+/// cancelled (a relay's `select!`) leaves no blob sender behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

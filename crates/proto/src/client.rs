@@ -80,6 +80,9 @@ pub enum SessionError {
     /// The parent ended the session with an error.
     #[error("the relay refused: {message} ({code:?})")]
     Refused { code: ErrorCode, message: String },
+    /// This side gave up (a bad frame from the relay, the user, shutdown).
+    #[error("gave up: {message} ({code:?})")]
+    Aborted { code: ErrorCode, message: String },
     /// The parent broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -101,7 +104,7 @@ impl SessionError {
     /// The code to close the connection with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            SessionError::Refused { code, .. } => *code,
+            SessionError::Refused { code, .. } | SessionError::Aborted { code, .. } => *code,
             SessionError::Protocol(_) => ErrorCode::Unexpected,
             SessionError::Malformed(_) => ErrorCode::Malformed,
             SessionError::OutOfScope(_) => ErrorCode::OutOfScope,
@@ -245,7 +248,7 @@ impl ClientSession {
     /// Ends the session from this side (the user stopped it, shutdown).
     pub fn abort(&mut self, code: ErrorCode, reason: impl Into<String>) -> Vec<ClientAction> {
         let reason = reason.into();
-        self.fail_with_error(SessionError::Refused {
+        self.fail_with_error(SessionError::Aborted {
             code,
             message: reason,
         })
@@ -483,14 +486,37 @@ impl ClientSession {
             ) => {
                 let mut decoded = Vec::with_capacity(events.len());
                 for (i, body) in events.iter().enumerate() {
-                    match codec::decode_event(body) {
-                        Ok(e) => decoded.push(e),
+                    // The same checks a parent makes on an upload, before anything is stored.
+                    if body.len() > crate::MAX_EVENT_BYTES {
+                        return Ok(self.fail_with_error(SessionError::Malformed(format!(
+                            "downloaded event {i} is {} bytes, over the {}-byte limit",
+                            body.len(),
+                            crate::MAX_EVENT_BYTES
+                        ))));
+                    }
+                    let e = match codec::decode_event(body) {
+                        Ok(e) => e,
                         Err(e) => {
                             return Ok(self.fail_with_error(SessionError::Malformed(format!(
                                 "downloaded event {i} does not decode: {e}"
                             ))))
                         }
+                    };
+                    if e.seq == 0 || e.seq > i64::MAX as u64 {
+                        return Ok(self.fail_with_error(SessionError::Malformed(format!(
+                            "downloaded event {i} has sequence number {}, outside 1..=2^63-1",
+                            e.seq
+                        ))));
                     }
+                    if !self.scope.as_ref().is_some_and(|s| s.contains(&e.grid)) {
+                        return Ok(self.fail_with_error(SessionError::Protocol(format!(
+                            "the relay sent event {}/{} of grid {}, outside this node's scope",
+                            e.origin.short(),
+                            e.seq,
+                            e.grid
+                        ))));
+                    }
+                    decoded.push(e);
                 }
                 // A page that says "more" without moving the cursor would loop forever; one
                 // or two (a duplicated page) are harmless.

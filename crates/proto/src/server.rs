@@ -155,7 +155,7 @@ impl ServerSession {
             return Vec::new();
         }
         self.state = State::Ended;
-        tracing::info!(peer = %self.tls_peer.short(), code = ?code, %reason, "session refused");
+        tracing::info!(peer = %self.tls_peer.short(), code = ?code, %reason, "session ended with an error");
         vec![
             ServerOutput::Send(Message::Error {
                 code,
@@ -285,7 +285,7 @@ impl ServerSession {
                 return self.fail(
                     ErrorCode::NotEnrolled,
                     format!(
-                        "node {} is not enrolled at this relay, or its enrollment was revoked (enroll it with `gridsync-relay enroll {}`)",
+                        "node {} is not enrolled at this relay, or its enrollment was revoked (enroll it with `gridsync-relay enroll {} --grid GRID`, or `--relay --scope PREFIX` for a street relay)",
                         node.short(),
                         node
                     ),

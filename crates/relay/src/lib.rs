@@ -174,6 +174,7 @@ async fn upstream_loop(
     let options = SyncOptions::default();
     let mut backoff = BACKOFF_MIN;
     let mut reported_down = false;
+    let mut last_refusal: Option<String> = None;
     'connect: while !*shutdown.borrow() {
         let conn = tokio::select! {
             c = client::connect(&endpoint, &secret, target.addr, target.id) => c,
@@ -198,7 +199,6 @@ async fn upstream_loop(
         };
         tracing::info!(upstream = %target.addr, "connected upstream");
         reported_down = false;
-        backoff = BACKOFF_MIN;
         loop {
             let mut progress = |p| tracing::trace!(?p, "upstream progress");
             let result = tokio::select! {
@@ -210,6 +210,10 @@ async fn upstream_loop(
             };
             match result {
                 Ok(report) => {
+                    // Only a session that went through proves the upstream works: a refusal
+                    // comes after a successful connect and must not reset the backoff.
+                    backoff = BACKOFF_MIN;
+                    last_refusal = None;
                     let s = &report.summary;
                     if s.events_up + s.events_down + s.blobs_up > 0 {
                         tracing::info!(
@@ -223,8 +227,26 @@ async fn upstream_loop(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(upstream = %target.addr, error = %e, "upstream session failed; reconnecting");
-                    conn.close(ErrorCode::Done.as_u16().into(), b"reconnecting");
+                    // A refusal that retrying cannot cure (not enrolled, out of scope, a clock
+                    // too far ahead...) waits the longest backoff, and is logged once.
+                    let permanent = match &e {
+                        gridsync_net::NetError::Session(s) => !s.code().is_transient(),
+                        _ => false,
+                    };
+                    let text = e.to_string();
+                    if last_refusal.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(upstream = %target.addr, error = %text, "upstream session failed; retrying");
+                        last_refusal = Some(text);
+                    } else {
+                        tracing::debug!(upstream = %target.addr, error = %text, "upstream session failed again");
+                    }
+                    if permanent {
+                        backoff = BACKOFF_MAX;
+                    }
+                    conn.close(
+                        ErrorCode::Unexpected.as_u16().into(),
+                        b"session failed; reconnecting",
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stopped(&mut shutdown) => break 'connect,

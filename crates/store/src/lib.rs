@@ -313,7 +313,10 @@ impl Store {
 
     /// Records the node's identity. Fails if one is already there.
     pub fn set_identity(&mut self, id: &Identity) -> Result<()> {
-        let tx = self.conn.transaction().map_err(sql(&self.path, "begin"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql(&self.path, "begin"))?;
         let rows: [(&str, Vec<u8>); 5] = [
             ("node_secret", id.secret.to_vec()),
             ("node_id", id.node_id.0.to_vec()),
@@ -438,7 +441,10 @@ impl Store {
         cursor: Option<(&str, &str, u64)>,
     ) -> Result<Appended> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(sql(&path, "begin"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql(&path, "begin"))?;
         let mut out = Appended::default();
         let via = via.map(|v| &v.0[..]);
         for b in blobs {

@@ -347,7 +347,10 @@ impl Store {
             hash: *hash,
             why,
         };
-        let tx = self.conn.transaction().map_err(sql(&path, "begin"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql(&path, "begin"))?;
         if Self::is_held(&tx, &path, hash)? {
             return Ok(());
         }
@@ -396,7 +399,10 @@ impl Store {
 
     fn finish_blob(&mut self, hash: &BlobHash) -> Result<bool> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(sql(&path, "begin"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql(&path, "begin"))?;
         let discard = |tx: &Connection| {
             exec(tx, "DELETE FROM blob_parts WHERE hash = ?1", [&hash.0[..]])
                 .map_err(sql(&path, "discarding a partial blob"))
@@ -598,7 +604,10 @@ impl Store {
 
     fn mark_sent(&mut self, parent: &NodeId, hash: &BlobHash) -> Result<()> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(sql(&path, "begin"))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql(&path, "begin"))?;
         // Read inside the transaction, so the switch below cannot race another writer.
         let recorded: Option<Vec<u8>> = one(
             &tx,

@@ -174,6 +174,10 @@ fn run(cli: Cli) -> Result<()> {
             open_relay(db)?;
             let mut store = Store::open(db)?;
             if !store.revoke(&node_id, now_ms())? {
+                let known = store.peers()?.into_iter().any(|p| p.node == node_id);
+                if known {
+                    bail!("{node_id} was already revoked here");
+                }
                 bail!("{node_id} is not enrolled here");
             }
             say!("revoked {node_id}; its next session is refused");
@@ -261,6 +265,12 @@ fn run(cli: Cli) -> Result<()> {
                     counts.incidents,
                     counts.events,
                     counts.blobs
+                );
+                say!(
+                    "upstream {} own events and {} blobs ({} bytes) not yet acknowledged",
+                    pending.events,
+                    pending.blobs,
+                    pending.blob_bytes
                 );
             }
         }
