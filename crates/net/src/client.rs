@@ -197,12 +197,13 @@ pub async fn run_session(
                                 Ok(Some(msg)) => {
                                     let answers_cut = cut_short.is_some_and(|h| answers_blob(&msg, &h));
                                     let now = clock();
-                                    let mut guard = lock(&store);
-                                    actions.extend(session.handle(msg, &mut *guard, now));
+                                    actions.extend(crate::blocking(|| {
+                                        let mut guard = lock(&store);
+                                        session.handle(msg, &mut *guard, now)
+                                    }));
                                     if answers_cut {
                                         // The test hook's "lost connection", now that the
                                         // parent said what it kept of the cut blob.
-                                        drop(guard);
                                         let e = SessionError::Aborted { code: ErrorCode::Done, message: "interrupted by the test hook".into() };
                                         conn.close(0u32.into(), b"interrupted");
                                         return Err(NetError::Session(e));
@@ -307,14 +308,11 @@ async fn send_blob(
     };
     while at < end {
         let len = BLOB_CHUNK.min((end - at) as usize);
-        let chunk = {
-            let guard = lock(store);
-            guard.read_blob(&h.hash, at, len)
-        }
-        .map_err(|e| NetError::Store(e.message))?
-        .ok_or_else(|| {
-            NetError::Store(format!("blob {} is no longer in the local store", h.hash))
-        })?;
+        let chunk = crate::blocking(|| lock(store).read_blob(&h.hash, at, len))
+            .map_err(|e| NetError::Store(e.message))?
+            .ok_or_else(|| {
+                NetError::Store(format!("blob {} is no longer in the local store", h.hash))
+            })?;
         if chunk.is_empty() {
             return Err(NetError::Store(format!(
                 "blob {} is shorter than its {} bytes",

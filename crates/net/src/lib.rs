@@ -88,6 +88,18 @@ pub fn describe_close(e: &quinn::ConnectionError) -> String {
     }
 }
 
+/// Runs `f`, which may block on the store (SQLite commits flush to disk), telling a
+/// multi-threaded tokio runtime first so it moves other tasks (quinn's endpoint, timers) off
+/// this worker; on a current-thread runtime it just runs `f`.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// Milliseconds since the Unix epoch (the driver is where time is read).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -152,7 +152,8 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
             Some(_) = blobs.join_next(), if !blobs.is_empty() => {}
             _ = stopped(&mut shutdown) => {
                 let out = with_session(&state, |s, _| s.abort(ErrorCode::ShuttingDown, "the relay is shutting down"));
-                execute(&state, out).await;
+                // Bounded: a control stream stuck in a write must not hold the shutdown.
+                let _ = tokio::time::timeout(CLOSE_GRACE, execute(&state, out)).await;
                 conn.close(ErrorCode::ShuttingDown.as_u16().into(), b"shutting down");
                 break Ok(());
             }
@@ -171,12 +172,14 @@ fn with_session(
     state: &ConnState,
     f: impl FnOnce(&mut ServerSession, &mut dyn SyncStore) -> Vec<ServerOutput>,
 ) -> Vec<ServerOutput> {
-    let mut session = lock(&state.session);
-    let Some(session) = session.as_mut() else {
-        return Vec::new();
-    };
-    let mut store = lock(&state.shared.store);
-    f(session, &mut *store)
+    crate::blocking(|| {
+        let mut session = lock(&state.session);
+        let Some(session) = session.as_mut() else {
+            return Vec::new();
+        };
+        let mut store = lock(&state.shared.store);
+        f(session, &mut *store)
+    })
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -323,15 +326,14 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         }
     };
     let mut pending = reader.take_rest();
-    let begun: Result<BlobSink, _> = {
+    let begun: Option<Result<BlobSink, _>> = crate::blocking(|| {
         let mut session = lock(&state.session);
-        match session.as_mut() {
-            Some(s) => {
-                let mut store = lock(&state.shared.store);
-                s.blob_begin(header, &mut *store)
-            }
-            None => return,
-        }
+        let s = session.as_mut()?;
+        let mut store = lock(&state.shared.store);
+        Some(s.blob_begin(header, &mut *store))
+    });
+    let Some(begun) = begun else {
+        return;
     };
     let mut sink = match begun {
         Ok(s) => s,
@@ -348,12 +350,14 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         if bytes.is_empty() {
             return Ok(());
         }
-        let mut session = lock(&state.session);
-        let Some(s) = session.as_mut() else {
-            return Ok(());
-        };
-        let mut store = lock(&state.shared.store);
-        let r = s.blob_data(sink, bytes, &mut *store);
+        let r = crate::blocking(|| {
+            let mut session = lock(&state.session);
+            let Some(s) = session.as_mut() else {
+                return Ok(());
+            };
+            let mut store = lock(&state.shared.store);
+            s.blob_data(sink, bytes, &mut *store)
+        });
         bytes.clear();
         r
     };
@@ -384,7 +388,7 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         execute(state, out).await;
         return;
     }
-    let out = {
+    let out = crate::blocking(|| {
         let mut session = lock(&state.session);
         match session.as_mut() {
             Some(s) => {
@@ -393,6 +397,6 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
             }
             None => Vec::new(),
         }
-    };
+    });
     execute(state, out).await;
 }
