@@ -211,11 +211,7 @@ pub async fn run_session(
                                 }
                                 Ok(None) => break,
                                 Err(e) => {
-                                    let code = match e {
-                                        gridsync_proto::FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-                                        _ => ErrorCode::Malformed,
-                                    };
-                                    actions.extend(session.abort(code, e.to_string()));
+                                    actions.extend(session.frame_error(&e));
                                     break;
                                 }
                             }

@@ -202,25 +202,14 @@ async fn run_control(
         let n = match read {
             Ok(Ok(Some(n))) => n,
             Ok(Ok(None)) => {
-                // The child finished its side without `Bye`: the session is over.
-                let (code, why) = match reader.finish() {
-                    Err(e) => (ErrorCode::Malformed, e.to_string()),
-                    Ok(()) => (
-                        ErrorCode::Unexpected,
-                        "the control stream ended without Bye".to_string(),
-                    ),
-                };
-                let out = with_session(state, |s, _| s.abort(code, why));
+                let rest = reader.finish();
+                let out = with_session(state, |s, _| s.stream_finished(rest));
                 execute(state, out).await;
                 break;
             }
             Ok(Err(e)) => return Err(NetError::from(e)),
             Err(_) => {
-                let why = format!(
-                    "no message on the control stream for {} s",
-                    CONTROL_IDLE.as_secs()
-                );
-                let out = with_session(state, |s, _| s.abort(ErrorCode::Timeout, why));
+                let out = with_session(state, |s, _| s.idle(CONTROL_IDLE.as_secs()));
                 execute(state, out).await;
                 break;
             }
@@ -231,11 +220,7 @@ async fn run_control(
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => {
-                    let code = match e {
-                        gridsync_proto::FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-                        _ => ErrorCode::Malformed,
-                    };
-                    let out = with_session(state, |s, _| s.abort(code, e.to_string()));
+                    let out = with_session(state, |s, _| s.frame_error(&e));
                     execute(state, out).await;
                     return Ok(());
                 }

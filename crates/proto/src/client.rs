@@ -254,6 +254,11 @@ impl ClientSession {
         })
     }
 
+    /// The control stream's bytes from the parent did not make a frame.
+    pub fn frame_error(&mut self, e: &crate::FrameError) -> Vec<ClientAction> {
+        self.fail_with_error(SessionError::Malformed(format!("from the relay: {e}")))
+    }
+
     fn fail_with_error(&mut self, e: SessionError) -> Vec<ClientAction> {
         if self.state == State::Ended {
             return Vec::new();

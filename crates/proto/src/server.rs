@@ -177,6 +177,31 @@ impl ServerSession {
         self.fail(code, e.message)
     }
 
+    /// The control stream's bytes did not make a frame (too long, or malformed).
+    pub fn frame_error(&mut self, e: &crate::FrameError) -> Vec<ServerOutput> {
+        self.fail(frame_error_code(e), e.to_string())
+    }
+
+    /// The child finished its half of the control stream; `rest` is what the frame reader
+    /// says about bytes left over. Without a `Bye` first, the session ends with an error.
+    pub fn stream_finished(&mut self, rest: Result<(), crate::FrameError>) -> Vec<ServerOutput> {
+        match rest {
+            Err(e) => self.fail(ErrorCode::Malformed, e.to_string()),
+            Ok(()) => self.fail(
+                ErrorCode::Unexpected,
+                "the control stream ended without Bye".into(),
+            ),
+        }
+    }
+
+    /// No message arrived on the control stream for `idle_secs` seconds.
+    pub fn idle(&mut self, idle_secs: u64) -> Vec<ServerOutput> {
+        self.fail(
+            ErrorCode::Timeout,
+            format!("no message on the control stream for {idle_secs} s"),
+        )
+    }
+
     /// Handles one message from the child.
     pub fn handle(
         &mut self,
@@ -587,5 +612,73 @@ impl ServerSession {
             code: error.code,
             message: error.reason.clone(),
         })]
+    }
+}
+
+/// The code a frame error ends a session with.
+pub fn frame_error_code(e: &crate::FrameError) -> ErrorCode {
+    match e {
+        crate::FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+        _ => ErrorCode::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> ServerSession {
+        ServerSession::new(
+            ServerConfig::new(NodeId([1; 32]), Role::Street, "street-002"),
+            NodeId([2; 32]),
+        )
+    }
+
+    fn ended_with(out: &[ServerOutput]) -> Option<ErrorCode> {
+        let sent = out.iter().find_map(|o| match o {
+            ServerOutput::Send(Message::Error { code, .. }) => Some(*code),
+            _ => None,
+        });
+        let ended = out.iter().find_map(|o| match o {
+            ServerOutput::End { code, .. } => Some(*code),
+            _ => None,
+        });
+        assert_eq!(
+            sent, ended,
+            "the Error sent and the End must agree: {out:?}"
+        );
+        ended
+    }
+
+    #[test]
+    fn a_stream_finished_without_bye_ends_the_session() {
+        let mut s = session();
+        assert_eq!(
+            ended_with(&s.stream_finished(Ok(()))),
+            Some(ErrorCode::Unexpected)
+        );
+        assert!(s.is_ended());
+        // Once ended, nothing more is said.
+        assert!(s.idle(600).is_empty());
+    }
+
+    #[test]
+    fn a_stream_finished_inside_a_frame_is_malformed() {
+        let mut s = session();
+        let rest = Err(crate::FrameError::Truncated { have: 3, want: 4 });
+        assert_eq!(
+            ended_with(&s.stream_finished(rest)),
+            Some(ErrorCode::Malformed)
+        );
+    }
+
+    #[test]
+    fn frame_errors_and_silence_end_the_session_with_their_codes() {
+        let too_large = crate::FrameError::TooLarge { len: 9, limit: 1 };
+        assert_eq!(
+            ended_with(&session().frame_error(&too_large)),
+            Some(ErrorCode::TooLarge)
+        );
+        assert_eq!(ended_with(&session().idle(600)), Some(ErrorCode::Timeout));
     }
 }
