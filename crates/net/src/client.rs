@@ -322,5 +322,13 @@ async fn send_blob(
         let _ = progress.send((h, at));
     }
     stream.finish().map_err(|e| NetError::Io(e.to_string()))?;
+    // `finish` returns once the bytes are queued; on a slow link they may take minutes to
+    // arrive. The parent's answer is only awaited (under the response timeout) once every
+    // byte is acknowledged, or the parent stopped the stream.
+    match stream.stopped().await {
+        Ok(_) => {}
+        Err(quinn::StoppedError::ConnectionLost(e)) => return Err(NetError::from(e)),
+        Err(e) => return Err(NetError::Io(e.to_string())),
+    }
     Ok(end < h.size)
 }

@@ -194,8 +194,12 @@ pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, TlsError> {
     Ok(NodeId(key))
 }
 
+/// Unacknowledged bytes a node keeps in flight on a connection.
+pub const SEND_WINDOW: u64 = 512 * 1024;
+
 /// The default transport configuration: keep-alive every [`KEEP_ALIVE`], idle timeout
-/// [`IDLE_TIMEOUT`], quinn's defaults otherwise.
+/// [`IDLE_TIMEOUT`], no path-MTU probing, a send window of [`SEND_WINDOW`]; quinn's defaults
+/// otherwise.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
@@ -204,6 +208,11 @@ pub fn transport_config() -> quinn::TransportConfig {
     // and probing cost about 10 KB per connection (measured by the `sync` benchmark) to save
     // a few percent of header bytes on photos. QUIC's 1200-byte minimum works on every path.
     transport.mtu_discovery_config(None);
+    // At most this much unacknowledged data in flight: a blob's progress then follows what
+    // the peer received (not what was queued), and a control message is never stuck behind
+    // megabytes of photo. Enough for a mobile link's bandwidth-delay product.
+    transport.send_window(SEND_WINDOW);
+    transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     transport
 }
 
