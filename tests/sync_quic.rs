@@ -1,6 +1,7 @@
 //! Devices, a street relay and the district relay over real loopback QUIC (127.0.0.1, port 0),
 //! with real photos: convergence with a conflict, a district outage, an interrupted photo
-//! upload, pinning and enrollment refusals, and an idempotent resync. Nothing sleeps for a
+//! upload, pinning and enrollment refusals, an idempotent resync, and a lossy link (a seeded
+//! UDP proxy that drops, duplicates and reorders datagrams). Nothing sleeps for a
 //! fixed time: every wait polls a condition with a deadline, and no assertion looks at a clock.
 
 use std::collections::BTreeSet;
@@ -14,7 +15,7 @@ use gridsync_relay::RelayHandle;
 use gridsync_scenarios::net::{
     blob_bytes, db, enroll, event_ids, holds_blobs, init_device, init_relay, loopback, now_ms,
     photo, photo_blobs, retry_within, revoke, start_relay, start_relay_on, sync, target, try_sync,
-    upstream_of, views_in, wait_until,
+    upstream_of, views_in, wait_until, Impairment, LossyLink,
 };
 use gridsync_store::Store;
 
@@ -584,6 +585,58 @@ async fn resync_is_one_round_trip_and_idempotent() {
     }
     let pending = a.pending().expect("pending");
     assert_eq!((pending.events, pending.blobs), (0, 0));
+    street.stop().await;
+    district.stop().await;
+}
+
+/// A poor mobile link: 10% of datagrams lost, 5% duplicated, 10% reordered, both ways. The
+/// sync still completes, every event and photo arrives exactly once and intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_link_delivers_everything_exactly_once() {
+    let w = World::new();
+    let (district, street) = w.start().await;
+    let link = LossyLink::start(
+        street.local_addr,
+        Impairment {
+            drop_pct: 10,
+            duplicate_pct: 5,
+            reorder_pct: 10,
+        },
+        7,
+    )
+    .await;
+    let mut a = open(&w.a);
+    let big = a
+        .report(report("Bags piled by the east gate", vec![photo(BIG)]))
+        .expect("report");
+    a.report(report("Stray cat in the bicycle shed", vec![photo(CAT)]))
+        .expect("report");
+    let through = SyncTarget {
+        addr: link.addr,
+        relay_id: street.node_id,
+    };
+    // A session may time out on a bad enough stretch; what it committed stays, and the next
+    // one resumes. Each attempt is a real sync through the link.
+    let report = retry_within(std::time::Duration::from_secs(120), || async {
+        try_sync(&a, through, &SyncOptions::default()).await.ok()
+    })
+    .await
+    .expect("a sync through the lossy link");
+    println!("through the lossy link: {:?}", report.summary);
+    let pending = a.pending().expect("pending");
+    assert_eq!((pending.events, pending.blobs), (0, 0));
+    assert_eq!(event_ids(&w.street), event_ids(&w.a));
+    for hash in photo_blobs(&w.a) {
+        assert_eq!(
+            blob_bytes(&w.street, &hash),
+            blob_bytes(&w.a, &hash),
+            "{hash}"
+        );
+    }
+    assert_eq!(views_in(&w.street, GRID_A), views_in(&w.a, GRID_A));
+    let photo_hash = hash_of(&a, big, 0);
+    assert!(holds_blobs(&w.street, [&photo_hash]));
+    drop(link);
     street.stop().await;
     district.stop().await;
 }

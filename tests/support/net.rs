@@ -233,3 +233,99 @@ pub fn holds_blobs<'a>(path: &Path, hashes: impl IntoIterator<Item = &'a BlobHas
 pub fn db(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.db"))
 }
+
+/// A UDP proxy on loopback that makes a poor mobile link out of a good one: it drops,
+/// duplicates and reorders datagrams both ways, decided by a seeded generator (the same
+/// decisions for the same traffic). Dropping it stops the proxy.
+#[derive(Debug)]
+pub struct LossyLink {
+    /// Where clients send to reach the target through the link.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LossyLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a [`LossyLink`] mistreats datagrams, in percent.
+#[derive(Debug, Clone, Copy)]
+pub struct Impairment {
+    pub drop_pct: u32,
+    pub duplicate_pct: u32,
+    /// Held back and sent after the next datagram.
+    pub reorder_pct: u32,
+}
+
+impl LossyLink {
+    /// A link to `target` (one client at a time is enough for the tests).
+    pub async fn start(target: SocketAddr, how: Impairment, seed: u64) -> Self {
+        let front = tokio::net::UdpSocket::bind(loopback())
+            .await
+            .expect("bind the link's front");
+        let back = tokio::net::UdpSocket::bind(loopback())
+            .await
+            .expect("bind the link's back");
+        let addr = front.local_addr().expect("front address");
+        let task = tokio::spawn(async move {
+            let mut rng = seed | 1;
+            let mut roll = move || {
+                // xorshift64*: small, seeded, good enough to pick datagrams.
+                rng ^= rng >> 12;
+                rng ^= rng << 25;
+                rng ^= rng >> 27;
+                (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as u32 % 100
+            };
+            let mut client: Option<SocketAddr> = None;
+            let mut held_up: Option<Vec<u8>> = None;
+            let mut held_down: Option<Vec<u8>> = None;
+            let mut a = vec![0u8; 65_536];
+            let mut b = vec![0u8; 65_536];
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut a) => {
+                        let Ok((n, from)) = r else { return };
+                        client = Some(from);
+                        let d = a[..n].to_vec();
+                        for out in impair(d, &mut held_up, how, &mut roll) {
+                            let _ = back.send_to(&out, target).await;
+                        }
+                    }
+                    r = back.recv_from(&mut b) => {
+                        let Ok((n, _)) = r else { return };
+                        let Some(to) = client else { continue };
+                        let d = b[..n].to_vec();
+                        for out in impair(d, &mut held_down, how, &mut roll) {
+                            let _ = front.send_to(&out, to).await;
+                        }
+                    }
+                }
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+/// What to send for one datagram: nothing, it, it twice, or it and one held back before.
+fn impair(
+    d: Vec<u8>,
+    held: &mut Option<Vec<u8>>,
+    how: Impairment,
+    roll: &mut impl FnMut() -> u32,
+) -> Vec<Vec<u8>> {
+    if roll() < how.drop_pct {
+        return Vec::new();
+    }
+    if held.is_none() && roll() < how.reorder_pct {
+        *held = Some(d);
+        return Vec::new();
+    }
+    let mut out = vec![d.clone()];
+    if roll() < how.duplicate_pct {
+        out.push(d);
+    }
+    out.extend(held.take());
+    out
+}
