@@ -20,7 +20,9 @@ pub type Millis = i64;
 pub struct Event {
     /// The node that wrote the event.
     pub origin: NodeId,
-    /// The origin's sequence number: 1, 2, 3, ... with no gaps.
+    /// The origin's sequence number: 1, 2, 3, ... with no gaps, at most [`MAX_SEQ`]
+    /// (decoding refuses anything else).
+    #[serde(deserialize_with = "deserialize_seq")]
     pub seq: u64,
     /// When, on the origin's hybrid logical clock.
     pub hlc: Hlc,
@@ -35,6 +37,20 @@ pub struct Event {
     /// The origin's Ed25519 signature over the event. Optional for now; a later protocol
     /// version makes it mandatory.
     pub signature: Option<Signature>,
+}
+
+/// The largest sequence number an event may carry: 2^63 - 1, so that every store can keep
+/// it as a signed 64-bit integer (SQLite's, PostgreSQL's `bigint`).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
+fn deserialize_seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let seq = u64::deserialize(d)?;
+    if seq == 0 || seq > MAX_SEQ {
+        return Err(serde::de::Error::custom(format!(
+            "sequence number {seq} is outside 1..={MAX_SEQ}"
+        )));
+    }
+    Ok(seq)
 }
 
 impl Event {

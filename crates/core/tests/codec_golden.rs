@@ -542,6 +542,26 @@ fn an_invalid_grid_code_inside_valid_bytes_is_refused() {
 }
 
 #[test]
+fn a_sequence_number_outside_1_to_2_pow_63_minus_1_is_refused() {
+    let event = codec::decode_event(&valid()).expect("valid");
+    for bad in [0, gridsync_core::event::MAX_SEQ + 1, u64::MAX] {
+        let bytes = codec::encode_event(&gridsync_core::Event {
+            seq: bad,
+            ..event.clone()
+        })
+        .expect("the encoder does not judge");
+        let detail = malformed(codec::decode_event(&bytes));
+        assert!(detail.contains("sequence number"), "{detail}");
+    }
+    let edge = gridsync_core::event::MAX_SEQ;
+    let bytes = codec::encode_event(&gridsync_core::Event { seq: edge, ..event }).expect("encodes");
+    assert_eq!(
+        codec::decode_event(&bytes).expect("the edge decodes").seq,
+        edge
+    );
+}
+
+#[test]
 fn an_invalid_category_inside_valid_bytes_is_refused() {
     let bytes = patch(&valid(), b"\x07garbage", b"\x07Garbage");
     malformed(codec::decode_event(&bytes));

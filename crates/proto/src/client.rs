@@ -507,12 +507,6 @@ impl ClientSession {
                             ))))
                         }
                     };
-                    if e.seq == 0 || e.seq > i64::MAX as u64 {
-                        return Ok(self.fail_with_error(SessionError::Malformed(format!(
-                            "downloaded event {i} has sequence number {}, outside 1..=2^63-1",
-                            e.seq
-                        ))));
-                    }
                     if !self.scope.as_ref().is_some_and(|s| s.contains(&e.grid)) {
                         return Ok(self.fail_with_error(SessionError::Protocol(format!(
                             "the relay sent event {}/{} of grid {}, outside this node's scope",

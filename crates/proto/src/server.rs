@@ -390,15 +390,6 @@ impl ServerSession {
                     )
                 }
             };
-            if event.seq == 0 || event.seq > i64::MAX as u64 {
-                return self.fail(
-                    ErrorCode::Malformed,
-                    format!(
-                        "batch {batch}, event {i}: sequence number {} is outside 1..=2^63-1",
-                        event.seq
-                    ),
-                );
-            }
             if peer.role == Role::Device && event.origin != peer.node {
                 return self.fail(
                     ErrorCode::OutOfScope,
