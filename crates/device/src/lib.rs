@@ -55,6 +55,7 @@ use gridsync_media::{Limits, MediaError, ProcessedPhoto};
 use gridsync_store::{BlobKind, Identity, NewBlob, Pending, Store, StoreError};
 
 pub use env::{Env, FixedEnv, SystemEnv};
+use gridsync_proto::Role;
 pub use gridsync_store::Counts;
 pub use sync::SyncTarget;
 
@@ -98,6 +99,8 @@ pub enum DeviceError {
     Random(String),
     #[error("sync: {0}")]
     Sync(gridsync_net::NetError),
+    #[error("node role {0:?} is none of device, street, district")]
+    Role(String),
     #[error("this store belongs to a relay, which edits incidents but files no reports")]
     NotADevice,
 }
@@ -197,10 +200,10 @@ impl<E: Env> Device<E> {
     /// Creates a store at `path` with a new node identity of `role` (`device`, `street` or
     /// `district`) and `scope` (a device's grid; a relay's scope, empty until enrolled).
     pub fn init_node(path: &Path, name: &str, role: &str, scope: &str, mut env: E) -> Result<Self> {
-        let grid = match role {
-            "device" => Some(scope.parse::<GridCode>()?),
-            _ => None,
-        };
+        if Role::from_name(role).ok_or_else(|| DeviceError::Role(role.to_owned()))? == Role::Device
+        {
+            scope.parse::<GridCode>()?;
+        }
         let name = name.trim();
         if name.is_empty() || name.len() > gridsync_core::event::limits::MAX_AUTHOR_BYTES {
             return Err(DeviceError::Name(name.to_owned()));
@@ -216,23 +219,17 @@ impl<E: Env> Device<E> {
             scope: scope.to_owned(),
         };
         create_store_atomically(path, &identity, &mut env)?;
-        let store = Store::open(path)?;
-        Ok(Self {
-            store,
-            identity,
-            grid,
-            env,
-            limits: Limits::default(),
-        })
+        Self::open_with(path, env)
     }
 
     /// [`Device::open`] with an explicit clock and random source.
     pub fn open_with(path: &Path, env: E) -> Result<Self> {
         let store = Store::open(path)?;
         let identity = store.identity()?;
-        let grid = match identity.role.as_str() {
-            "device" => Some(identity.scope.parse()?),
-            _ => None,
+        let grid = match Role::from_name(&identity.role) {
+            Some(Role::Device) => Some(identity.scope.parse()?),
+            Some(_) => None,
+            None => return Err(DeviceError::Role(identity.role)),
         };
         Ok(Self {
             store,

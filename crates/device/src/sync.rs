@@ -33,11 +33,8 @@ impl<E: Env> Device<E> {
         options: &SyncOptions,
         progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport> {
-        let role = match self.identity.role.as_str() {
-            "device" => Role::Device,
-            "street" => Role::Street,
-            _ => Role::District,
-        };
+        let role = Role::from_name(&self.identity.role)
+            .ok_or_else(|| DeviceError::Role(self.identity.role.clone()))?;
         sync_store(
             self.store.path(),
             &self.identity.secret,

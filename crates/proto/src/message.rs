@@ -27,6 +27,13 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role named `name` (as [`Role::as_str`] writes it: `device`, `street`, `district`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Role::Device, Role::Street, Role::District]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+
     /// The role's name as the CLIs print it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -51,12 +51,11 @@ pub struct Upstream {
 
 /// The role of a relay store's identity.
 pub fn role_of(identity: &Identity, path: &Path) -> Result<Role, RelayError> {
-    match identity.role.as_str() {
-        "street" => Ok(Role::Street),
-        "district" => Ok(Role::District),
-        other => Err(RelayError::NotARelay {
+    match Role::from_name(&identity.role) {
+        Some(role @ (Role::Street | Role::District)) => Ok(role),
+        _ => Err(RelayError::NotARelay {
             path: path.to_owned(),
-            role: other.to_owned(),
+            role: identity.role.clone(),
         }),
     }
 }

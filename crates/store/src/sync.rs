@@ -93,15 +93,6 @@ fn scope_range(scope: &Scope) -> (String, String, String) {
     (s.to_owned(), format!("{s}/"), format!("{s}0"))
 }
 
-fn role_of(text: &str) -> Option<Role> {
-    match text {
-        "device" => Some(Role::Device),
-        "street" => Some(Role::Street),
-        "district" => Some(Role::District),
-        _ => None,
-    }
-}
-
 fn kind_text(kind: WireKind) -> &'static str {
     match kind {
         WireKind::Photo => "photo",
@@ -231,7 +222,8 @@ impl Store {
     }
 
     fn peer_role_scope(&self, role: &str, scope: &str) -> Result<(Role, Scope)> {
-        let role = role_of(role).ok_or_else(|| self.corrupt(format!("peer role {role:?}")))?;
+        let role =
+            Role::from_name(role).ok_or_else(|| self.corrupt(format!("peer role {role:?}")))?;
         let parsed: Scope = scope
             .parse()
             .map_err(|e| self.corrupt(format!("peer scope: {e}")))?;
