@@ -9,7 +9,10 @@
 use gridsync_core::codec;
 use gridsync_core::{Event, IncidentState};
 
+mod bytes;
 mod golden;
+
+use bytes::XorShift;
 
 /// The golden vectors (events first: `SEEDS[0]` is an event).
 static SEEDS: std::sync::LazyLock<Vec<&'static [u8]>> = std::sync::LazyLock::new(|| {
@@ -25,80 +28,21 @@ const INTERESTING: &[u8] = &[
     0x00, 0x01, 0x02, 0x7f, 0x80, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
 ];
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        if self.below(3) == 0 {
-            INTERESTING[self.below(INTERESTING.len())]
-        } else {
-            self.next() as u8
-        }
-    }
-}
-
-/// One random edit of `bytes`.
+/// One random edit of `bytes` (see [`bytes::mutate`]); this format's own edit duplicates a
+/// slice in place.
 fn mutate(bytes: &mut Vec<u8>, rng: &mut XorShift) {
-    let len = bytes.len();
-    match rng.below(8) {
-        0 if len > 0 => {
-            let i = rng.below(len);
-            bytes[i] ^= 1 << rng.below(8);
+    bytes::mutate(bytes, rng, &SEEDS, |bytes, rng| {
+        let len = bytes.len();
+        if len <= 1 {
+            return false;
         }
-        1 if len > 0 => {
-            let i = rng.below(len);
-            bytes[i] = rng.byte();
-        }
-        2 => {
-            let i = rng.below(len + 1);
-            let b = rng.byte();
-            bytes.insert(i, b);
-        }
-        3 if len > 0 => {
-            let i = rng.below(len);
-            let n = 1 + rng.below((len - i).min(16));
-            bytes.drain(i..i + n);
-        }
-        4 => {
-            let keep = rng.below(len + 1);
-            bytes.truncate(keep);
-        }
-        5 if len > 0 => {
-            // A run of one byte: e.g. a length prefix turned into 0xfd 0xff 0xff ...
-            let i = rng.below(len);
-            let b = rng.byte();
-            for x in bytes.iter_mut().skip(i).take(1 + rng.below(9)) {
-                *x = b;
-            }
-        }
-        6 if len > 1 => {
-            // Duplicate a slice in place.
-            let i = rng.below(len);
-            let n = 1 + rng.below((len - i).min(40));
-            let slice = bytes[i..i + n].to_vec();
-            let at = rng.below(len + 1);
-            bytes.splice(at..at, slice);
-        }
-        _ => {
-            // Splice the tail of another vector on.
-            let other = SEEDS[rng.below(SEEDS.len())];
-            let from = rng.below(other.len());
-            let at = rng.below(len + 1);
-            bytes.truncate(at);
-            bytes.extend_from_slice(&other[from..]);
-        }
-    }
+        let i = rng.below(len);
+        let n = 1 + rng.below((len - i).min(40));
+        let slice = bytes[i..i + n].to_vec();
+        let at = rng.below(len + 1);
+        bytes.splice(at..at, slice);
+        true
+    });
 }
 
 /// Runs `bytes` through both decoders and everything downstream of a successful decode.
@@ -145,7 +89,7 @@ fn exercise(bytes: &[u8], scratch: &mut IncidentState) -> usize {
 
 #[test]
 fn random_bytes_never_panic_the_decoders() {
-    let mut rng = XorShift(0x6772_6964_7379_6e63); // "gridsync"
+    let mut rng = XorShift::new(0x6772_6964_7379_6e63, INTERESTING); // "gridsync"
     let mut scratch = IncidentState::new(
         codec::decode_event(SEEDS[0])
             .expect("golden event decodes")
@@ -163,7 +107,7 @@ fn random_bytes_never_panic_the_decoders() {
 
 #[test]
 fn mutated_golden_vectors_never_panic_the_decoders() {
-    let mut rng = XorShift(0x5eed_c0de_0bad_f00d);
+    let mut rng = XorShift::new(0x5eed_c0de_0bad_f00d, INTERESTING);
     let mut scratch = IncidentState::new(
         codec::decode_event(SEEDS[0])
             .expect("golden event decodes")

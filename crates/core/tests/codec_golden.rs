@@ -25,6 +25,7 @@ const NODE_A: NodeId = NodeId([0xA1; 32]);
 const NODE_B: NodeId = NodeId([0xB2; 32]);
 const T0: u64 = 1_764_000_000_000;
 
+mod bytes;
 mod golden;
 use golden::GOLDEN;
 
@@ -267,31 +268,16 @@ fn state_vector() -> IncidentState {
     state
 }
 
-/// `bytes` as lines of 16 hex bytes with their offset.
-fn hexdump(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for (i, line) in bytes.chunks(16).enumerate() {
-        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-        out.push_str(&format!("{:04x}  {}\n", i * 16, hex.join(" ")));
-    }
-    out
-}
-
 /// Compares an encoding with its golden file; when blessing, rewrites the file instead.
 fn check_golden(name: &str, encoded: &[u8]) {
-    if blessing() {
-        if encoded != golden(name) {
-            std::fs::write(fixtures().join(name), encoded).expect("write golden file");
-        }
-        return;
-    }
-    assert!(
-        encoded == golden(name),
-        "{name}: the encoding changed.\nexpected (file):\n{}got:\n{}\
-         If the format change is intended, regenerate with GRIDSYNC_BLESS=1 (see \
+    bytes::check_golden(
+        &fixtures(),
+        name,
+        golden(name),
+        encoded,
+        blessing(),
+        "If the format change is intended, regenerate with GRIDSYNC_BLESS=1 (see \
          fixtures/codec/README.md) and bump the version byte if old bytes no longer decode.",
-        hexdump(golden(name)),
-        hexdump(encoded),
     );
 }
 
@@ -347,24 +333,18 @@ fn every_vector_file_is_checked_and_no_other_exists() {
     let mut listed: Vec<String> = GOLDEN.iter().map(|(n, _)| (*n).to_owned()).collect();
     listed.sort();
     assert_eq!(listed, want, "GOLDEN lists exactly the vectors built here");
-    let mut on_disk: Vec<String> = std::fs::read_dir(fixtures())
-        .expect("fixtures/codec exists")
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, want, "fixtures/codec holds exactly the vectors");
+    assert_eq!(
+        bytes::files_in(&fixtures()),
+        want,
+        "fixtures/codec holds exactly the vectors"
+    );
 }
 
 /// The README's hex dump is the real file (when blessing, it is rewritten).
 #[test]
 fn readme_hex_dump_matches_the_vector() {
     let readme = std::str::from_utf8(golden("README.md")).expect("UTF-8 README");
-    let dump = hexdump(&codec::encode_event(&event_vectors()[7].1).expect("encodes"));
+    let dump = bytes::hexdump(&codec::encode_event(&event_vectors()[7].1).expect("encodes"));
     assert_eq!(event_vectors()[7].0, DUMPED);
     let start = readme
         .find(DUMP_BEGIN)
@@ -411,7 +391,7 @@ fn status_changed_vector_matches_the_documented_layout() {
     want.extend([0xA1; 32]); // pred[0].origin
     want.push(1); // pred[0].seq
     want.push(0); // signature: None
-    assert_eq!(hexdump(golden(DUMPED)), hexdump(&want));
+    assert_eq!(bytes::hexdump(golden(DUMPED)), bytes::hexdump(&want));
 
     // Multi-byte varints: seq 300 = marker 251 + u16 LE; logical 7.
     let (_, edited) = &event_vectors()[1];

@@ -21,6 +21,10 @@
 
 use std::path::PathBuf;
 
+#[path = "../../core/tests/bytes/mod.rs"]
+mod bytes;
+use bytes::XorShift;
+
 use gridsync_core::codec::{self, CodecError, FORMAT_V1, MAX_ENCODED};
 use gridsync_core::{
     BlobHash, Category, Event, Hlc, IncidentId, NodeId, Payload, Report, Severity,
@@ -270,31 +274,16 @@ fn blob_header() -> BlobHeader {
     }
 }
 
-/// `bytes` as lines of 16 hex bytes with their offset.
-fn hexdump(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for (i, line) in bytes.chunks(16).enumerate() {
-        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-        out.push_str(&format!("{:04x}  {}\n", i * 16, hex.join(" ")));
-    }
-    out
-}
-
 /// Compares a frame with its golden file; when blessing, rewrites the file instead.
 fn check_golden(name: &str, encoded: &[u8]) {
-    if blessing() {
-        if encoded != golden(name) {
-            std::fs::write(fixtures().join(name), encoded).expect("write golden file");
-        }
-        return;
-    }
-    assert!(
-        encoded == golden(name),
-        "{name}: the wire encoding changed.\nexpected (file):\n{}got:\n{}\
-         If the change is intended, regenerate with GRIDSYNC_BLESS=1 (see \
+    bytes::check_golden(
+        &fixtures(),
+        name,
+        golden(name),
+        encoded,
+        blessing(),
+        "If the change is intended, regenerate with GRIDSYNC_BLESS=1 (see \
          fixtures/wire/README.md) and bump the protocol version if old peers cannot read it.",
-        hexdump(golden(name)),
-        hexdump(encoded),
     );
 }
 
@@ -416,17 +405,11 @@ fn every_vector_file_is_checked_and_no_other_exists() {
     let mut listed: Vec<String> = GOLDEN.iter().map(|(n, _)| (*n).to_owned()).collect();
     listed.sort();
     assert_eq!(listed, want, "GOLDEN lists exactly the vectors built here");
-    let mut on_disk: Vec<String> = std::fs::read_dir(fixtures())
-        .expect("fixtures/wire exists")
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    on_disk.sort();
-    assert_eq!(on_disk, want, "fixtures/wire holds exactly the vectors");
+    assert_eq!(
+        bytes::files_in(&fixtures()),
+        want,
+        "fixtures/wire holds exactly the vectors"
+    );
 }
 
 /// The README's hex dumps are the real files (when blessing, they are rewritten).
@@ -443,7 +426,7 @@ fn readme_hex_dumps_match_the_vectors() {
             .expect("a dumped vector");
         let block = format!(
             "```text\n{}```\n",
-            hexdump(&frame::encode(&m).expect("encodes"))
+            bytes::hexdump(&frame::encode(&m).expect("encodes"))
         );
         let begin = format!("<!-- BEGIN HEXDUMP {name} -->\n");
         let start = readme
@@ -846,29 +829,6 @@ const INTERESTING: &[u8] = &[
     0x00, 0x01, 0x02, 0x0c, 0x0d, 0x7f, 0x80, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff,
 ];
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        if self.below(3) == 0 {
-            INTERESTING[self.below(INTERESTING.len())]
-        } else {
-            self.next() as u8
-        }
-    }
-}
-
 /// The frames every mutation starts from (built, so blessing from empty files works too).
 fn seeds() -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = messages()
@@ -879,52 +839,19 @@ fn seeds() -> Vec<Vec<u8>> {
     out
 }
 
-/// One random edit of `bytes`.
+/// One random edit of `bytes` (see [`bytes::mutate`]); this format's own edit rewrites the
+/// length prefix to fit a mutated body, so that the body gets decoded.
 fn mutate(bytes: &mut Vec<u8>, rng: &mut XorShift, seeds: &[Vec<u8>]) {
-    let len = bytes.len();
-    match rng.below(8) {
-        0 if len > 0 => {
-            let i = rng.below(len);
-            bytes[i] ^= 1 << rng.below(8);
+    let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    bytes::mutate(bytes, rng, &seeds, |bytes, _| {
+        let len = bytes.len();
+        if len <= 4 {
+            return false;
         }
-        1 if len > 0 => {
-            let i = rng.below(len);
-            bytes[i] = rng.byte();
-        }
-        2 => {
-            let i = rng.below(len + 1);
-            let b = rng.byte();
-            bytes.insert(i, b);
-        }
-        3 if len > 0 => {
-            let i = rng.below(len);
-            let n = 1 + rng.below((len - i).min(16));
-            bytes.drain(i..i + n);
-        }
-        4 => {
-            let keep = rng.below(len + 1);
-            bytes.truncate(keep);
-        }
-        5 if len > 0 => {
-            let i = rng.below(len);
-            let b = rng.byte();
-            for x in bytes.iter_mut().skip(i).take(1 + rng.below(9)) {
-                *x = b;
-            }
-        }
-        6 if len > 4 => {
-            // Rewrite the length prefix to fit a mutated body (so the body gets decoded).
-            let body_len = (len - 4) as u32;
-            bytes[..4].copy_from_slice(&body_len.to_be_bytes());
-        }
-        _ => {
-            let other = &seeds[rng.below(seeds.len())];
-            let from = rng.below(other.len());
-            let at = rng.below(len + 1);
-            bytes.truncate(at);
-            bytes.extend_from_slice(&other[from..]);
-        }
-    }
+        let body_len = (len - 4) as u32;
+        bytes[..4].copy_from_slice(&body_len.to_be_bytes());
+        true
+    });
 }
 
 /// Feeds `bytes` to a `FrameReader` in random pieces and decodes every frame as a message,
@@ -982,7 +909,7 @@ fn exercise(bytes: &[u8], rng: &mut XorShift) -> usize {
 
 #[test]
 fn random_bytes_never_panic_the_decoders() {
-    let mut rng = XorShift(0x6772_6964_7779_7265); // "gridwyre"
+    let mut rng = XorShift::new(0x6772_6964_7779_7265, INTERESTING); // "gridwyre"
     for i in 0..10_000 {
         let len = rng.below(if i % 10 == 0 { 2_000 } else { 120 });
         let mut bytes: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
@@ -1007,7 +934,7 @@ fn mutated_golden_vectors_never_panic_the_decoders() {
             assert_eq!(seed.as_slice(), golden(file_of(&m)));
         }
     }
-    let mut rng = XorShift(0x5eed_c0de_0bad_f00d);
+    let mut rng = XorShift::new(0x5eed_c0de_0bad_f00d, INTERESTING);
     let (mut decoded, mut total) = (0, 0);
     for i in 0..14_000 {
         let mut bytes = seeds[i % seeds.len()].clone();
