@@ -25,6 +25,28 @@ fn street() -> Node {
     Node::new(20, "street-002", Role::Street)
 }
 
+/// A simulator, a device and the street it is enrolled at (for `GRID`).
+fn an_enrolled_device() -> (Sim, Node, Node) {
+    let sim = Sim::new(T0 + 10_000);
+    let dev = device(7, "patrol-7");
+    let mut street = street();
+    street.enroll(&dev, GRID, T0);
+    (sim, dev, street)
+}
+
+/// [`an_enrolled_device`] that reported one incident with a 300,000-byte photo.
+fn a_device_with_a_photo() -> (Sim, Node, Node, FakePhoto) {
+    let (sim, mut dev, street) = an_enrolled_device();
+    let photo = FakePhoto::new(9, 300_000, 6_000);
+    dev.report(
+        GRID,
+        "Broken railing",
+        std::slice::from_ref(&photo),
+        T0 + 1_000,
+    );
+    (sim, dev, street, photo)
+}
+
 fn nothing_pending() -> Pending {
     Pending {
         events: 0,
@@ -459,17 +481,7 @@ fn a_download_page_delivered_twice_stores_nothing_twice() {
 
 #[test]
 fn an_interrupted_photo_resumes_from_the_bytes_the_parent_kept() {
-    let mut sim = Sim::new(T0 + 10_000);
-    let mut dev = device(7, "patrol-7");
-    let mut street = street();
-    street.enroll(&dev, GRID, T0);
-    let photo = FakePhoto::new(9, 300_000, 6_000);
-    dev.report(
-        GRID,
-        "Broken railing",
-        std::slice::from_ref(&photo),
-        T0 + 1_000,
-    );
+    let (mut sim, mut dev, mut street, photo) = a_device_with_a_photo();
 
     let out = sim.sync(
         &mut dev,
@@ -518,17 +530,7 @@ fn an_interrupted_photo_resumes_from_the_bytes_the_parent_kept() {
 
 #[test]
 fn a_blob_corrupted_in_flight_is_refused_discarded_and_sent_again_whole() {
-    let mut sim = Sim::new(T0 + 10_000);
-    let mut dev = device(7, "patrol-7");
-    let mut street = street();
-    street.enroll(&dev, GRID, T0);
-    let photo = FakePhoto::new(9, 300_000, 6_000);
-    dev.report(
-        GRID,
-        "Broken railing",
-        std::slice::from_ref(&photo),
-        T0 + 1_000,
-    );
+    let (mut sim, mut dev, mut street, photo) = a_device_with_a_photo();
 
     let out = sim.sync(
         &mut dev,
@@ -604,10 +606,7 @@ fn a_device_not_enrolled_is_refused() {
 
 #[test]
 fn a_hello_naming_another_node_or_role_than_enrolled_is_refused() {
-    let mut sim = Sim::new(T0 + 10_000);
-    let mut dev = device(7, "patrol-7");
-    let mut street = street();
-    street.enroll(&dev, GRID, T0);
+    let (mut sim, mut dev, mut street) = an_enrolled_device();
     dev.report(GRID, "Bags by the gate", &[], T0 + 1_000);
 
     // The TLS certificate proved another node than the Hello names.
@@ -731,10 +730,7 @@ fn a_device_sending_another_origins_event_or_one_outside_its_grid_is_refused_who
 
 #[test]
 fn events_an_hour_ahead_of_the_parents_clock_are_refused_and_nothing_is_stored() {
-    let mut sim = Sim::new(T0 + 10_000);
-    let mut dev = device(7, "patrol-7");
-    let mut street = street();
-    street.enroll(&dev, GRID, T0);
+    let (mut sim, mut dev, mut street) = an_enrolled_device();
     let id = dev.report(GRID, "Bags by the gate", &[], T0 + 1_000);
     // The handheld's clock jumps an hour ahead.
     dev.edit(
@@ -1271,10 +1267,7 @@ fn a_device_whose_own_event_lies_outside_its_enrolled_grid_fails_clearly() {
 
 #[test]
 fn an_event_over_the_size_limit_is_refused_and_nothing_is_stored() {
-    let mut sim = Sim::new(T0 + 10_000);
-    let mut dev = device(7, "patrol-7");
-    let mut street = street();
-    street.enroll(&dev, GRID, T0);
+    let (mut sim, mut dev, mut street) = an_enrolled_device();
     dev.report(GRID, "Bags by the gate", &[], T0 + 1_000);
     let mut big = dev.events();
     // Pad the author far past any real event: the parent refuses the body by its size alone.
