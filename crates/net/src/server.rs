@@ -104,6 +104,8 @@ struct ConnState {
 
 /// Serves one connection: its control streams one after the other, and its blob streams.
 pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(), NetError> {
+    // Defensive only: the TLS verifier lets no handshake complete without an Ed25519 client
+    // certificate (a client without one gets the alert certificate_required, PROTOCOL.md §2.2).
     let Some(peer) = tls::peer_node_id(&conn) else {
         conn.close(
             ErrorCode::NotEnrolled.as_u16().into(),
