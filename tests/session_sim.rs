@@ -575,6 +575,167 @@ fn a_blob_corrupted_in_flight_is_refused_discarded_and_sent_again_whole() {
     );
 }
 
+// ---- 7b. blobs the parent declines -------------------------------------------------------
+
+/// The `BlobRefused` messages delivered to the child: (hash, code).
+fn blob_refusals(out: &Outcome) -> Vec<(gridsync_core::BlobHash, ErrorCode)> {
+    out.delivered(Dir::Down)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::BlobRefused { hash, code, .. } => Some((*hash, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The hashes of every `Offer` sent up, one list per offer.
+fn offers(out: &Outcome) -> Vec<Vec<gridsync_core::BlobHash>> {
+    out.sent(Dir::Up)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Offer { blobs } => Some(blobs.iter().map(|b| b.hash).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Stores `photo`'s blobs at `node` with no event naming them.
+fn store_orphan(node: &mut Node, photo: &FakePhoto) {
+    node.store
+        .append(&[], &photo.blobs(), None)
+        .expect("append blobs");
+}
+
+#[test]
+fn declined_blobs_are_refused_before_wants_and_offered_again_until_wanted() {
+    let (mut sim, mut dev, mut street, photo) = a_device_with_a_photo();
+    // The photo (300,000 bytes) is over the street's limit; its thumbnail is not.
+    street.limits.max_blob = 200_000;
+    // A photo the device holds that no event names (yet).
+    let orphan = FakePhoto::new(31, 50_000, 3_000);
+    store_orphan(&mut dev, &orphan);
+
+    let out = sim.sync(&mut dev, &mut street, &[]);
+    assert!(out.finished(), "{:?}", out.end);
+    let offered = [
+        photo.thumb_hash(),
+        orphan.thumb_hash(),
+        photo.hash(),
+        orphan.hash(),
+    ];
+    assert_eq!(offers(&out), [offered.to_vec()]);
+    // One refusal per declined blob, in the offer's order, all before the `Wants`.
+    assert_eq!(
+        blob_refusals(&out),
+        [
+            (orphan.thumb_hash(), ErrorCode::OutOfScope),
+            (photo.hash(), ErrorCode::TooLarge),
+            (orphan.hash(), ErrorCode::OutOfScope),
+        ]
+    );
+    let names: Vec<&str> = out.delivered(Dir::Down).iter().map(|m| m.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "Welcome",
+            "Ack",
+            "BlobRefused",
+            "BlobRefused",
+            "BlobRefused",
+            "Wants",
+            "BlobStored",
+            "Down"
+        ]
+    );
+    let too_large = out.delivered(Dir::Down).into_iter().find_map(|m| match m {
+        Message::BlobRefused {
+            code: ErrorCode::TooLarge,
+            message,
+            ..
+        } => Some(message.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        too_large.as_deref(),
+        Some("blob of 300000 bytes, over this relay's limit of 200000")
+    );
+    assert_eq!(
+        wants(&out),
+        [Want {
+            hash: photo.thumb_hash(),
+            offset: 0
+        }]
+    );
+    assert_eq!((out.summary.blobs_up, out.summary.blobs_refused), (1, 3));
+    // Not recorded as held: the three are still pending here.
+    assert_eq!(dev.store.pending(&dev.id).expect("pending").blobs, 3);
+
+    // The next session offers them again (once: a refusal does not loop within a session),
+    // and they are refused again.
+    sim.advance(60_000);
+    let out = sim.sync(&mut dev, &mut street, &[]);
+    assert!(out.finished(), "{:?}", out.end);
+    assert_eq!(offers(&out), [offered[1..].to_vec()]);
+    assert_eq!(blob_refusals(&out).len(), 3);
+    assert_eq!(wants(&out), []);
+    assert_eq!((out.summary.blobs_up, out.summary.blobs_refused), (0, 3));
+
+    // The operator raises the limit, and the device writes an event naming the orphan: both
+    // are wanted now, and stored.
+    street.limits.max_blob = 64 * 1024 * 1024;
+    let id = dev.report(GRID, "Second look", &[], T0 + 2_000);
+    dev.edit(id, vec![], std::slice::from_ref(&orphan), T0 + 3_000);
+    sim.advance(60_000);
+    let out = sim.sync(&mut dev, &mut street, &[]);
+    assert!(out.finished(), "{:?}", out.end);
+    assert_eq!(blob_refusals(&out), []);
+    assert_eq!(out.summary.blobs_up, 3);
+    assert_blobs_held(&street, &[photo, orphan]);
+    assert_eq!(
+        dev.store.pending(&dev.id).expect("pending"),
+        nothing_pending()
+    );
+}
+
+#[test]
+fn a_wall_of_refused_blobs_does_not_hold_back_the_blobs_behind_it() {
+    let (mut sim, mut dev, mut street) = an_enrolled_device();
+    // 200 orphan photos (400 blobs, more than an offer holds), then a real report. (Even
+    // seeds: the generator makes seeds 2k and 2k + 1 alike.)
+    let orphans: Vec<FakePhoto> = (0..200)
+        .map(|i| FakePhoto::new(1_000 + 2 * i, 16, 8))
+        .collect();
+    for o in &orphans {
+        store_orphan(&mut dev, o);
+    }
+    let photo = FakePhoto::new(9, 20_000, 2_000);
+    dev.report(
+        GRID,
+        "Behind the wall",
+        std::slice::from_ref(&photo),
+        T0 + 1_000,
+    );
+
+    let out = sim.sync(&mut dev, &mut street, &[]);
+    assert!(out.finished(), "{:?}", out.end);
+    let offers = offers(&out);
+    // A full offer (201 thumbnails, 55 photos), then the rest without the refused ones.
+    assert_eq!(
+        offers.iter().map(Vec::len).collect::<Vec<_>>(),
+        [256, 146],
+        "two offers"
+    );
+    assert!(offers[0].contains(&photo.thumb_hash()));
+    assert!(offers[1].contains(&photo.hash()));
+    assert!(
+        offers[1].iter().all(|h| !offers[0].contains(h)),
+        "nothing is offered twice in a session"
+    );
+    assert_eq!((out.summary.blobs_up, out.summary.blobs_refused), (2, 400));
+    assert_blobs_held(&street, &[photo]);
+    assert_eq!(dev.store.pending(&dev.id).expect("pending").blobs, 400);
+}
+
 // ---- 8. refusals -------------------------------------------------------------------------
 
 #[test]

@@ -458,3 +458,89 @@ fn sync_refusals_are_one_clear_line() {
 
     assert!(street.terminate().success(), "street relay exit status");
 }
+
+/// `run --session-idle-secs N`: a child's session that says nothing for N seconds ends with
+/// `Error { Timeout }` (a raw child over QUIC, with the device's identity, stays quiet after
+/// the `Welcome`); 0 is refused in one line.
+#[test]
+fn session_idle_secs_sets_the_control_stream_timeout() {
+    use gridsync_proto::{frame, ErrorCode, FrameReader, Message, Role};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let street_db = dir.path().join("street.db");
+    relay_ok(
+        &street_db,
+        &["init", "--name", "street-002", "--role", "street"],
+    );
+    let (a, a_id) = device("wang-li", GRID_A);
+    relay_ok(&street_db, &["enroll", &a_id, "--grid", GRID_A]);
+
+    let args = ["run", "--listen", "127.0.0.1:0", "--session-idle-secs", "0"];
+    let out = relay_command(&street_db)
+        .args(args)
+        .output()
+        .expect("run gridsync-relay");
+    let line = expect_one_line_failure(&args, &out);
+    assert!(line.contains("--session-idle-secs"), "{line}");
+
+    let street = Relay::run("street", &street_db, &["--session-idle-secs", "1"]);
+    let secret = gridsync_store::Store::open(&a.db)
+        .expect("open the device store")
+        .identity()
+        .expect("identity")
+        .secret;
+    let node: gridsync_core::NodeId = a_id.parse().expect("device id");
+    let parent: gridsync_core::NodeId = street.id.parse().expect("relay id");
+    let addr: std::net::SocketAddr = street.addr.parse().expect("relay address");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let answers = runtime.block_on(async {
+        let endpoint = gridsync_net::client::endpoint("127.0.0.1:0".parse().expect("addr"))
+            .expect("client endpoint");
+        let conn = gridsync_net::client::connect(&endpoint, &secret, addr, parent)
+            .await
+            .expect("connect");
+        let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
+        let hello = Message::Hello {
+            versions: vec![1],
+            node,
+            role: Role::Device,
+            name: "quiet".into(),
+        };
+        send.write_all(&frame::encode(&hello).expect("encode"))
+            .await
+            .expect("send Hello");
+        // Read until the relay finishes its half: Welcome, then (after a second of silence)
+        // the Error.
+        let mut reader = FrameReader::default();
+        let mut answers = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Some(n) = tokio::time::timeout(DEADLINE, recv.read(&mut buf))
+            .await
+            .expect("an answer within the deadline")
+            .expect("read")
+        {
+            reader.push(&buf[..n]);
+            while let Some(m) = reader.next_message().expect("a good frame") {
+                answers.push(m);
+            }
+        }
+        conn.close(0u32.into(), b"done");
+        answers
+    });
+    assert!(
+        matches!(answers.first(), Some(Message::Welcome { .. })),
+        "{answers:?}"
+    );
+    assert!(
+        matches!(
+            answers.get(1),
+            Some(Message::Error {
+                code: ErrorCode::Timeout,
+                ..
+            })
+        ),
+        "{answers:?}"
+    );
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(street.terminate().success());
+}

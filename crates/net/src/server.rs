@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gridsync_core::NodeId;
-use gridsync_proto::server::{BlobSink, ServerConfig, ServerOutput, ServerSession};
+use gridsync_proto::server::{self, BlobSink, ServerConfig, ServerOutput, ServerSession};
 use gridsync_proto::{frame, ErrorCode, FrameReader, Message, SyncStore};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
@@ -17,9 +17,12 @@ use crate::{now_ms, tls, NetError, SharedStore};
 /// Blob bytes are made durable in pieces of this size, so an interrupted upload loses at most
 /// this much.
 pub const BLOB_FLUSH: usize = 64 * 1024;
-/// How long a session may go without a message on its control stream. Long, because a photo
-/// upload on a slow link keeps the control stream quiet while it lasts.
+/// How long a session may go without a message on its control stream, by default
+/// ([`Shared::control_idle`]). Long, because a photo upload on a slow link keeps the control
+/// stream quiet while it lasts.
 pub const CONTROL_IDLE: Duration = Duration::from_secs(600);
+/// The frame limit for a blob stream's header.
+pub const BLOB_HEADER_LIMIT: u32 = 1024;
 /// How long a peer gets to close after it was sent an error, before the connection is closed.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -31,12 +34,16 @@ pub struct Shared {
     pub changed: Arc<Notify>,
     /// Set to `true` to shut down: sessions end with [`ErrorCode::ShuttingDown`].
     pub shutdown: watch::Receiver<bool>,
+    /// A session with no message on its control stream for this long ends with
+    /// [`ErrorCode::Timeout`] ([`CONTROL_IDLE`] by default).
+    pub control_idle: Duration,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("config", &self.config)
+            .field("control_idle", &self.control_idle)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +104,8 @@ struct ConnState {
 
 /// Serves one connection: its control streams one after the other, and its blob streams.
 pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(), NetError> {
+    // Defensive only: the TLS verifier lets no handshake complete without an Ed25519 client
+    // certificate (a client without one gets the alert certificate_required, PROTOCOL.md §2.2).
     let Some(peer) = tls::peer_node_id(&conn) else {
         conn.close(
             ErrorCode::NotEnrolled.as_u16().into(),
@@ -197,8 +206,9 @@ async fn run_control(
     *state.control.lock().await = Some(send);
     let mut reader = FrameReader::new(state.shared.config.limits.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
+    let idle = state.shared.control_idle;
     loop {
-        let read = tokio::time::timeout(CONTROL_IDLE, recv.read(&mut buf)).await;
+        let read = tokio::time::timeout(idle, recv.read(&mut buf)).await;
         let n = match read {
             Ok(Ok(Some(n))) => n,
             Ok(Ok(None)) => {
@@ -209,7 +219,7 @@ async fn run_control(
             }
             Ok(Err(e)) => return Err(NetError::from(e)),
             Err(_) => {
-                let out = with_session(state, |s, _| s.idle(CONTROL_IDLE.as_secs()));
+                let out = with_session(state, |s, _| s.idle(idle.as_secs()));
                 execute(state, out).await;
                 break;
             }
@@ -286,22 +296,20 @@ async fn send_message(state: &ConnState, msg: &Message) {
 /// Receives one blob stream: its header frame, then bytes, made durable every
 /// [`BLOB_FLUSH`] bytes and when the stream ends or breaks.
 async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
-    let mut reader = FrameReader::new(1024);
+    let mut reader = FrameReader::new(BLOB_HEADER_LIMIT);
     let mut buf = vec![0u8; 64 * 1024];
     let header = loop {
-        match reader.next_body() {
-            Ok(Some(body)) => match frame::decode_blob_header(&body) {
-                Ok(h) => break h,
-                Err(e) => {
-                    tracing::info!(peer = %state.peer.short(), error = %e, "bad blob header");
-                    let _ = recv.stop(ErrorCode::Malformed.as_u16().into());
-                    return;
-                }
-            },
+        let body = reader
+            .next_body()
+            .and_then(|b| b.map(|b| frame::decode_blob_header(&b)).transpose());
+        match body {
+            Ok(Some(h)) => break h,
             Ok(None) => {}
             Err(e) => {
-                tracing::info!(peer = %state.peer.short(), error = %e, "bad blob header");
-                let _ = recv.stop(ErrorCode::Malformed.as_u16().into());
+                // Too long (8) or not decodable (7): no message, the blob cannot be named.
+                let code = server::frame_error_code(&e);
+                tracing::info!(peer = %state.peer.short(), error = %e, ?code, "bad blob header");
+                let _ = recv.stop(code.as_u16().into());
                 return;
             }
         }
@@ -318,6 +326,10 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         Some(s.blob_begin(header, &mut *store))
     });
     let Some(begun) = begun else {
+        // No session was ever started on this connection.
+        let code = server::BLOB_WITHOUT_SESSION;
+        tracing::info!(peer = %state.peer.short(), hash = %header.hash, "blob stream before any session");
+        let _ = recv.stop(code.as_u16().into());
         return;
     };
     let mut sink = match begun {
@@ -347,7 +359,9 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         r
     };
     loop {
-        if pending.len() >= BLOB_FLUSH {
+        // Checked after every read: a byte past the blob's size is refused with the read
+        // that brought it, not at the next flush.
+        if pending.len() >= BLOB_FLUSH || !sink.fits(pending.len()) {
             if let Err(e) = flush(&mut sink, &mut pending) {
                 let out = with_session(state, |s, _| s.blob_refused(&e));
                 execute(state, out).await;

@@ -89,8 +89,8 @@ pub enum TlsError {
 /// Builds this node's self-signed certificate from its Ed25519 seed.
 ///
 /// The certificate's key is the node key, its subject and DNS name are [`CERT_NAME`], it is
-/// valid from 1975 to 4096 and its serial number is derived from the key, so the same seed
-/// always gives the same certificate.
+/// valid from 1975 to 4096 and its serial number is [`certificate_serial`] of the key, so the
+/// same seed always gives the same certificate (Ed25519 signatures are deterministic).
 pub fn certificate(
     secret: &[u8; 32],
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
@@ -105,9 +105,26 @@ pub fn certificate(
     params.distinguished_name = name;
     params.not_before = rcgen::date_time_ymd(1975, 1, 1);
     params.not_after = rcgen::date_time_ymd(4096, 1, 1);
+    let public = signing.verifying_key().to_bytes();
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&certificate_serial(
+        &public,
+    )));
     let cert = params.self_signed(&key_pair)?;
 
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key_der)))
+}
+
+/// The serial number of a node's certificate: the first 20 bytes of the SHA-256 of its 32-byte
+/// Ed25519 public key, with the most significant bit cleared (so the DER INTEGER is positive
+/// and at most 20 bytes, as RFC 5280 requires; DER drops any leading zero bytes). This is
+/// what rcgen 0.13 derives when no serial is given; it is set explicitly so that it does not
+/// depend on the rcgen version. It carries no meaning: peers must not depend on it.
+pub fn certificate_serial(public_key: &[u8; 32]) -> [u8; 20] {
+    let digest = gridsync_core::BlobHash::of(public_key).0;
+    let mut serial = [0u8; 20];
+    serial.copy_from_slice(&digest[..20]);
+    serial[0] &= 0x7f;
+    serial
 }
 
 /// Server side: presents our certificate and requires one from the client.
@@ -378,6 +395,33 @@ mod tests {
         let seed = [7u8; 32];
         let (cert, _) = certificate(&seed).unwrap();
         assert_eq!(node_id_of(&cert).unwrap(), id_of_seed(&seed));
+    }
+
+    /// The whole certificate of seed `[7; 32]`, byte for byte (PROTOCOL.md §2.2): a change of
+    /// rcgen or of our parameters that changes it shows here.
+    #[test]
+    fn certificate_is_pinned_byte_for_byte() {
+        const DER: [&str; 9] = [
+            "308201003081b3a00302010202147e812c12f3ab4ce6ac5db69ac352f906cb1b",
+            "11ef300506032b657030133111300f06035504030c086772696473796e633020",
+            "170d3735303130313030303030305a180f34303936303130313030303030305a",
+            "30133111300f06035504030c086772696473796e63302a300506032b65700321",
+            "00ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d2",
+            "2ca317301530130603551d11040c300a82086772696473796e63300506032b65",
+            "70034100543c2812ce3f0f633e2cb3d571a5441d55e567d9ac71b7426949e6d1",
+            "1d69661d192a43fe2266949b39a73a7db7f178ffa668ebf93a6bb8ceeb85bb52",
+            "05295e09",
+        ];
+        let seed = [7u8; 32];
+        let (cert, _) = certificate(&seed).unwrap();
+        let hex: String = cert.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, DER.concat());
+        // The serial: INTEGER (02), 20 bytes (14), certificate_serial of the key.
+        let serial = certificate_serial(&id_of_seed(&seed).0);
+        let mut tlv = vec![0x02, 0x14];
+        tlv.extend_from_slice(&serial);
+        assert_eq!(&cert.as_ref()[12..34], &tlv[..]);
+        assert_eq!(serial[0] & 0x80, 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! [`ClientAction::SendBlob`] on a stream of its own (reading the bytes from the store) and
 //! calls [`ClientSession::blob_sent`] when that stream is finished.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
 
@@ -156,9 +156,12 @@ pub struct ClientSession {
     acked: u64,
     /// The current offer, in order, until the parent answers it.
     offered: Vec<BlobInfo>,
+    /// Whether the last offer took as many blobs as an offer may (more may be left).
     offer_was_full: bool,
-    /// Whether a blob of the current offer was refused or only partly stored.
-    refused_this_offer: bool,
+    /// Blobs of this session the parent refused (answering the offer, or their stream) or
+    /// stored only in part: never offered again in this session, so the next offer moves on
+    /// to other blobs and the offers end. The next session offers them again.
+    declined: BTreeSet<BlobHash>,
     /// Blobs sent and awaiting `BlobStored`/`BlobRefused`/`BlobPartial`.
     awaiting: BTreeMap<BlobHash, BlobInfo>,
     /// Blobs being sent by the driver, with the bytes their streams carry.
@@ -191,7 +194,7 @@ impl ClientSession {
             acked: 0,
             offered: Vec::new(),
             offer_was_full: false,
-            refused_this_offer: false,
+            declined: BTreeSet::new(),
             awaiting: BTreeMap::new(),
             sending: BTreeMap::new(),
             deadline: None,
@@ -377,6 +380,28 @@ impl ClientSession {
                 out.extend(self.pump_upload(store)?);
                 Ok(out)
             }
+            (
+                State::Offering,
+                Message::BlobRefused {
+                    hash,
+                    code,
+                    message,
+                },
+            ) => {
+                // The parent declines an offered blob (too large, or named by no event it
+                // holds) before its `Wants`: kept here, offered again next session.
+                if !self.offered.iter().any(|i| i.hash == hash) {
+                    return Ok(self.protocol(format!(
+                        "BlobRefused for blob {hash}, which was not offered"
+                    )));
+                }
+                if !self.declined.insert(hash) {
+                    return Ok(self.protocol(format!("the relay refused blob {hash} twice")));
+                }
+                tracing::warn!(%hash, ?code, %message, "the relay declined an offered blob; it stays here and is offered again next time");
+                self.summary.blobs_refused += 1;
+                Ok(Vec::new())
+            }
             (State::Offering, Message::Wants { wants }) => {
                 let offered = std::mem::take(&mut self.offered);
                 let mut sends = Vec::new();
@@ -387,6 +412,12 @@ impl ClientSession {
                             w.hash
                         )));
                     };
+                    if self.declined.contains(&w.hash) {
+                        return Ok(self.protocol(format!(
+                            "the relay wants blob {}, which it refused",
+                            w.hash
+                        )));
+                    }
                     if w.offset > info.size {
                         return Ok(self.protocol(format!(
                             "the relay wants blob {} from byte {}, past its end",
@@ -401,9 +432,11 @@ impl ClientSession {
                     }
                     sends.push((info, w.offset));
                 }
-                // Offered and not wanted: the parent holds them (or no event it holds names them).
+                // Offered, neither wanted nor refused: the parent holds them.
                 for info in &offered {
-                    if !sends.iter().any(|(i, _)| i.hash == info.hash) {
+                    if !self.declined.contains(&info.hash)
+                        && !sends.iter().any(|(i, _)| i.hash == info.hash)
+                    {
                         store.mark_blob_sent(&self.config.parent, &info.hash)?;
                     }
                 }
@@ -461,7 +494,7 @@ impl ClientSession {
                 }
                 tracing::warn!(%hash, ?code, %message, "the relay refused a blob; it stays here and is offered again next time");
                 self.summary.blobs_refused += 1;
-                self.refused_this_offer = true;
+                self.declined.insert(hash);
                 self.after_blobs(store)
             }
             (State::Blobs, Message::BlobPartial { hash, held }) => {
@@ -478,7 +511,7 @@ impl ClientSession {
                     );
                 }
                 tracing::info!(%hash, held, "the relay holds part of a blob; the rest goes next time");
-                self.refused_this_offer = true;
+                self.declined.insert(hash);
                 self.after_blobs(store)
             }
             (
@@ -692,16 +725,23 @@ impl ClientSession {
         Ok((bodies, own_max))
     }
 
+    /// Offers the next unsent blobs, leaving out those declined in this session (each offer
+    /// thus holds blobs not offered before in it, and the offers end).
     fn start_offer(
         &mut self,
         store: &mut dyn SyncStore,
     ) -> Result<Vec<ClientAction>, SessionError> {
-        let blobs = store.unsent_blobs(&self.config.parent, OFFER_BLOBS)?;
+        let limit = OFFER_BLOBS + self.declined.len();
+        let unsent = store.unsent_blobs(&self.config.parent, limit)?;
+        self.offer_was_full = unsent.len() >= limit;
+        let blobs: Vec<BlobInfo> = unsent
+            .into_iter()
+            .filter(|b| !self.declined.contains(&b.hash))
+            .take(OFFER_BLOBS)
+            .collect();
         if blobs.is_empty() {
             return self.start_pull(store);
         }
-        self.offer_was_full = blobs.len() == OFFER_BLOBS;
-        self.refused_this_offer = false;
         self.offered = blobs.clone();
         self.state = State::Offering;
         self.summary.round_trips += 1;
@@ -715,9 +755,9 @@ impl ClientSession {
         if !self.awaiting.is_empty() {
             return Ok(Vec::new());
         }
-        // Offer the next page only if this one went through: blobs the parent refused stay
-        // first in line, and offering them again now would loop.
-        if self.offer_was_full && !self.refused_this_offer {
+        // More may be left: offer the next ones. Blobs refused or partly stored in this
+        // session are left out of it, so this cannot loop; they go first next session.
+        if self.offer_was_full {
             return self.start_offer(store);
         }
         self.start_pull(store)

@@ -85,6 +85,16 @@ impl BlobSink {
     pub fn at(&self) -> u64 {
         self.at
     }
+
+    /// Whether `pending` more bytes (received, not yet given to
+    /// [`ServerSession::blob_data`]) stay within the blob's size. The first byte past it
+    /// refuses the stream; a driver asks after every read, so the refusal comes with the read
+    /// that carries that byte, not at the next flush.
+    pub fn fits(&self, pending: usize) -> bool {
+        self.at
+            .checked_add(pending as u64)
+            .is_some_and(|end| end <= self.header.size)
+    }
 }
 
 /// A blob stream refused at its header.
@@ -432,6 +442,10 @@ impl ServerSession {
         }
     }
 
+    /// Answers an offer: a `BlobRefused` for each offered blob declined for a reason the
+    /// child must hear (over `max_blob`: `TooLarge`; named by no event held here:
+    /// `OutOfScope`), then `Wants` with the wanted ones in the offer's order. A blob held whole
+    /// is neither refused nor wanted. A hash listed twice is answered once.
     fn offer(&mut self, blobs: Vec<BlobInfo>, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
         if blobs.len() > MAX_OFFER {
             return self.fail(
@@ -442,20 +456,49 @@ impl ServerSession {
                 ),
             );
         }
+        let max_blob = self.config.limits.max_blob;
+        let mut seen = std::collections::HashSet::with_capacity(blobs.len());
+        let mut out = Vec::new();
         let mut wants = Vec::new();
         for info in blobs {
-            if wants.iter().any(|w: &Want| w.hash == info.hash) {
+            if !seen.insert(info.hash) {
                 continue;
             }
-            if info.size > self.config.limits.max_blob {
-                tracing::warn!(hash = %info.hash, size = info.size, "offered blob over the size limit; not wanted");
-                continue;
-            }
-            let offset = match store.blob_state(&info.hash) {
-                Ok(BlobState::Held | BlobState::Unreferenced) => continue,
-                Ok(BlobState::Missing) => 0,
-                Ok(BlobState::Partial { offset }) => offset.min(info.size),
+            let state = match store.blob_state(&info.hash) {
+                Ok(s) => s,
                 Err(e) => return self.storage_failure(e),
+            };
+            let refuse = |code, message| {
+                ServerOutput::Send(Message::BlobRefused {
+                    hash: info.hash,
+                    code,
+                    message,
+                })
+            };
+            // Held whole comes first: a blob held is never refused, whatever its size.
+            let offset = match state {
+                BlobState::Held => continue,
+                _ if info.size > max_blob => {
+                    tracing::info!(hash = %info.hash, size = info.size, max_blob, "offered blob over the size limit; refused");
+                    out.push(refuse(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "blob of {} bytes, over this relay's limit of {max_blob}",
+                            info.size
+                        ),
+                    ));
+                    continue;
+                }
+                BlobState::Unreferenced => {
+                    tracing::debug!(hash = %info.hash, "offered blob named by no event held here; refused");
+                    out.push(refuse(
+                        ErrorCode::OutOfScope,
+                        "no event held here names this blob; send the event first".into(),
+                    ));
+                    continue;
+                }
+                BlobState::Missing => 0,
+                BlobState::Partial { offset } => offset.min(info.size),
             };
             self.offered.insert(info.hash, info);
             wants.push(Want {
@@ -463,7 +506,8 @@ impl ServerSession {
                 offset,
             });
         }
-        vec![ServerOutput::Send(Message::Wants { wants })]
+        out.push(ServerOutput::Send(Message::Wants { wants }));
+        out
     }
 
     fn pull(&mut self, cursor: u64, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
@@ -537,8 +581,13 @@ impl ServerSession {
         })
     }
 
-    /// Bytes of a blob stream: stored durably before returning. Bytes beyond the blob's size
-    /// are refused.
+    /// Bytes of a blob stream: stored durably before returning.
+    ///
+    /// Bytes that would take the blob past its size are not stored: the child sent more than
+    /// it declared, so its earlier bytes are suspect too, and the whole partial upload of the
+    /// blob is discarded (the next offer wants it from offset 0, whatever was held before).
+    /// The error is `BlobMismatch` (`Storage` if the discard itself failed). A driver checks
+    /// [`BlobSink::fits`] on every read and calls this at once when it says no.
     pub fn blob_data(
         &mut self,
         sink: &mut BlobSink,
@@ -546,20 +595,26 @@ impl ServerSession {
         store: &mut dyn SyncStore,
     ) -> Result<(), BlobStreamError> {
         let h = sink.header;
-        if sink.at + bytes.len() as u64 > h.size {
+        let storage = |e: StorageError| BlobStreamError {
+            hash: h.hash,
+            code: ErrorCode::Storage,
+            reason: e.message,
+        };
+        if !sink.fits(bytes.len()) {
+            store.blob_discard(&h.hash).map_err(storage)?;
+            tracing::info!(hash = %h.hash, size = h.size, at = sink.at, "blob stream ran past its size; partial upload discarded");
             return Err(BlobStreamError {
                 hash: h.hash,
                 code: ErrorCode::BlobMismatch,
-                reason: format!("stream runs past the blob's {} bytes", h.size),
+                reason: format!(
+                    "stream runs past the blob's {} bytes; the partial upload is discarded, resend from offset 0",
+                    h.size
+                ),
             });
         }
         store
             .blob_write(&h.hash, h.kind, h.size, sink.at, bytes)
-            .map_err(|e| BlobStreamError {
-                hash: h.hash,
-                code: ErrorCode::Storage,
-                reason: e.message,
-            })?;
+            .map_err(storage)?;
         sink.at += bytes.len() as u64;
         Ok(())
     }
@@ -606,7 +661,12 @@ impl ServerSession {
     }
 }
 
-/// The code a frame error ends a session with.
+/// The `STOP_SENDING` code for a blob stream on a connection where no session was ever
+/// started (there is no control stream to answer on).
+pub const BLOB_WITHOUT_SESSION: ErrorCode = ErrorCode::Unexpected;
+
+/// The code a frame error ends a session with, and the `STOP_SENDING` code of a blob stream
+/// whose header frame is too long (`TooLarge`) or does not decode (`Malformed`).
 pub fn frame_error_code(e: &crate::FrameError) -> ErrorCode {
     match e {
         crate::FrameError::TooLarge { .. } => ErrorCode::TooLarge,

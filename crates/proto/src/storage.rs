@@ -135,6 +135,9 @@ pub trait SyncStore {
         max_bytes: usize,
     ) -> Result<Page, StorageError>;
 
+    /// Durably discards the partial upload of `hash`, if any (a blob held whole stays).
+    fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError>;
+
     // ---- child side ----
 
     /// Every origin this node holds events of.

@@ -89,11 +89,39 @@ impl RelayHandle {
     }
 }
 
-/// Starts the relay on the store at `db`, listening on `listen`, forwarding to `upstream`.
+/// How a relay runs, beyond where it listens and forwards to. `Default` is the reference's
+/// behaviour (`proto/PROTOCOL.md` §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayOptions {
+    /// A child's session with no message on its control stream for this long ends with
+    /// `Timeout` ([`server::CONTROL_IDLE`], 600 s, by default).
+    pub session_idle: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            session_idle: server::CONTROL_IDLE,
+        }
+    }
+}
+
+/// Starts the relay on the store at `db`, listening on `listen`, forwarding to `upstream`,
+/// with the default [`RelayOptions`].
 pub async fn start(
     db: &Path,
     listen: SocketAddr,
     upstream: Option<Upstream>,
+) -> Result<RelayHandle, RelayError> {
+    start_with(db, listen, upstream, RelayOptions::default()).await
+}
+
+/// [`start`] with explicit options.
+pub async fn start_with(
+    db: &Path,
+    listen: SocketAddr,
+    upstream: Option<Upstream>,
+    options: RelayOptions,
 ) -> Result<RelayHandle, RelayError> {
     let store = Store::open(db)?;
     let identity = store.identity()?;
@@ -113,6 +141,7 @@ pub async fn start(
         config: ServerConfig::new(identity.node_id, role, identity.name.clone()),
         changed: changed.clone(),
         shutdown: rx.clone(),
+        control_idle: options.session_idle,
     });
     tracing::info!(addr = %local_addr, node = %identity.node_id, role = role.as_str(), "relay listening");
     let node_id = identity.node_id;

@@ -748,6 +748,17 @@ impl SyncStore for Store {
             .map_err(storage)
     }
 
+    fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError> {
+        exec(
+            &self.conn,
+            "DELETE FROM blob_parts WHERE hash = ?1",
+            [&hash.0[..]],
+        )
+        .map(|_| ())
+        .map_err(self.err("discarding a partial blob"))
+        .map_err(storage)
+    }
+
     fn origins(&self) -> Result<Vec<NodeId>, StorageError> {
         self.origin_ids().map_err(storage)
     }

@@ -648,6 +648,26 @@ fn blob_states_follow_events_and_uploads() {
 }
 
 #[test]
+fn blob_discard_drops_a_partial_upload_and_keeps_a_held_blob() {
+    let mut s = Store::in_memory().unwrap();
+    let (photo, thumb) = (b"photo bytes".to_vec(), b"thumb".to_vec());
+    let (ph, th) = (BlobHash::of(&photo), BlobHash::of(&thumb));
+    s.commit(&node(1), &[photo_event(node(1), &photo, &thumb)], NOW)
+        .unwrap();
+    s.blob_write(&ph, WireKind::Photo, 11, 0, b"photo").unwrap();
+    assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Partial { offset: 5 });
+    s.blob_discard(&ph).unwrap();
+    assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Missing);
+    // Nothing to discard: a no-op.
+    s.blob_discard(&ph).unwrap();
+    // A blob held whole stays.
+    s.blob_write(&th, WireKind::Thumb, 5, 0, &thumb).unwrap();
+    assert!(s.blob_finish(&th).unwrap());
+    s.blob_discard(&th).unwrap();
+    assert_eq!(s.blob(&th).unwrap(), Some(thumb));
+}
+
+#[test]
 fn an_interrupted_upload_resumes_and_finish_verifies_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");

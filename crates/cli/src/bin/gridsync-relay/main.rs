@@ -91,6 +91,10 @@ enum Command {
         /// The upstream relay's node id.
         #[arg(long, requires = "upstream")]
         upstream_id: Option<NodeId>,
+        /// End a child's session after this many seconds without a message on its control
+        /// stream (at least 1).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+        session_idle_secs: u64,
     },
     /// List the incidents held here.
     List {
@@ -220,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             upstream,
             upstream_id,
+            session_idle_secs,
         } => {
             open_relay(db)?;
             let upstream = match (upstream, upstream_id) {
@@ -229,7 +234,10 @@ fn run(cli: Cli) -> Result<()> {
                 }),
                 _ => None,
             };
-            serve(db, listen, upstream)?;
+            let options = gridsync_relay::RelayOptions {
+                session_idle: std::time::Duration::from_secs(session_idle_secs),
+            };
+            serve(db, listen, upstream, options)?;
         }
         Command::List { json } => shared::list(&open_relay(db)?, json)?,
         Command::Show(a) => shared::show(&open_relay(db)?, a)?,
@@ -302,13 +310,14 @@ fn serve(
     db: &std::path::Path,
     listen: SocketAddr,
     upstream: Option<gridsync_relay::Upstream>,
+    options: gridsync_relay::RelayOptions,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let relay = gridsync_relay::start(db, listen, upstream).await?;
+        let relay = gridsync_relay::start_with(db, listen, upstream, options).await?;
         say!("listening on {} as {}", relay.local_addr, relay.node_id);
         std::io::stdout().flush()?;
         let stop = relay.shutdown_sender();
