@@ -204,7 +204,7 @@ async fn run_control(
 ) -> Result<(), NetError> {
     *lock(&state.session) = Some(ServerSession::new(state.shared.config.clone(), state.peer));
     *state.control.lock().await = Some(send);
-    let mut reader = FrameReader::new(state.shared.config.limits.max_frame);
+    let mut reader = FrameReader::with_limit(state.shared.config.limits.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
     let idle = state.shared.control_idle;
     loop {

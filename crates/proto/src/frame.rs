@@ -75,9 +75,17 @@ impl Default for FrameReader {
 impl FrameReader {
     /// A reader refusing frames over `limit` bytes (at most [`MAX_FRAME`]).
     pub fn new(limit: u32) -> Self {
+        Self::with_limit(limit.min(MAX_FRAME))
+    }
+
+    /// A reader refusing frames over `limit` bytes, which, unlike [`FrameReader::new`], it
+    /// keeps even over [`MAX_FRAME`] (it then decodes such frames too). A parent's control
+    /// stream is read with its `Limits::max_frame`; the protocol allows no limit over
+    /// [`MAX_FRAME`], which only the conformance harness's broken relay sets.
+    pub fn with_limit(limit: u32) -> Self {
         Self {
             buf: Vec::new(),
-            limit: limit.min(MAX_FRAME),
+            limit,
         }
     }
 
@@ -109,7 +117,16 @@ impl FrameReader {
 
     /// The next complete message, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
-        self.next_body()?.map(|b| decode_body(&b)).transpose()
+        let Some(body) = self.next_body()? else {
+            return Ok(None);
+        };
+        if body.len() > MAX_FRAME as usize {
+            // Only a reader made by `with_limit` over MAX_FRAME gets here.
+            return codec::decode_wire_oversized("message", &body)
+                .map(Some)
+                .map_err(FrameError::Malformed);
+        }
+        decode_body(&body).map(Some)
     }
 
     /// Bytes received past the last complete frame (on a blob stream: the first blob bytes).
@@ -172,6 +189,44 @@ mod tests {
                 limit: 1024
             })
         );
+    }
+
+    #[test]
+    fn a_limit_over_max_frame_is_kept_only_when_asked_for() {
+        let over = MAX_FRAME + 1;
+        let mut r = FrameReader::new(u32::MAX);
+        r.push(&over.to_be_bytes());
+        assert!(matches!(r.next_body(), Err(FrameError::TooLarge { .. })));
+        let mut r = FrameReader::with_limit(u32::MAX);
+        r.push(&over.to_be_bytes());
+        assert_eq!(r.next_body(), Ok(None), "waits for the body");
+        // A valid message over MAX_FRAME (the encoder refuses to make one: built by hand:
+        // `Events` is variant 3; 0xfb starts a varint of two bytes) decodes.
+        let event = vec![0xaa; 1000];
+        let mut body = vec![codec::FORMAT_V1, 3, 7];
+        let count = MAX_FRAME as usize / 1000 + 1;
+        body.push(0xfb);
+        body.extend_from_slice(&u16::try_from(count).expect("fits").to_le_bytes());
+        for _ in 0..count {
+            body.extend_from_slice(&[0xfb]);
+            body.extend_from_slice(&1000u16.to_le_bytes());
+            body.extend_from_slice(&event);
+        }
+        assert!(body.len() > MAX_FRAME as usize);
+        let mut r = FrameReader::with_limit(u32::MAX);
+        r.push(&(body.len() as u32).to_be_bytes());
+        r.push(&body);
+        match r.next_message() {
+            Ok(Some(Message::Events { batch: 7, events })) => {
+                assert_eq!(events.len(), count);
+                assert!(events.iter().all(|e| *e == event));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same bytes through a reader with the protocol's limit: refused at the prefix.
+        let mut r = FrameReader::default();
+        r.push(&(body.len() as u32).to_be_bytes());
+        assert!(matches!(r.next_body(), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]

@@ -8,13 +8,20 @@
 //!   out; they never touch a socket, a clock or a file. `gridsync-net` drives them over QUIC.
 //!
 //! `proto/PROTOCOL.md` at the repository root is the normative specification.
+//!
+//! The cargo feature `faults` (off by default) adds `server::ServerConfig::faults`, which
+//! makes a parent session break the protocol on purpose: for the conformance harness's
+//! broken-relay tests only (`crates/broken-relay`); never set in a real relay.
 
 pub mod client;
+mod faults;
 pub mod frame;
 pub mod message;
 pub mod server;
 pub mod storage;
 
+#[cfg(feature = "faults")]
+pub use faults::Faults;
 pub use frame::{FrameError, FrameReader, MAX_FRAME};
 
 /// The largest encoded event a parent accepts, in bytes. Events are small (texts are at most

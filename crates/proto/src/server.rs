@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub role: Role,
     pub name: String,
     pub limits: Limits,
+    /// Deliberate faults: for the conformance harness's broken-relay tests only; never set in
+    /// a real relay.
+    #[cfg(feature = "faults")]
+    pub faults: crate::Faults,
 }
 
 impl ServerConfig {
@@ -43,6 +47,8 @@ impl ServerConfig {
                 window: 4,
                 max_blob: 64 * 1024 * 1024,
             },
+            #[cfg(feature = "faults")]
+            faults: crate::Faults::default(),
         }
     }
 }
@@ -400,7 +406,10 @@ impl ServerSession {
                     )
                 }
             };
-            if peer.role == Role::Device && event.origin != peer.node {
+            if peer.role == Role::Device
+                && event.origin != peer.node
+                && !crate::faults::accept_forged_origin(&self.config)
+            {
                 return self.fail(
                     ErrorCode::OutOfScope,
                     format!(
