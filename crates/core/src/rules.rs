@@ -409,6 +409,61 @@ mod tests {
         assert_eq!(check_rules(&e), Ok(()));
     }
 
+    /// With every field at its largest, an event stays well inside the 65 536 bytes a sync
+    /// parent accepts (`gridsync_proto::MAX_EVENT_BYTES`); EVENTS.md states this figure.
+    #[test]
+    fn an_event_at_every_bound_encodes_to_at_most_50512_bytes() {
+        let text = "x".repeat(limits::MAX_TEXT_BYTES);
+        let pred: Vec<EventId> = (0..limits::MAX_REFS)
+            .map(|k| EventId {
+                origin: NodeId([k as u8; 32]),
+                seq: u64::MAX - k as u64,
+            })
+            .collect();
+        let mut largest = 0;
+        for payload in [
+            Payload::Assigned {
+                assignee: text.clone(),
+                due: Some(i64::MIN),
+                pred: pred.clone(),
+            },
+            Payload::Escalated {
+                level: Level::District,
+                reason: text.clone(),
+                pred: pred.clone(),
+            },
+            Payload::Edited {
+                value: FieldValue::Description(text.clone()),
+                pred: pred.clone(),
+            },
+            Payload::Evaluated {
+                score: 5,
+                verdict: Verdict::Unsatisfied,
+                pred: pred.clone(),
+            },
+            Payload::PhotoRemoved {
+                hash: BlobHash::of(b"p"),
+                removes: pred.clone(),
+            },
+        ] {
+            let mut e = event(payload);
+            e.seq = crate::event::MAX_SEQ;
+            e.hlc = Hlc::new(u64::MAX, u32::MAX);
+            e.grid = "abcdefghijkl/abcdefghijkl/abcdefghijkl/abcdefghijkl"
+                .parse()
+                .expect("grid");
+            e.author = "a".repeat(limits::MAX_AUTHOR_BYTES);
+            e.signature = Some(crate::event::Signature {
+                r: [0xff; 32],
+                s: [0xff; 32],
+            });
+            assert_eq!(check_rules(&e), Ok(()));
+            let bytes = crate::codec::encode_event(&e).expect("encodes").len();
+            largest = largest.max(bytes);
+        }
+        assert_eq!(largest, 50_512);
+    }
+
     #[test]
     fn every_message_is_one_line() {
         let mut nil = comment("ok");
