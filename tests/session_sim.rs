@@ -912,6 +912,174 @@ fn events_an_hour_ahead_of_the_parents_clock_are_refused_and_nothing_is_stored()
     assert_eq!(dev.store.pending(&dev.id).expect("pending").events, 2);
 }
 
+/// `ok` with its last event replaced by `bad(last)`, for each way an event can break an
+/// admission rule (`gridsync_core::rules`), with the message each must give.
+#[allow(clippy::type_complexity)]
+fn rule_breakers() -> Vec<(&'static str, Box<dyn Fn(&mut Event)>)> {
+    use gridsync_core::{BlobHash, EventId, Payload, PhotoKind, PhotoMeta, Verdict};
+    let evaluated = |score| {
+        move |e: &mut Event| {
+            e.payload = Payload::Evaluated {
+                score,
+                verdict: Verdict::Satisfied,
+                pred: vec![],
+            }
+        }
+    };
+    vec![
+        ("score 0 is outside 1..=5", Box::new(evaluated(0))),
+        ("score 200 is outside 1..=5", Box::new(evaluated(200))),
+        (
+            "incident id 00000000-0000-0000-0000-000000000000 is not a UUIDv7",
+            Box::new(|e: &mut Event| {
+                e.incident = "00000000-0000-0000-0000-000000000000".parse().expect("nil")
+            }),
+        ),
+        (
+            "is not a UUIDv7",
+            Box::new(|e: &mut Event| {
+                e.incident = "0192f0c1-7a2b-4c3d-8e4f-5a6b7c8d9e0f".parse().expect("v4")
+            }),
+        ),
+        (
+            "author is empty",
+            Box::new(|e: &mut Event| e.author = String::new()),
+        ),
+        (
+            "author is 5000 bytes, over the limit of 128",
+            Box::new(|e: &mut Event| e.author = "x".repeat(5_000)),
+        ),
+        (
+            "comment is 8193 bytes, over the limit of 8192",
+            Box::new(|e: &mut Event| {
+                e.payload = Payload::Commented {
+                    text: "x".repeat(8_193),
+                }
+            }),
+        ),
+        (
+            "photo width is 0",
+            Box::new(|e: &mut Event| {
+                e.payload = Payload::PhotoAdded(PhotoMeta {
+                    hash: BlobHash::of(b"p"),
+                    thumb: BlobHash::of(b"t"),
+                    kind: PhotoKind::Before,
+                    width: 0,
+                    height: 10,
+                    bytes: 10,
+                    captured_at: None,
+                })
+            }),
+        ),
+        (
+            "pred names 1025 events, over the limit of 1024",
+            Box::new(|e: &mut Event| {
+                let origin = e.origin;
+                e.payload = Payload::StatusChanged {
+                    status: Status::Accepted,
+                    pred: (1..=1025).map(|seq| EventId { origin, seq }).collect(),
+                }
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn a_batch_with_one_event_breaking_a_rule_is_refused_as_malformed_and_nothing_is_stored() {
+    let (mut sim, mut dev, mut street) = an_enrolled_device();
+    let id = dev.report(GRID, "Bags by the gate", &[], T0 + 1_000);
+    dev.edit(
+        id,
+        vec![Change::Comment("More bags".into())],
+        &[],
+        T0 + 2_000,
+    );
+    let ok = dev.events();
+    assert_eq!(ok.len(), 2);
+    for (want, breaks) in rule_breakers() {
+        let mut batch = ok.clone();
+        breaks(&mut batch[1]);
+        let got = sim.scripted(
+            &mut street,
+            dev.id,
+            &[hello_frame(&dev), events_frame(1, &batch)],
+        );
+        let Some(Message::Error { code, message }) = got.replies.last() else {
+            panic!("{want}: no Error in {:?}", got.replies);
+        };
+        assert_eq!(*code, ErrorCode::Malformed, "{want}: {message}");
+        let prefix = format!("batch 1, event 1 ({}/2): ", dev.id.short());
+        assert!(
+            message.starts_with(&prefix) && message.contains(want),
+            "{want}: {message}"
+        );
+        assert_eq!(
+            got.server_end.as_ref().map(|e| e.0),
+            Some(ErrorCode::Malformed)
+        );
+        assert_eq!(got.committed, 0);
+        assert_eq!(street.store.counts().expect("counts").events, 0, "{want}");
+    }
+    // The same batch unbroken is taken.
+    assert!(sim.sync(&mut dev, &mut street, &[]).finished());
+    assert_eq!(street.store.counts().expect("counts").events, 2);
+}
+
+#[test]
+fn a_download_page_with_one_event_breaking_a_rule_is_refused_as_malformed_and_nothing_is_stored() {
+    for (want, breaks) in rule_breakers() {
+        let mut sim = Sim::new(T0 + 10_000);
+        let mut street = street();
+        let mut a = device(7, "patrol-7");
+        let mut b = device(8, "patrol-8");
+        street.enroll(&a, GRID, T0);
+        street.enroll(&b, GRID, T0);
+        let x = b.report(GRID, "Flyers on the lamp post", &[], T0 + 1_000);
+        b.edit(
+            x,
+            vec![Change::Comment("Still there".into())],
+            &[],
+            T0 + 2_000,
+        );
+        assert!(sim.sync(&mut b, &mut street, &[]).finished());
+        // An event the street holds without having checked it (stored before admission
+        // checked the rules, or by a broken relay), after two good ones.
+        let mut bad = b.events()[1].clone();
+        bad.seq = 3;
+        breaks(&mut bad);
+        street
+            .store
+            .append_from(&b.id, &[bad], &[], T0 + 3_000)
+            .expect("stored unchecked");
+        assert_eq!(street.store.counts().expect("counts").events, 3);
+
+        let out = sim.sync(&mut a, &mut street, &[]);
+        match &out.end {
+            End::Failed(e @ SessionError::Malformed(why)) => {
+                assert_eq!(e.code(), ErrorCode::Malformed);
+                let prefix = format!("downloaded event 2 ({}/3): ", b.id.short());
+                assert!(
+                    why.starts_with(&prefix) && why.contains(want),
+                    "{want}: {why}"
+                );
+            }
+            other => panic!("{want}: expected a malformed page, got {other:?}"),
+        }
+        assert!(
+            out.sent(Dir::Up).iter().any(|m| matches!(
+                m,
+                Message::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                }
+            )),
+            "the child tells the parent why"
+        );
+        assert_eq!(a.store.counts().expect("counts").events, 0, "{want}");
+        assert_eq!(a.store.down_cursor(&street.id).expect("cursor"), 0);
+    }
+}
+
 #[test]
 fn a_hello_with_no_common_version_is_refused() {
     let mut sim = Sim::new(T0 + 10_000);

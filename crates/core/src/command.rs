@@ -7,8 +7,9 @@ use crate::event::{
     Severity, Status, Verdict,
 };
 use crate::hlc::{Clock, Hlc};
-use crate::ids::{GridCode, IncidentId, NodeId};
-use crate::merge::IncidentState;
+use crate::ids::{EventId, GridCode, IncidentId, NodeId};
+use crate::merge::{IncidentState, Register};
+use crate::rules::{self, RuleError};
 use crate::workflow;
 
 /// One change a local user asks for.
@@ -51,7 +52,7 @@ pub enum CommandError {
     SameLevel(Level),
     #[error("an evaluation needs the incident resolved, verified or closed; it is {0}")]
     EvaluateTooEarly(Status),
-    #[error("score {0} is out of range: use 1 to 5")]
+    #[error("score {0} is out of range: use {min} to {max}", min = limits::MIN_SCORE, max = limits::MAX_SCORE)]
     Score(u8),
     #[error("{field} is empty")]
     Empty { field: &'static str },
@@ -69,6 +70,33 @@ pub enum CommandError {
     NothingToDo,
     #[error("incident {0} has no report yet on this node; edits need the report first")]
     NotReported(IncidentId),
+    /// A planned event would break an admission rule its peers check ([`crate::rules`]).
+    #[error("{0}")]
+    Rule(#[from] RuleError),
+}
+
+/// The event ids a local write names in `pred` or `removes`: sorted ascending by
+/// `(origin bytes, seq)`, without duplicates, at most [`limits::MAX_REFS`] (the lowest). A
+/// register with more heads than that (only a flood of concurrent writes makes one) keeps the
+/// heads left out as conflicts, and the next write names them.
+fn refs(mut ids: Vec<EventId>) -> Vec<EventId> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids.truncate(limits::MAX_REFS);
+    ids
+}
+
+/// The `pred` of a new local write of the field `reg` holds: its heads, as [`refs`].
+fn pred<T>(reg: &Register<T>) -> Vec<EventId> {
+    refs(reg.heads())
+}
+
+/// Every planned payload must pass the admission rules, or peers would refuse the event.
+fn checked(payloads: Vec<Payload>) -> Result<Vec<Payload>, CommandError> {
+    for p in &payloads {
+        rules::check_payload(p)?;
+    }
+    Ok(payloads)
 }
 
 fn check_text(field: &'static str, text: &str, may_be_empty: bool) -> Result<(), CommandError> {
@@ -90,7 +118,7 @@ pub fn plan_report(report: Report, photos: Vec<PhotoMeta>) -> Result<Vec<Payload
     check_text("description", &report.description, false)?;
     let mut out = vec![Payload::Reported(report)];
     out.extend(photos.into_iter().map(Payload::PhotoAdded));
-    Ok(out)
+    checked(out)
 }
 
 /// The register a change writes, if any: each may be written once per command, because every
@@ -139,20 +167,20 @@ pub fn plan_edit(
                 check_text("description", &d, false)?;
                 Payload::Edited {
                     value: FieldValue::Description(d),
-                    pred: state.description.heads(),
+                    pred: pred(&state.description),
                 }
             }
             Change::Category(c) => Payload::Edited {
                 value: FieldValue::Category(c),
-                pred: state.category.heads(),
+                pred: pred(&state.category),
             },
             Change::Location(l) => Payload::Edited {
                 value: FieldValue::Location(l),
-                pred: state.location.heads(),
+                pred: pred(&state.location),
             },
             Change::Severity(s) => Payload::Edited {
                 value: FieldValue::Severity(s),
-                pred: state.severity.heads(),
+                pred: pred(&state.severity),
             },
             Change::Status(to) => {
                 if to == status {
@@ -173,7 +201,7 @@ pub fn plan_edit(
                 status = to;
                 Payload::StatusChanged {
                     status: to,
-                    pred: state.status.heads(),
+                    pred: pred(&state.status),
                 }
             }
             Change::Escalate { level: to, reason } => {
@@ -185,7 +213,7 @@ pub fn plan_edit(
                 Payload::Escalated {
                     level: to,
                     reason,
-                    pred: state.level.heads(),
+                    pred: pred(&state.level),
                 }
             }
             Change::Assign { assignee, due } => {
@@ -193,7 +221,7 @@ pub fn plan_edit(
                 Payload::Assigned {
                     assignee,
                     due,
-                    pred: state.assignee.heads(),
+                    pred: pred(&state.assignee),
                 }
             }
             Change::Comment(text) => {
@@ -201,7 +229,7 @@ pub fn plan_edit(
                 Payload::Commented { text }
             }
             Change::Evaluate { score, verdict } => {
-                if !(1..=5).contains(&score) {
+                if !(limits::MIN_SCORE..=limits::MAX_SCORE).contains(&score) {
                     return Err(CommandError::Score(score));
                 }
                 if !workflow::can_evaluate(status) {
@@ -210,12 +238,12 @@ pub fn plan_edit(
                 Payload::Evaluated {
                     score,
                     verdict: verdict.unwrap_or(Verdict::from_score(score)),
-                    pred: state.evaluation.heads(),
+                    pred: pred(&state.evaluation),
                 }
             }
             Change::AddPhoto(meta) => Payload::PhotoAdded(meta),
             Change::RemovePhoto(hash) => {
-                let removes = state.photo_adds(&hash);
+                let removes = refs(state.photo_adds(&hash));
                 if removes.is_empty() {
                     return Err(CommandError::NoSuchPhoto(hash));
                 }
@@ -223,7 +251,7 @@ pub fn plan_edit(
             }
         });
     }
-    Ok(out)
+    checked(out)
 }
 
 /// Stamps a node's own events: origin, contiguous sequence numbers and HLC timestamps.
@@ -284,5 +312,207 @@ impl Writer {
     /// Moves the clock past a timestamp seen in a stored or received event.
     pub fn observe(&mut self, hlc: Hlc) {
         self.clock = Clock::new(self.clock.last().max(hlc));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{LocationSource, PhotoKind};
+    use crate::rules::check_rules;
+
+    const NOW: u64 = 1_764_000_000_000;
+
+    fn grid() -> GridCode {
+        "110101/002/014/03".parse().expect("grid")
+    }
+
+    fn photo(n: u8) -> PhotoMeta {
+        PhotoMeta {
+            hash: BlobHash::of(&[n]),
+            thumb: BlobHash::of(&[n, n]),
+            kind: PhotoKind::Before,
+            width: 1,
+            height: 1,
+            bytes: 1,
+            captured_at: None,
+        }
+    }
+
+    /// A writer whose author is as long as an author may be, and an incident it reported.
+    fn reported(writer: &mut Writer, description: &str) -> (IncidentState, Vec<Event>) {
+        let id = IncidentId::new_v7(NOW, [5; 10]);
+        let report = Report {
+            category: Category::from_catalogue("garbage").expect("category"),
+            description: description.into(),
+            location: None,
+            observed_at: Some(NOW as i64),
+            severity: Severity::Normal,
+        };
+        let mut state = IncidentState::new(id);
+        let mut events = Vec::new();
+        for p in plan_report(report, vec![photo(1)]).expect("report") {
+            let e = writer.write(id, &grid(), p, NOW);
+            state.apply(&e);
+            events.push(e);
+        }
+        (state, events)
+    }
+
+    fn apply(
+        writer: &mut Writer,
+        state: &mut IncidentState,
+        changes: Vec<Change>,
+        events: &mut Vec<Event>,
+    ) {
+        for p in plan_edit(state, changes).expect("a valid command") {
+            let e = writer.write(state.id, &grid(), p, NOW);
+            state.apply(&e);
+            events.push(e);
+        }
+    }
+
+    /// Every kind of command, with texts at their limits, writes events every peer admits.
+    #[test]
+    fn every_command_kind_writes_events_that_pass_the_admission_rules() {
+        let long = "x".repeat(limits::MAX_TEXT_BYTES);
+        let author = "a".repeat(limits::MAX_AUTHOR_BYTES);
+        let mut w = Writer::new(NodeId([1; 32]), author, 1, Hlc::default());
+        let (mut state, mut events) = reported(&mut w, &long);
+        let location = Location::new(-90.0, 180.0, LocationSource::Gps).expect("location");
+        let plans = vec![
+            vec![
+                Change::Description(long.clone()),
+                Change::Category(Category::from_catalogue("sewage").expect("category")),
+                Change::Location(location),
+                Change::Severity(Severity::Urgent),
+                Change::Comment(long.clone()),
+                Change::AddPhoto(photo(2)),
+            ],
+            vec![Change::Status(Status::Accepted)],
+            vec![
+                Change::Escalate {
+                    level: Level::Street,
+                    reason: String::new(),
+                },
+                Change::Assign {
+                    assignee: long.clone(),
+                    due: Some(NOW as i64),
+                },
+            ],
+            vec![
+                Change::Escalate {
+                    level: Level::District,
+                    reason: long.clone(),
+                },
+                Change::RemovePhoto(photo(1).hash),
+            ],
+            vec![Change::Status(Status::Resolved)],
+            vec![Change::Evaluate {
+                score: limits::MIN_SCORE,
+                verdict: None,
+            }],
+            vec![Change::Evaluate {
+                score: limits::MAX_SCORE,
+                verdict: Some(Verdict::Acceptable),
+            }],
+        ];
+        for changes in plans {
+            apply(&mut w, &mut state, changes, &mut events);
+        }
+        assert_eq!(events.len(), 16);
+        for e in &events {
+            assert_eq!(check_rules(e), Ok(()), "{:?}", e.payload);
+        }
+    }
+
+    #[test]
+    fn a_photo_peers_would_refuse_is_refused_locally() {
+        let mut bad = photo(3);
+        bad.width = 0;
+        let report = Report {
+            category: Category::from_catalogue("garbage").expect("category"),
+            description: "d".into(),
+            location: None,
+            observed_at: None,
+            severity: Severity::Normal,
+        };
+        assert_eq!(
+            plan_report(report, vec![bad.clone()]),
+            Err(CommandError::Rule(RuleError::Photo { field: "width" }))
+        );
+        let mut w = Writer::new(NodeId([1; 32]), "w", 1, Hlc::default());
+        let (state, _) = reported(&mut w, "d");
+        assert_eq!(
+            plan_edit(&state, vec![Change::AddPhoto(bad)])
+                .unwrap_err()
+                .to_string(),
+            "photo width is 0; it must be at least 1"
+        );
+    }
+
+    /// `pred` and `removes` come sorted by (origin, seq), without duplicates, at most
+    /// `MAX_REFS` of them, whatever the order the state holds its heads in.
+    #[test]
+    fn preds_are_sorted_unique_and_bounded() {
+        let mut w = Writer::new(NodeId([0x80; 32]), "w", 1, Hlc::default());
+        let (mut state, _) = reported(&mut w, "d");
+        let report_id = state.report.as_ref().expect("reported").stamp.id();
+        // Concurrent severity writes (naming only the report) from many origins, stamped in
+        // the reverse order of their ids; the same photo added by each of them.
+        let n = limits::MAX_REFS + 10;
+        for k in 0..n {
+            let mut origin = NodeId([0; 32]);
+            origin.0[..2].copy_from_slice(&(k as u16).to_le_bytes());
+            let mut other = Writer::new(origin, "o", 1, Hlc::new(NOW + (n - k) as u64, 0));
+            for payload in [
+                Payload::Edited {
+                    value: FieldValue::Severity(Severity::High),
+                    pred: vec![report_id],
+                },
+                Payload::PhotoAdded(photo(1)),
+            ] {
+                state.apply(&other.write(state.id, &grid(), payload, NOW));
+            }
+        }
+        assert_eq!(state.severity.heads().len(), n);
+        let planned = plan_edit(
+            &state,
+            vec![
+                Change::Severity(Severity::Low),
+                Change::RemovePhoto(photo(1).hash),
+            ],
+        )
+        .expect("plan");
+        for (p, all) in planned
+            .iter()
+            .zip([state.severity.heads(), state.photo_adds(&photo(1).hash)])
+        {
+            let ids = match p {
+                Payload::Edited { pred, .. } => pred,
+                Payload::PhotoRemoved { removes, .. } => removes,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(ids.len(), limits::MAX_REFS);
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "ascending, no duplicates"
+            );
+            let mut want = all;
+            want.sort();
+            want.truncate(limits::MAX_REFS);
+            assert_eq!(*ids, want, "the lowest ids");
+            assert_eq!(rules::check_payload(p), Ok(()));
+        }
+        // The heads left out stay as conflicts; the next edit names them.
+        let mut w = Writer::new(NodeId([0xff; 32]), "w", 1, Hlc::new(NOW + 10_000, 0));
+        for p in planned {
+            state.apply(&w.write(state.id, &grid(), p, NOW));
+        }
+        assert_eq!(state.severity.heads().len(), n - limits::MAX_REFS + 1);
+        assert_eq!(state.severity.value(), Some(&Severity::Low));
+        let p = plan_edit(&state, vec![Change::Severity(Severity::Normal)]).expect("plan");
+        state.apply(&w.write(state.id, &grid(), p[0].clone(), NOW));
+        assert_eq!(state.severity.heads().len(), 1);
     }
 }

@@ -475,12 +475,19 @@ impl fmt::Display for Category {
     }
 }
 
-/// Limits on text fields, checked by local commands (merge accepts what decodes).
+/// Bounds on an event's fields. Local commands keep them ([`crate::command`]) and every
+/// receiver refuses an event that breaks one ([`crate::rules`]); merge accepts what decodes.
 pub mod limits {
     /// Longest description, comment, reason or assignee, in bytes.
     pub const MAX_TEXT_BYTES: usize = 8 * 1024;
     /// Longest author name, in bytes.
     pub const MAX_AUTHOR_BYTES: usize = 128;
+    /// Lowest evaluation score.
+    pub const MIN_SCORE: u8 = 1;
+    /// Highest evaluation score.
+    pub const MAX_SCORE: u8 = 5;
+    /// Most event ids one `pred` or `removes` list may name.
+    pub const MAX_REFS: usize = 1024;
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! An append-only log of photo-backed incident reports ([`event`]), hybrid logical clocks
 //! ([`hlc`]), the CRDT merge that folds events into incident state whatever order they arrive
 //! in ([`merge`]), the workflow rules local commands obey ([`workflow`], [`command`]), the
-//! incident JSON contract ([`view`]) and the one codec for every encoded byte ([`codec`]).
+//! bounds every received event must keep ([`rules`]), the incident JSON contract ([`view`])
+//! and the one codec for every encoded byte ([`codec`]).
 //!
 //! **Invariant:** this crate performs no I/O. It reads no clock, no random source, no file and
 //! no socket: time and randomness are passed in.
@@ -35,6 +36,7 @@ pub mod event;
 pub mod hlc;
 pub mod ids;
 pub mod merge;
+pub mod rules;
 pub mod view;
 pub mod workflow;
 
@@ -47,4 +49,5 @@ pub use event::{
 pub use hlc::{Clock, ClockError, Hlc};
 pub use ids::{EventId, GridCode, IncidentId, NodeId, Scope};
 pub use merge::IncidentState;
+pub use rules::{check_rules, RuleError};
 pub use view::IncidentView;

@@ -6,15 +6,19 @@
 //!
 //! - **Registers** (description, category, location, severity, status, level, assignee,
 //!   evaluation) are multi-value registers resolved last-writer-wins. Each write names in
-//!   `pred` the writes its author's state showed for that field. A write is *superseded* once
-//!   any write names it. The writes not superseded are the register's *heads*; the head with the
+//!   `pred` the writes its author's state showed for that field. `pred` is a set: order and
+//!   repeated entries carry no meaning, an entry naming the write itself is ignored, and an
+//!   entry naming an event not (yet) held supersedes that event when it arrives. A write is
+//!   *superseded* once any write names it. The writes not superseded are the register's *heads*; the head with the
 //!   highest `(HLC, origin)` stamp is the value. Every other head was written concurrently and
 //!   lost without its author's rival having seen it: it is listed in `conflicts` (field, value
 //!   kept, value lost, who lost) until a later write that saw it supersedes it. Because a
 //!   hybrid logical clock is always ahead of everything its node has seen, a write that saw
 //!   another is always stamped after it.
-//! - **Photos** are an add-wins set: a removal removes only the adds it names (those its
-//!   author saw), so a photo added concurrently with a removal stays.
+//! - **Photos** are an add-wins set: a removal removes only the adds it names in `removes`
+//!   (those its author saw; a set too), so a photo added concurrently with a removal stays.
+//!   Only `removes` counts: the removal's `hash` is not compared with the adds', and an entry
+//!   naming anything but a photo add removes nothing.
 //! - **Comments** are ordered by `(HLC, origin)`.
 //! - Merge never refuses an event on workflow grounds: workflow rules are checked only when a
 //!   local command is issued ([`crate::command`]). Convergence comes first.
@@ -61,10 +65,13 @@ impl<T> Default for Register<T> {
 }
 
 impl<T> Register<T> {
+    /// `pred` is a set: its order and repeated entries mean nothing, and an entry naming the
+    /// write itself is ignored (a write cannot replace itself).
     fn apply(&mut self, stamp: Stamp, author: &str, value: T, pred: &[EventId]) {
-        self.superseded.extend(pred.iter().copied());
-        self.heads.retain(|w| !pred.contains(&w.stamp.id()));
         let id = stamp.id();
+        let named = || pred.iter().filter(|p| **p != id);
+        self.superseded.extend(named().copied());
+        self.heads.retain(|w| !named().any(|p| *p == w.stamp.id()));
         if self.superseded.contains(&id) || self.heads.iter().any(|w| w.stamp.id() == id) {
             return;
         }
@@ -89,7 +96,8 @@ impl<T> Register<T> {
         self.winner().map(|w| &w.value)
     }
 
-    /// The writes a new local write of this field replaces (its `pred`).
+    /// The heads' ids, in stamp order: the writes a new local write of this field replaces
+    /// (its `pred`, once sorted by id: see [`crate::command`]).
     pub fn heads(&self) -> Vec<EventId> {
         self.heads.iter().map(|w| w.stamp.id()).collect()
     }
@@ -352,5 +360,151 @@ impl IncidentState {
             .filter(|(id, p)| p.meta.hash == *hash && !self.removed_photos.contains(id))
             .map(|(id, _)| *id)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Report;
+    use crate::hlc::Hlc;
+    use crate::ids::NodeId;
+
+    const A: NodeId = NodeId([0xa1; 32]);
+    const B: NodeId = NodeId([0xb2; 32]);
+
+    fn incident() -> IncidentId {
+        IncidentId::new_v7(1_764_000_000_000, [3; 10])
+    }
+
+    fn event(origin: NodeId, seq: u64, ms: u64, payload: Payload) -> Event {
+        Event {
+            origin,
+            seq,
+            hlc: Hlc::new(ms, 0),
+            incident: incident(),
+            grid: "110101/002/014/03".parse().expect("grid"),
+            author: "w".into(),
+            payload,
+            signature: None,
+        }
+    }
+
+    fn id(origin: NodeId, seq: u64) -> EventId {
+        EventId { origin, seq }
+    }
+
+    fn severity(origin: NodeId, seq: u64, ms: u64, s: Severity, pred: Vec<EventId>) -> Event {
+        event(
+            origin,
+            seq,
+            ms,
+            Payload::Edited {
+                value: FieldValue::Severity(s),
+                pred,
+            },
+        )
+    }
+
+    fn report() -> Event {
+        event(
+            A,
+            1,
+            1_000,
+            Payload::Reported(Report {
+                category: Category::try_from("garbage".to_owned()).expect("category"),
+                description: "d".into(),
+                location: None,
+                observed_at: None,
+                severity: Severity::Low,
+            }),
+        )
+    }
+
+    /// Two concurrent severity writes (A:2, B:1), then a third naming both in `pred`.
+    fn with_pred(pred: Vec<EventId>) -> IncidentState {
+        IncidentState::replay(
+            incident(),
+            &[
+                report(),
+                severity(A, 2, 2_000, Severity::High, vec![id(A, 1)]),
+                severity(B, 1, 2_001, Severity::Normal, vec![id(A, 1)]),
+                severity(A, 3, 3_000, Severity::Urgent, pred),
+            ],
+        )
+    }
+
+    #[test]
+    fn pred_order_and_duplicates_mean_nothing() {
+        let sorted = with_pred(vec![id(A, 2), id(B, 1)]);
+        assert_eq!(sorted.severity.value(), Some(&Severity::Urgent));
+        assert!(sorted.severity.losers().is_empty());
+        for pred in [
+            vec![id(B, 1), id(A, 2)],
+            vec![id(B, 1), id(A, 2), id(B, 1), id(A, 2), id(A, 2)],
+            vec![id(A, 2), id(A, 2), id(B, 1)],
+        ] {
+            assert_eq!(with_pred(pred.clone()), sorted, "{pred:?}");
+        }
+    }
+
+    #[test]
+    fn a_write_naming_itself_is_read_as_not_naming_itself() {
+        // A:3 names itself too: that entry is ignored, so it cannot clear the register.
+        let s = with_pred(vec![id(A, 3), id(A, 2), id(B, 1), id(A, 3)]);
+        assert_eq!(s, with_pred(vec![id(A, 2), id(B, 1)]));
+        assert_eq!(s.severity.value(), Some(&Severity::Urgent));
+        let alone = IncidentState::replay(
+            incident(),
+            &[severity(A, 3, 3_000, Severity::Urgent, vec![id(A, 3)])],
+        );
+        assert_eq!(alone.severity.value(), Some(&Severity::Urgent));
+        assert_eq!(alone.severity.heads(), vec![id(A, 3)]);
+    }
+
+    #[test]
+    fn naming_an_unknown_event_supersedes_it_when_it_arrives() {
+        let later = severity(B, 9, 2_500, Severity::Normal, vec![]);
+        let naming = severity(A, 2, 2_000, Severity::High, vec![id(B, 9), id(A, 1)]);
+        for order in [
+            vec![report(), naming.clone()],
+            vec![report(), naming.clone(), later.clone()],
+            vec![later.clone(), report(), naming.clone()],
+        ] {
+            let s = IncidentState::replay(incident(), &order);
+            // B:9 is stamped after A:2 but was named by it: it never shows, not even as a
+            // conflict.
+            assert_eq!(s.severity.value(), Some(&Severity::High));
+            assert!(s.severity.losers().is_empty());
+        }
+        // A pred naming an event of another field, or a removal naming something that is not
+        // a photo add, changes nothing.
+        let s = IncidentState::replay(
+            incident(),
+            &[
+                report(),
+                event(
+                    B,
+                    1,
+                    2_000,
+                    Payload::StatusChanged {
+                        status: Status::Accepted,
+                        pred: vec![id(A, 7), id(A, 1)],
+                    },
+                ),
+                event(
+                    B,
+                    2,
+                    2_100,
+                    Payload::PhotoRemoved {
+                        hash: BlobHash::of(b"p"),
+                        removes: vec![id(A, 1), id(B, 2)],
+                    },
+                ),
+            ],
+        );
+        assert_eq!(s.severity.value(), Some(&Severity::Low));
+        assert_eq!(s.status(), Status::Accepted);
+        assert!(s.status.losers().is_empty());
     }
 }

@@ -18,8 +18,11 @@
 //! ```
 //!
 //! The first sixteen keys are the contract; keys after `event_count` are extensions. Times
-//! are RFC 3339 UTC with milliseconds. A field never written is `null` (before the report
-//! event arrives, `category`, `description` and `reporter` are `null` too).
+//! are RFC 3339 UTC with milliseconds. A field never written is `null` (`reporter` and
+//! `observed_at` stay `null` until the report event arrives, whatever else has).
+//!
+//! `proto/EVENTS.md` ("Incident JSON") is the normative description of every key, and holds a
+//! complete example that `tests/incident_json.rs` checks against this code.
 
 use serde::Serialize;
 use serde_json::{json, Value};

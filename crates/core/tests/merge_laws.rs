@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gridsync_core::codec;
 use gridsync_core::command::{self, Change};
 use gridsync_core::merge::{Assignment, Escalation, Evaluation, Register};
+use gridsync_core::rules;
 use gridsync_core::workflow;
 use gridsync_core::{
     BlobHash, Category, Event, EventId, FieldValue, GridCode, Hlc, IncidentId, IncidentState,
@@ -149,50 +150,57 @@ fn location(rng: &mut Rng) -> Location {
     Location::new(lat, lon, rng.pick(LocationSource::ALL)).expect("in range")
 }
 
+/// Event ids as local writers list them: ascending by `(origin, seq)`, without duplicates.
+fn sorted(mut ids: Vec<EventId>) -> Vec<EventId> {
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// What `plan_edit` would produce for `change`, without any workflow or text check: what a
 /// node whose rules differ (or a newer version) may write, and merge must accept.
 fn direct(st: &IncidentState, change: Change) -> Payload {
     match change {
         Change::Description(d) => Payload::Edited {
             value: FieldValue::Description(d),
-            pred: st.description.heads(),
+            pred: sorted(st.description.heads()),
         },
         Change::Category(c) => Payload::Edited {
             value: FieldValue::Category(c),
-            pred: st.category.heads(),
+            pred: sorted(st.category.heads()),
         },
         Change::Location(l) => Payload::Edited {
             value: FieldValue::Location(l),
-            pred: st.location.heads(),
+            pred: sorted(st.location.heads()),
         },
         Change::Severity(s) => Payload::Edited {
             value: FieldValue::Severity(s),
-            pred: st.severity.heads(),
+            pred: sorted(st.severity.heads()),
         },
         Change::Status(status) => Payload::StatusChanged {
             status,
-            pred: st.status.heads(),
+            pred: sorted(st.status.heads()),
         },
         Change::Escalate { level, reason } => Payload::Escalated {
             level,
             reason,
-            pred: st.level.heads(),
+            pred: sorted(st.level.heads()),
         },
         Change::Assign { assignee, due } => Payload::Assigned {
             assignee,
             due,
-            pred: st.assignee.heads(),
+            pred: sorted(st.assignee.heads()),
         },
         Change::Comment(text) => Payload::Commented { text },
         Change::Evaluate { score, verdict } => Payload::Evaluated {
             score,
             verdict: verdict.unwrap_or(Verdict::from_score(score)),
-            pred: st.evaluation.heads(),
+            pred: sorted(st.evaluation.heads()),
         },
         Change::AddPhoto(meta) => Payload::PhotoAdded(meta),
         Change::RemovePhoto(hash) => Payload::PhotoRemoved {
             hash,
-            removes: st.photo_adds(&hash),
+            removes: sorted(st.photo_adds(&hash)),
         },
     }
 }
@@ -393,7 +401,8 @@ impl Sim {
             .map(|_| photo(rng.below(4), rng))
             .collect();
         for payload in command::plan_report(report, photos).expect("valid report") {
-            self.write(r, i, payload, now);
+            let e = self.write(r, i, payload, now);
+            assert_eq!(rules::check_rules(&e), Ok(()), "{e:?}");
         }
         self.reported[i] = true;
     }
@@ -427,8 +436,14 @@ impl Sim {
                 Ok(mut planned) => {
                     assert_eq!(planned.len(), 1);
                     let p = planned.remove(0);
-                    assert_eq!(p, unchecked, "plan_edit must name the state's heads");
-                    p
+                    assert_eq!(
+                        p, unchecked,
+                        "plan_edit must name the state's heads, sorted"
+                    );
+                    let e = self.write(r, i, p, now);
+                    // What a local command writes, every peer admits.
+                    assert_eq!(rules::check_rules(&e), Ok(()), "{e:?}");
+                    return;
                 }
                 // The workflow refuses it here; another node's rules may not.
                 Err(_) => unchecked,
@@ -584,7 +599,8 @@ fn model_heads(events: &[Event], field: Field) -> Vec<(Stamp, String, Value)> {
     let mut all = BTreeMap::new();
     for e in events {
         if let Some((value, pred)) = writes(e, field) {
-            superseded.extend(pred);
+            // A write's entry naming itself means nothing.
+            superseded.extend(pred.into_iter().filter(|p| *p != e.id()));
             all.insert(e.stamp(), (e.author.clone(), value));
         }
     }
@@ -830,6 +846,48 @@ proptest! {
     fn random_histories_obey_the_merge_laws(script in script(80)) {
         let mut sim = Sim::run(&script);
         check_laws(&mut sim, script.seed);
+    }
+}
+
+/// `e` with its `pred` or `removes` entries shuffled and some of them repeated (what a
+/// receiver must accept from another implementation).
+fn scramble_refs(e: &Event, rng: &mut Rng) -> Event {
+    let mut e = e.clone();
+    let ids = match &mut e.payload {
+        Payload::Edited { pred, .. }
+        | Payload::StatusChanged { pred, .. }
+        | Payload::Escalated { pred, .. }
+        | Payload::Assigned { pred, .. }
+        | Payload::Evaluated { pred, .. } => pred,
+        Payload::PhotoRemoved { removes, .. } => removes,
+        Payload::Reported(_) | Payload::PhotoAdded(_) | Payload::Commented { .. } => return e,
+    };
+    let repeated: Vec<EventId> = ids.iter().filter(|_| rng.chance(1, 2)).copied().collect();
+    ids.extend(repeated);
+    rng.shuffle(ids);
+    if rng.chance(1, 2) {
+        ids.reverse();
+    }
+    e
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    /// `pred` and `removes` are sets: permuting or repeating their entries changes no state
+    /// (and so no incident JSON), whatever the order the events are folded in.
+    #[test]
+    fn pred_and_removes_are_sets(script in script(80)) {
+        let sim = Sim::run(&script);
+        let mut rng = Rng::new(script.seed ^ 0x7072_6564);
+        for (i, id) in sim.incidents.iter().enumerate() {
+            let events = sim.incident_events(i);
+            let full = IncidentState::replay(*id, &events);
+            let scrambled: Vec<Event> = events.iter().map(|e| scramble_refs(e, &mut rng)).collect();
+            assert_same(&IncidentState::replay(*id, &scrambled), &full, "scrambled refs");
+            let order = shuffled_with_duplicates(&scrambled, &mut rng);
+            assert_same(&IncidentState::replay(*id, &order), &full, "scrambled refs, shuffled");
+        }
     }
 }
 

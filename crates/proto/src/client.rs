@@ -540,6 +540,13 @@ impl ClientSession {
                             ))))
                         }
                     };
+                    if let Err(why) = gridsync_core::check_rules(&e) {
+                        return Ok(self.fail_with_error(SessionError::Malformed(format!(
+                            "downloaded event {i} ({}/{}): {why}",
+                            e.origin.short(),
+                            e.seq
+                        ))));
+                    }
                     if !self.scope.as_ref().is_some_and(|s| s.contains(&e.grid)) {
                         return Ok(self.fail_with_error(SessionError::Protocol(format!(
                             "the relay sent event {}/{} of grid {}, outside this node's scope",

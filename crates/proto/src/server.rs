@@ -406,6 +406,16 @@ impl ServerSession {
                     )
                 }
             };
+            if let Err(e) = gridsync_core::check_rules(&event) {
+                return self.fail(
+                    ErrorCode::Malformed,
+                    format!(
+                        "batch {batch}, event {i} ({}/{}): {e}",
+                        event.origin.short(),
+                        event.seq
+                    ),
+                );
+            }
             if peer.role == Role::Device
                 && event.origin != peer.node
                 && !crate::faults::accept_forged_origin(&self.config)

@@ -101,15 +101,59 @@ fn kind_text(kind: WireKind) -> &'static str {
 }
 
 /// A store error as a session sees it: refusals keep their kind, anything else is internal.
+///
+/// The message may be sent to the peer (a relay's refusal of a batch, a blob refused): it
+/// names the event or blob and the figures, and never this node's database path or SQL. The
+/// full error, path included, goes to the local log.
 fn storage(e: StoreError) -> StorageError {
     let kind = match e {
         StoreError::ClockAhead { .. } => StorageErrorKind::ClockAhead,
         StoreError::Equivocation { .. } => StorageErrorKind::Equivocation,
         _ => StorageErrorKind::Internal,
     };
+    if kind == StorageErrorKind::Internal {
+        tracing::error!(error = %e, "store failed during a sync session");
+    } else {
+        tracing::warn!(error = %e, "store refused a batch");
+    }
     StorageError {
         kind,
-        message: e.to_string(),
+        message: without_path(&e),
+    }
+}
+
+/// What a store error says without the path it names (or the SQLite error, which can quote
+/// SQL): what a peer may be told.
+fn without_path(e: &StoreError) -> String {
+    match e {
+        StoreError::ClockAhead {
+            origin, seq, error, ..
+        } => format!("event {}/{seq} refused: {error}", origin.short()),
+        StoreError::Equivocation { origin, seq, .. } => {
+            format!(
+                "event {}/{seq} is already stored with different content; refusing the batch",
+                origin.short()
+            )
+        }
+        StoreError::BlobMismatch { hash, .. } => {
+            format!("blob {hash} does not match its bytes; refusing the batch")
+        }
+        StoreError::BlobUpload { hash, why, .. } => format!("blob {hash}: {why}"),
+        StoreError::Corrupt { what, error, .. } => format!("stored {what} is corrupt: {error}"),
+        StoreError::StateTooLarge {
+            incident, bytes, ..
+        } => format!(
+            "incident {incident}: its state would be {bytes} bytes, over the {} limit",
+            gridsync_core::codec::MAX_ENCODED
+        ),
+        StoreError::CorruptRow { what, .. } => format!("corrupt row: {what}"),
+        StoreError::Enrollment { node, why, .. } => format!("cannot enroll {node}: {why}"),
+        StoreError::Sqlite { context, .. } => format!("storage failed ({context})"),
+        StoreError::Missing { .. }
+        | StoreError::Exists { .. }
+        | StoreError::NotAStore { .. }
+        | StoreError::NewerSchema { .. }
+        | StoreError::NoIdentity { .. } => "the store is not usable".to_owned(),
     }
 }
 

@@ -392,7 +392,7 @@ fn commit_is_idempotent_records_via_and_keeps_refusal_kinds() {
     forged.author = "someone else".into();
     let err = s.commit(&child, &[forged], NOW).unwrap_err();
     assert_eq!(err.kind, StorageErrorKind::Equivocation, "{err}");
-    assert!(err.message.contains(":memory:"), "{err}");
+    assert!(!err.message.contains(":memory:"), "{err}");
 
     let mut ahead = Writer::new(node(4), "w", 1, Hlc::new(NOW + 3_600_000, 0));
     let late = ahead.write(
@@ -408,6 +408,80 @@ fn commit_is_idempotent_records_via_and_keeps_refusal_kinds() {
         !s.has_event(&fine[0].id()).unwrap(),
         "nothing of the batch stored"
     );
+}
+
+/// The message of a refusal goes to the peer: it names the event and the figures, never the
+/// database's path (or SQL); the full error, with the path, is only logged.
+#[test]
+fn refusals_name_the_event_and_the_figures_but_never_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay-secret-dir").join("street.db");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut s = Store::create(&path).unwrap();
+    let dir_text = dir.path().display().to_string();
+    let no_path = |err: &StorageError| {
+        for leak in [
+            dir_text.as_str(),
+            "relay-secret-dir",
+            "street.db",
+            "SELECT",
+            "INSERT",
+        ] {
+            assert!(!err.message.contains(leak), "{leak:?} in {err}");
+        }
+    };
+    let child = node(1);
+    let events = comments(child, "110101/002/014/03", 3);
+    s.commit(&child, &events, NOW).unwrap();
+
+    let mut forged = events[1].clone();
+    forged.author = "someone else".into();
+    for err in [
+        s.commit(&child, std::slice::from_ref(&forged), NOW)
+            .unwrap_err(),
+        s.commit_download(&node(50), std::slice::from_ref(&forged), 1, NOW)
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.kind, StorageErrorKind::Equivocation, "{err}");
+        no_path(&err);
+        assert_eq!(
+            err.message,
+            "event 01010101/2 is already stored with different content; refusing the batch"
+        );
+    }
+
+    let mut ahead = Writer::new(node(4), "w", 1, Hlc::new(NOW + 3_600_000, 0));
+    let late = ahead.write(
+        IncidentId::new_v7(NOW, [4; 10]),
+        &grid("110101/002/014/03"),
+        Payload::Commented { text: "x".into() },
+        NOW,
+    );
+    for err in [
+        s.commit(&child, std::slice::from_ref(&late), NOW)
+            .unwrap_err(),
+        s.commit_download(&node(50), std::slice::from_ref(&late), 1, NOW)
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.kind, StorageErrorKind::ClockAhead, "{err}");
+        no_path(&err);
+        let m = &err.message;
+        assert!(m.starts_with("event 04040404/1 refused: "), "{m}");
+        // How far ahead, and the limit.
+        assert!(
+            m.contains("3600000 ms ahead") && m.contains("limit 600000 ms"),
+            "{m}"
+        );
+    }
+
+    // An internal failure a peer hears of (a blob write refused) names the blob, not the file.
+    let hash = BlobHash::of(b"photo");
+    let err = s
+        .blob_write(&hash, WireKind::Photo, 5, 3, b"to")
+        .unwrap_err();
+    assert_eq!(err.kind, StorageErrorKind::Internal);
+    no_path(&err);
+    assert!(err.message.contains(&hash.to_hex()), "{err}");
 }
 
 // ---- page -----------------------------------------------------------------------------------
