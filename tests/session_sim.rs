@@ -738,6 +738,110 @@ fn a_wall_of_refused_blobs_does_not_hold_back_the_blobs_behind_it() {
 
 // ---- 8. refusals -------------------------------------------------------------------------
 
+/// The `BlobRefused` answers the child got: hash, code, message.
+fn blob_refusals(out: &Outcome) -> Vec<(gridsync_core::BlobHash, ErrorCode, String)> {
+    out.delivered(Dir::Down)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::BlobRefused {
+                hash,
+                code,
+                message,
+            } => Some((*hash, *code, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_relay_refuses_photo_blobs_that_are_not_photos_gridsync_stores_and_stores_real_ones() {
+    let (mut sim, mut dev, mut street) = an_enrolled_device();
+    street.blob_check =
+        gridsync_relay::server_config(street.id, street.role, "street-002").blob_check;
+    assert!(street.blob_check.is_some(), "the relay checks blobs");
+    // Each event names its blobs honestly (their real hashes and sizes); but one "photo" is
+    // text, and one is a camera JPEG that skipped the pipeline (EXIF with GPS and an Artist).
+    let camera = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/photos/street-640x427-gps.jpg"),
+    )
+    .expect("fixture");
+    let text = FakePhoto {
+        photo: b"GPS 39.8927N 116.4284E; not a photo at all\n".repeat(50),
+        thumb: FakePhoto::fixture("plain-512.png").thumb,
+        size: (512, 512),
+    };
+    let raw = FakePhoto {
+        photo: camera,
+        thumb: FakePhoto::fixture("cat-2400x1600-rot8.jpg").thumb,
+        size: (640, 427),
+    };
+    let real = FakePhoto::fixture("street-640x427-gps.jpg");
+    dev.report(
+        GRID,
+        "Bags piled by the east gate",
+        &[text.clone(), raw.clone(), real.clone()],
+        T0 + 1_000,
+    );
+
+    let out = sim.sync(&mut dev, &mut street, &[]);
+    assert!(
+        out.finished(),
+        "a refused blob does not end the session: {:?}",
+        out.end
+    );
+    let refusals = blob_refusals(&out);
+    assert_eq!(
+        refusals,
+        [
+            (
+                text.hash(),
+                ErrorCode::BlobMismatch,
+                "not a photo gridsync stores: not a JPEG image".to_owned()
+            ),
+            (
+                raw.hash(),
+                ErrorCode::BlobMismatch,
+                "not a photo gridsync stores: an APP1 segment (EXIF or XMP metadata) at byte 20; stored photos carry no metadata".to_owned()
+            ),
+        ]
+    );
+    assert_eq!(ErrorCode::BlobMismatch.as_u16(), 10);
+    // Four stored (three thumbnails and the real photo), two refused.
+    assert_eq!((out.summary.blobs_up, out.summary.blobs_refused), (4, 2));
+    // Nothing of the refused ones is stored, not even a partial: they are wanted from 0.
+    for bad in [&text, &raw] {
+        assert_eq!(street.store.blob(&bad.hash()).expect("read"), None);
+        assert_eq!(
+            street.store.blob_state(&bad.hash()).expect("state"),
+            BlobState::Missing
+        );
+    }
+    // The real photo and every (real) thumbnail went through.
+    assert_blobs_held(&street, std::slice::from_ref(&real));
+    for p in [&text, &raw] {
+        assert_eq!(
+            street.store.blob(&p.thumb_hash()).expect("read").as_ref(),
+            Some(&p.thumb)
+        );
+    }
+    let pending = dev.store.pending(&dev.id).expect("pending");
+    assert_eq!(
+        (pending.events, pending.blobs),
+        (0, 2),
+        "the device keeps both"
+    );
+
+    // They are offered again next time, and refused again; still nothing is stored.
+    sim.advance(60_000);
+    let out = sim.sync(&mut dev, &mut street, &[]);
+    assert!(out.finished(), "{:?}", out.end);
+    let again: Vec<_> = blob_refusals(&out).into_iter().map(|r| r.0).collect();
+    assert_eq!(again, [text.hash(), raw.hash()]);
+    assert_eq!(street.store.blob(&text.hash()).expect("read"), None);
+    assert_eq!(street.store.blob(&raw.hash()).expect("read"), None);
+}
+
 #[test]
 fn a_device_not_enrolled_is_refused() {
     let mut sim = Sim::new(T0 + 10_000);

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use gridsync_core::{BlobHash, Category, Change, IncidentId, Level, NodeId, Severity};
+use gridsync_core::{BlobHash, Category, Change, IncidentId, Level, NodeId, Severity, Writer};
 use gridsync_device::{Device, FixedEnv, NewReport, PhotoInput, SyncTarget};
 use gridsync_net::client::SyncOptions;
 use gridsync_proto::client::Summary;
@@ -17,6 +17,7 @@ use gridsync_scenarios::net::{
     photo, photo_blobs, retry_within, revoke, start_relay, start_relay_on, sync, target, try_sync,
     upstream_of, views_in, wait_until, Impairment, LossyLink,
 };
+use gridsync_scenarios::sim::FakePhoto;
 use gridsync_store::Store;
 
 const STREET: &str = "street-640x427-gps.jpg";
@@ -639,4 +640,84 @@ async fn a_lossy_link_delivers_everything_exactly_once() {
     drop(link);
     street.stop().await;
     district.stop().await;
+}
+
+/// A device app that skipped the photo pipeline: adds to incident `id`, in the device's own
+/// store and log, a photo whose blobs are `photo` (the event names their hashes and sizes
+/// honestly).
+fn add_unprocessed_photo(path: &std::path::Path, id: IncidentId, photo: &FakePhoto) {
+    let mut store = Store::open(path).expect("open device store");
+    let identity = store.identity().expect("identity");
+    let state = store
+        .incident(&id)
+        .expect("read incident")
+        .expect("incident");
+    let grid = state.report.as_ref().expect("reported").grid.clone();
+    let payloads = gridsync_core::command::plan_edit(&state, vec![Change::AddPhoto(photo.meta())])
+        .expect("plan");
+    let mut writer = Writer::new(
+        identity.node_id,
+        identity.name.clone(),
+        store.next_seq(&identity.node_id).expect("next seq"),
+        store.clock_last().expect("clock"),
+    );
+    let events: Vec<_> = payloads
+        .into_iter()
+        .map(|p| writer.write(id, &grid, p, now_ms()))
+        .collect();
+    store
+        .append(&events, &photo.blobs(), Some(writer.clock_last()))
+        .expect("append");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refuses_a_photo_blob_that_is_not_a_photo_and_keeps_syncing() {
+    let w = World::new();
+    let street = start_relay(&w.street, None).await;
+    let mut a = open(&w.a);
+    let id = a
+        .report(report("Rubbish by block 3", vec![photo(STREET)]))
+        .expect("report");
+    let real = hash_of(&a, id, 0);
+    let text = FakePhoto {
+        photo: b"GPS 39.8927N 116.4284E; not a photo\n".repeat(40),
+        thumb: FakePhoto::fixture("plain-512.png").thumb,
+        size: (512, 512),
+    };
+    add_unprocessed_photo(&w.a, id, &text);
+
+    let report = sync(&a, &street).await;
+    let s = &report.summary;
+    println!("sync with an unprocessed photo: {s:?}");
+    assert_eq!(s.blobs_refused, 1, "the text 'photo' is refused");
+    assert_eq!(
+        s.blobs_up, 3,
+        "both thumbnails and the real photo are stored"
+    );
+    {
+        let relay = Store::open(&w.street).expect("open");
+        assert_eq!(relay.blob(&text.hash()).expect("read"), None);
+        assert_eq!(
+            relay.blob_state(&text.hash()).expect("state"),
+            BlobState::Missing,
+            "not even a partial is kept"
+        );
+        assert_eq!(
+            relay.blob(&text.thumb_hash()).expect("read").as_ref(),
+            Some(&text.thumb)
+        );
+    }
+    assert_eq!(
+        blob_bytes(&w.street, &real),
+        Some(a.blob(&real, false).expect("the processed photo")),
+        "the real photo went through"
+    );
+    // The events all went up (the refusal is per blob), and the device keeps the refused blob.
+    assert_eq!(
+        views_in(&w.street, GRID_A),
+        views_in(&w.a, GRID_A),
+        "the relay shows the incident as the device does"
+    );
+    assert_eq!(a.pending().expect("pending").blobs, 1);
+    street.stop().await;
 }

@@ -30,7 +30,7 @@ use gridsync_core::{
 use gridsync_proto::client::{
     ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary,
 };
-use gridsync_proto::server::{ServerConfig, ServerOutput, ServerSession, ServerStats};
+use gridsync_proto::server::{BlobCheck, ServerConfig, ServerOutput, ServerSession, ServerStats};
 use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Limits, Message, Role, SyncStore};
 use gridsync_store::{BlobKind, NewBlob, Store};
 
@@ -44,6 +44,9 @@ pub struct Node {
     pub store: Store,
     /// What this node announces in `Welcome` when it serves a child.
     pub limits: Limits,
+    /// The blob check it applies when it serves a child (none, as `ServerConfig::new`; a
+    /// relay's is `gridsync_relay::check_blob`).
+    pub blob_check: Option<BlobCheck>,
     incidents: u64,
 }
 
@@ -57,6 +60,7 @@ impl Node {
             role,
             store: Store::in_memory().expect("in-memory store"),
             limits: ServerConfig::new(id, role, name).limits,
+            blob_check: None,
             incidents: 0,
         }
     }
@@ -75,6 +79,7 @@ impl Node {
     pub fn server_config(&self) -> ServerConfig {
         let mut c = ServerConfig::new(self.id, self.role, self.name.clone());
         c.limits = self.limits;
+        c.blob_check = self.blob_check;
         c
     }
 
@@ -229,21 +234,51 @@ impl Node {
     }
 }
 
-/// A made-up photo and thumbnail: any bytes will do, the store only hashes them.
+/// A photo and thumbnail for a test. Made-up bytes ([`FakePhoto::new`]) do where the
+/// parent has no blob check (the store only hashes them); a parent with one needs the
+/// pipeline's output ([`FakePhoto::processed`]).
 #[derive(Debug, Clone)]
 pub struct FakePhoto {
     pub photo: Vec<u8>,
     pub thumb: Vec<u8>,
+    /// The width and height the `PhotoAdded` event declares.
+    pub size: (u32, u32),
 }
 
 impl FakePhoto {
-    /// Deterministic pseudo-random bytes of the given sizes.
+    /// Deterministic pseudo-random bytes of the given sizes, declared as 1600x1200.
     pub fn new(seed: u64, photo_len: usize, thumb_len: usize) -> Self {
         let mut rng = Rng::new(seed);
         let mut bytes = |n: usize| (0..n).map(|_| rng.next_u64() as u8).collect::<Vec<u8>>();
         let photo = bytes(photo_len);
         let thumb = bytes(thumb_len);
-        Self { photo, thumb }
+        Self {
+            photo,
+            thumb,
+            size: (1600, 1200),
+        }
+    }
+
+    /// A real photo: `input` (a JPEG or PNG) through the device's photo pipeline, as a
+    /// handheld stores it.
+    pub fn processed(input: &[u8]) -> Self {
+        let out = gridsync_media::process(input, &gridsync_media::Limits::default())
+            .expect("the pipeline accepts the photo");
+        Self {
+            size: (out.photo.width, out.photo.height),
+            photo: out.photo.bytes,
+            thumb: out.thumb.bytes,
+        }
+    }
+
+    /// A sample photo from `fixtures/photos/`, through the pipeline.
+    pub fn fixture(name: &str) -> Self {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/photos")
+            .join(name);
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("fixture photo {}: {e}", path.display()));
+        Self::processed(&bytes)
     }
 
     pub fn hash(&self) -> BlobHash {
@@ -260,8 +295,8 @@ impl FakePhoto {
             hash: self.hash(),
             thumb: self.thumb_hash(),
             kind: PhotoKind::Before,
-            width: 1600,
-            height: 1200,
+            width: self.size.0,
+            height: self.size.1,
             bytes: self.photo.len() as u64,
             captured_at: None,
         }

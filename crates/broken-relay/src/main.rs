@@ -188,7 +188,8 @@ fn session_store(store: Store, fault: Fault) -> (SharedStore, Option<Flushable>)
 
 /// The relay's session configuration, with the fault's setting if it has one.
 fn server_config(node: NodeId, role: Role, name: &str, fault: Fault) -> ServerConfig {
-    let mut config = ServerConfig::new(node, role, name);
+    // The real relay's configuration (limits and the photo check), then the fault.
+    let mut config = gridsync_relay::server_config(node, role, name);
     match fault {
         Fault::ForgedOrigin => config.faults.accept_forged_origin = true,
         Fault::NoFrameLimit => config.limits.max_frame = u32::MAX,

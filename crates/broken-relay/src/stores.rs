@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use gridsync_core::{codec, BlobHash, Clock, Event, Hlc, NodeId, Scope};
 use gridsync_proto::{
-    BlobInfo, BlobKind, BlobState, Committed, Enrolled, Head, Page, StorageError, StorageErrorKind,
-    SyncStore,
+    BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled, Head, Page, StorageError,
+    StorageErrorKind, SyncStore,
 };
 
 /// A batch acknowledged but not yet handed to the inner store.
@@ -196,8 +196,12 @@ impl<S: SyncStore> SyncStore for AckBeforeCommit<S> {
         self.write(|s| s.blob_write(hash, kind, size, offset, bytes))
     }
 
-    fn blob_finish(&mut self, hash: &BlobHash) -> Result<bool, StorageError> {
-        self.write(|s| s.blob_finish(hash))
+    fn blob_finish(
+        &mut self,
+        hash: &BlobHash,
+        check: &dyn Fn(&[u8]) -> Result<(), String>,
+    ) -> Result<BlobFinish, StorageError> {
+        self.write(|s| s.blob_finish(hash, check))
     }
 
     fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError> {
@@ -311,8 +315,12 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
         self.0.blob_write(hash, kind, size, offset, bytes)
     }
 
-    fn blob_finish(&mut self, hash: &BlobHash) -> Result<bool, StorageError> {
-        self.0.blob_finish(hash)
+    fn blob_finish(
+        &mut self,
+        hash: &BlobHash,
+        check: &dyn Fn(&[u8]) -> Result<(), String>,
+    ) -> Result<BlobFinish, StorageError> {
+        self.0.blob_finish(hash, check)
     }
 
     fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError> {

@@ -14,12 +14,12 @@ use crate::{Limits, MediaError};
 /// Runs a decoder, turning a panic inside a third-party decoder on hostile input into an error
 /// instead of taking the caller down with it. (Under `panic = "abort"` this cannot help, and the
 /// default panic hook still prints; neither decoder is known to panic on any input.)
-fn guarded<T>(f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, MediaError>) -> Result<T, MediaError> {
     catch_unwind(AssertUnwindSafe(f))
         .unwrap_or_else(|_| Err(MediaError::Corrupt("the decoder rejected the data".into())))
 }
 
-fn jpeg_error(e: jpeg_decoder::Error) -> MediaError {
+pub(crate) fn jpeg_error(e: jpeg_decoder::Error) -> MediaError {
     match e {
         jpeg_decoder::Error::Io(io) if io.kind() == ErrorKind::UnexpectedEof => {
             MediaError::Truncated

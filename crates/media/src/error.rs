@@ -55,6 +55,12 @@ pub enum MediaError {
     #[error("invalid media limits: {0}")]
     InvalidLimits(String),
 
+    /// Bytes that are not a photo or thumbnail in the form gridsync stores them
+    /// ([`check_stored`](crate::check_stored)): not a JPEG, metadata segments, over the size
+    /// for the kind, bytes after the end of the image...
+    #[error("{0}")]
+    NotStored(String),
+
     /// Encoding the output JPEG failed. Not caused by the input file; indicates a bug or resource
     /// exhaustion.
     #[error("could not encode the stored JPEG: {0}")]

@@ -67,6 +67,7 @@ mod error;
 mod facts;
 mod header;
 mod raster;
+mod stored;
 
 use std::fmt;
 
@@ -75,8 +76,17 @@ use jpeg_encoder::{ChromaSubsamplingMethod, ColorType, Encoder, SamplingFactor};
 
 pub use error::MediaError;
 pub use facts::{ExifFacts, GpsFix};
+pub use stored::{check_stored, StoredFacts, StoredKind};
 
 use raster::Raster;
+
+/// The default [`Limits::max_side`]: a stored photo's longest side, in pixels. A parent refuses
+/// a photo blob with a longer side ([`check_stored`]).
+pub const MAX_SIDE: u32 = 1600;
+
+/// The default [`Limits::thumb_side`]: a thumbnail's longest side, in pixels. A parent refuses a
+/// thumbnail blob with a longer side ([`check_stored`]).
+pub const THUMB_SIDE: u32 = 320;
 
 /// Bounds and settings for [`process`] and [`probe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,8 +108,8 @@ impl Default for Limits {
         Self {
             max_pixels: 64_000_000,
             max_bytes: 40_000_000,
-            max_side: 1600,
-            thumb_side: 320,
+            max_side: MAX_SIDE,
+            thumb_side: THUMB_SIDE,
             quality: 80,
         }
     }

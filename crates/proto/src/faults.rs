@@ -85,7 +85,11 @@ mod tests {
         ) -> Result<(), StorageError> {
             Err(StorageError::internal("not in this test"))
         }
-        fn blob_finish(&mut self, _: &BlobHash) -> Result<bool, StorageError> {
+        fn blob_finish(
+            &mut self,
+            _: &BlobHash,
+            _: &dyn Fn(&[u8]) -> Result<(), String>,
+        ) -> Result<crate::BlobFinish, StorageError> {
             Err(StorageError::internal("not in this test"))
         }
         fn blob_discard(&mut self, _: &BlobHash) -> Result<(), StorageError> {

@@ -32,5 +32,5 @@ pub use message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN, VERSIONS,
 };
 pub use storage::{
-    BlobState, Committed, Enrolled, Page, StorageError, StorageErrorKind, SyncStore,
+    BlobFinish, BlobState, Committed, Enrolled, Page, StorageError, StorageErrorKind, SyncStore,
 };

@@ -9,8 +9,10 @@ use std::collections::HashMap;
 
 use gridsync_core::{codec, BlobHash, Event, NodeId};
 
-use crate::message::{BlobHeader, BlobInfo, ErrorCode, Head, Limits, Message, Role, Want};
-use crate::storage::{BlobState, Enrolled, StorageError, StorageErrorKind, SyncStore};
+use crate::message::{
+    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want,
+};
+use crate::storage::{BlobFinish, BlobState, Enrolled, StorageError, StorageErrorKind, SyncStore};
 
 /// Events per download page.
 pub const PAGE_EVENTS: usize = 512;
@@ -20,6 +22,12 @@ pub const PAGE_BYTES: usize = 1024 * 1024;
 pub const MAX_NAME_BYTES: usize = 128;
 /// Most blobs listed in one offer.
 pub const MAX_OFFER: usize = 1024;
+
+/// A parent's policy on the blobs it stores: `Ok` to store the bytes of a blob of this kind,
+/// `Err(reason)` to refuse them (one line, naming nothing local). Called on the complete bytes
+/// after their SHA-256 matched. A plain function, so the config stays `Clone` and `Debug` and
+/// this crate free of any image code (the relay passes one built on `gridsync-media`).
+pub type BlobCheck = fn(BlobKind, &[u8]) -> Result<(), String>;
 
 /// The parent's own description and limits.
 #[derive(Debug, Clone)]
@@ -32,10 +40,13 @@ pub struct ServerConfig {
     /// a real relay.
     #[cfg(feature = "faults")]
     pub faults: crate::Faults,
+    /// What a blob must pass, beyond its size and hash, to be stored; `None` stores any bytes
+    /// that hash right.
+    pub blob_check: Option<BlobCheck>,
 }
 
 impl ServerConfig {
-    /// The default limits.
+    /// The default limits, and no blob check.
     pub fn new(node: NodeId, role: Role, name: impl Into<String>) -> Self {
         Self {
             node,
@@ -49,6 +60,7 @@ impl ServerConfig {
             },
             #[cfg(feature = "faults")]
             faults: crate::Faults::default(),
+            blob_check: None,
         }
     }
 }
@@ -639,7 +651,9 @@ impl ServerSession {
     }
 
     /// The blob stream ended cleanly (its bytes so far were all given to `blob_data`): verifies
-    /// and commits a complete blob, or reports the bytes held of an incomplete one.
+    /// a complete blob (its hash, then [`ServerConfig::blob_check`]) and commits it, or reports
+    /// the bytes held of an incomplete one. A blob that fails either is discarded and refused
+    /// with `BlobMismatch`.
     pub fn blob_end(&mut self, sink: BlobSink, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
         let h = sink.header;
         if sink.at < h.size {
@@ -648,8 +662,13 @@ impl ServerSession {
                 held: sink.at,
             })];
         }
-        match store.blob_finish(&h.hash) {
-            Ok(true) => {
+        let policy = self.config.blob_check;
+        let check = |bytes: &[u8]| match policy {
+            Some(check) => check(h.kind, bytes),
+            None => Ok(()),
+        };
+        match store.blob_finish(&h.hash, &check) {
+            Ok(BlobFinish::Stored) => {
                 self.offered.remove(&h.hash);
                 self.stats.blobs_stored += 1;
                 self.stats.blob_bytes += h.size;
@@ -661,11 +680,21 @@ impl ServerSession {
                     },
                 ]
             }
-            Ok(false) => vec![ServerOutput::Send(Message::BlobRefused {
+            Ok(BlobFinish::HashMismatch) => vec![ServerOutput::Send(Message::BlobRefused {
                 hash: h.hash,
                 code: ErrorCode::BlobMismatch,
                 message: format!("the {} bytes received do not hash to {}", h.size, h.hash),
             })],
+            Ok(BlobFinish::Rejected(reason)) => {
+                tracing::warn!(peer = %self.tls_peer.short(), hash = %h.hash, kind = ?h.kind, %reason, "refused a blob that is not a photo gridsync stores");
+                // The offer stays: a later stream of the same hash is checked again (and
+                // refused again), as after a hash mismatch.
+                vec![ServerOutput::Send(Message::BlobRefused {
+                    hash: h.hash,
+                    code: ErrorCode::BlobMismatch,
+                    message: format!("not a photo gridsync stores: {reason}"),
+                })]
+            }
             Err(e) => self.storage_failure(e),
         }
     }

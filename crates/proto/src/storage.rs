@@ -70,6 +70,18 @@ pub enum BlobState {
     Unreferenced,
 }
 
+/// How [`SyncStore::blob_finish`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobFinish {
+    /// The blob is stored (now, or it was held already).
+    Stored,
+    /// The bytes held do not hash to the blob's id, or are not all there (or none were
+    /// uploaded): discarded.
+    HashMismatch,
+    /// The bytes hash right, but the check refused them, for this reason: discarded.
+    Rejected(String),
+}
+
 /// One page of a scope's events, for a download.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
@@ -118,10 +130,17 @@ pub trait SyncStore {
         bytes: &[u8],
     ) -> Result<(), StorageError>;
 
-    /// Checks the finished partial upload of `hash` against its hash and, if it matches,
-    /// durably stores it as a blob (`Ok(true)`). On a mismatch the partial is discarded
-    /// (`Ok(false)`).
-    fn blob_finish(&mut self, hash: &BlobHash) -> Result<bool, StorageError>;
+    /// Checks the finished partial upload of `hash` against its hash and then with `check`
+    /// (the parent's policy on what it stores; it carries none itself), and only if both pass
+    /// durably stores it as a blob ([`BlobFinish::Stored`]). On a mismatch
+    /// ([`BlobFinish::HashMismatch`]) or a refusal by `check` ([`BlobFinish::Rejected`]) the
+    /// partial is discarded and nothing is stored. `check` sees the assembled bytes only after
+    /// their SHA-256 matched.
+    fn blob_finish(
+        &mut self,
+        hash: &BlobHash,
+        check: &dyn Fn(&[u8]) -> Result<(), String>,
+    ) -> Result<BlobFinish, StorageError>;
 
     /// The events of `scope` that arrived here after `cursor`, except those received from
     /// `except` (the child already has them): at most `max_events` events or about

@@ -3,7 +3,8 @@
 //! A relay serves its children (devices of its grids, or street relays under a district)
 //! with the parent side of the sync protocol, and, when it has an upstream, runs the child
 //! side towards it: continuously while connected, reconnecting with backoff after any outage.
-//! Everything goes through one store; the protocol's sessions make every decision.
+//! Everything goes through one store; the protocol's sessions make every decision, and
+//! [`check_blob`] decides which uploaded photo bytes are stored at all.
 //!
 //! **Invariants.** Nothing is acknowledged to a child before it is committed. An outage of the
 //! upstream loses nothing: what was not acknowledged upstream is sent again at the next
@@ -21,7 +22,7 @@ use gridsync_net::server::{self, stopped, Shared};
 use gridsync_net::SharedStore;
 use gridsync_proto::client::ClientConfig;
 use gridsync_proto::server::ServerConfig;
-use gridsync_proto::{ErrorCode, Role};
+use gridsync_proto::{BlobKind, ErrorCode, Role};
 use gridsync_store::{Identity, Store, StoreError};
 use tokio::sync::{watch, Notify};
 
@@ -47,6 +48,26 @@ pub enum RelayError {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub id: NodeId,
+}
+
+/// What a relay stores of the photos its children upload: only photos and thumbnails in the
+/// form the device pipeline stores them (metadata-free JPEGs within 1600 / 320 px that decode;
+/// [`gridsync_media::check_stored`]). The relay's [`ServerConfig::blob_check`].
+pub fn check_blob(kind: BlobKind, bytes: &[u8]) -> Result<(), String> {
+    let kind = match kind {
+        BlobKind::Photo => gridsync_media::StoredKind::Photo,
+        BlobKind::Thumb => gridsync_media::StoredKind::Thumb,
+    };
+    gridsync_media::check_stored(kind, bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The parent side of a relay: its identity, the default limits, and [`check_blob`].
+pub fn server_config(node: NodeId, role: Role, name: impl Into<String>) -> ServerConfig {
+    let mut config = ServerConfig::new(node, role, name);
+    config.blob_check = Some(check_blob);
+    config
 }
 
 /// The role of a relay store's identity.
@@ -138,7 +159,7 @@ pub async fn start_with(
     let changed = Arc::new(Notify::new());
     let shared = Arc::new(Shared {
         store: store.clone(),
-        config: ServerConfig::new(identity.node_id, role, identity.name.clone()),
+        config: server_config(identity.node_id, role, identity.name.clone()),
         changed: changed.clone(),
         shutdown: rx.clone(),
         control_idle: options.session_idle,
@@ -295,4 +316,38 @@ async fn upstream_loop(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_serves_with_the_media_blob_check() {
+        let config = server_config(NodeId([1; 32]), Role::Street, "street-002");
+        let check = config.blob_check.expect("a relay checks blobs");
+        assert_eq!(
+            check(BlobKind::Photo, b"GPS 39.8927N 116.4284E"),
+            Err("not a JPEG image".to_owned())
+        );
+        assert_eq!(
+            check(BlobKind::Thumb, b""),
+            Err("empty (0 bytes)".to_owned())
+        );
+        let photo = gridsync_media::process(
+            include_bytes!("../../../fixtures/photos/street-640x427-gps.jpg"),
+            &gridsync_media::Limits::default(),
+        )
+        .expect("processed");
+        assert_eq!(check(BlobKind::Photo, &photo.photo.bytes), Ok(()));
+        assert_eq!(check(BlobKind::Thumb, &photo.thumb.bytes), Ok(()));
+        assert_eq!(
+            check(BlobKind::Thumb, &photo.photo.bytes),
+            Err("640x427 pixels, over the 320 px longest side of a stored thumbnail".to_owned())
+        );
+        // Everything else is the default configuration.
+        let plain = ServerConfig::new(NodeId([1; 32]), Role::Street, "street-002");
+        assert_eq!(config.limits, plain.limits);
+        assert!(plain.blob_check.is_none());
+    }
 }

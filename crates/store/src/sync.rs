@@ -9,8 +9,8 @@
 
 use gridsync_core::{BlobHash, Event, GridCode, NodeId, Scope};
 use gridsync_proto::{
-    BlobInfo, BlobKind as WireKind, BlobState, Committed, Enrolled, Head, Page, Role, StorageError,
-    StorageErrorKind, SyncStore,
+    BlobFinish, BlobInfo, BlobKind as WireKind, BlobState, Committed, Enrolled, Head, Page, Role,
+    StorageError, StorageErrorKind, SyncStore,
 };
 use rusqlite::{params, Connection, OptionalExtension, MAIN_DB};
 
@@ -433,7 +433,11 @@ impl Store {
         tx.commit().map_err(sql(&path, "commit"))
     }
 
-    fn finish_blob(&mut self, hash: &BlobHash) -> Result<bool> {
+    fn finish_blob(
+        &mut self,
+        hash: &BlobHash,
+        check: &dyn Fn(&[u8]) -> std::result::Result<(), String>,
+    ) -> Result<BlobFinish> {
         let path = self.path.clone();
         let tx = self
             .conn
@@ -447,7 +451,7 @@ impl Store {
             // Stored meanwhile (say, with a batch of its own): any partial is stale.
             discard(&tx)?;
             tx.commit().map_err(sql(&path, "commit"))?;
-            return Ok(true);
+            return Ok(BlobFinish::Stored);
         }
         let chunks = {
             let mut stmt = tx
@@ -470,7 +474,7 @@ impl Store {
         };
         let Some((_, kind, size, _)) = chunks.first() else {
             // Nothing was uploaded: nothing to store.
-            return Ok(false);
+            return Ok(BlobFinish::HashMismatch);
         };
         let (kind, size) = (kind.clone(), *size);
         let mut whole = Vec::with_capacity(chunks.iter().map(|c| c.3.len()).sum());
@@ -482,21 +486,27 @@ impl Store {
             }
             whole.extend_from_slice(data);
         }
-        let ok =
+        let matches =
             contiguous && i64::try_from(whole.len()) == Ok(size) && BlobHash::of(&whole) == *hash;
-        if ok {
+        // The check (the caller's policy) only ever sees bytes that hash right.
+        let outcome = if !matches {
+            tracing::warn!(%hash, bytes = whole.len(), size, "uploaded blob does not match its hash or size; discarding it");
+            BlobFinish::HashMismatch
+        } else if let Err(reason) = check(&whole) {
+            tracing::warn!(%hash, bytes = whole.len(), %reason, "uploaded blob refused by the blob check; discarding it");
+            BlobFinish::Rejected(reason)
+        } else {
             exec(
                 &tx,
                 "INSERT OR IGNORE INTO blobs (hash, kind, size, data) VALUES (?1, ?2, ?3, ?4)",
                 params![&hash.0[..], kind, size, whole],
             )
             .map_err(sql(&path, "storing a blob"))?;
-        } else {
-            tracing::warn!(%hash, bytes = whole.len(), size, "uploaded blob does not match its hash or size; discarding it");
-        }
+            BlobFinish::Stored
+        };
         discard(&tx)?;
         tx.commit().map_err(sql(&path, "commit"))?;
-        Ok(ok)
+        Ok(outcome)
     }
 
     fn page_of(
@@ -771,9 +781,15 @@ impl SyncStore for Store {
             .map_err(storage)
     }
 
-    /// `Ok(true)` also when the blob is held already; `Ok(false)` when nothing was uploaded.
-    fn blob_finish(&mut self, hash: &BlobHash) -> Result<bool, StorageError> {
-        self.finish_blob(hash).map_err(storage)
+    /// `Stored` also when the blob is held already (without calling `check`: what is held
+    /// was checked, or is this node's own); `HashMismatch` when nothing was uploaded. `check`
+    /// runs inside the write transaction, between reading the parts and storing the blob.
+    fn blob_finish(
+        &mut self,
+        hash: &BlobHash,
+        check: &dyn Fn(&[u8]) -> std::result::Result<(), String>,
+    ) -> Result<BlobFinish, StorageError> {
+        self.finish_blob(hash, check).map_err(storage)
     }
 
     /// Examines at most [`PAGE_EXAMINE`] rows. The page holds at least one event when any is

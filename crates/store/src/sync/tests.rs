@@ -78,6 +78,11 @@ fn parts(s: &Store, hash: &BlobHash) -> i64 {
         .unwrap()
 }
 
+/// A blob check that stores anything that hashes right (as a parent without one does).
+fn accept(_: &[u8]) -> std::result::Result<(), String> {
+    Ok(())
+}
+
 /// Every page from `cursor` on, until `more` is false: the events, and the final cursor.
 fn drain(
     s: &Store,
@@ -716,7 +721,7 @@ fn blob_states_follow_events_and_uploads() {
     s.blob_write(&th, WireKind::Thumb, 5, 0, b"thu").unwrap();
     assert_eq!(s.blob_state(&th).unwrap(), BlobState::Partial { offset: 3 });
     s.blob_write(&th, WireKind::Thumb, 5, 3, b"mb").unwrap();
-    assert!(s.blob_finish(&th).unwrap());
+    assert_eq!(s.blob_finish(&th, &accept).unwrap(), BlobFinish::Stored);
     assert_eq!(s.blob_state(&th).unwrap(), BlobState::Held);
     assert_eq!(s.blob(&th).unwrap(), Some(thumb));
 }
@@ -794,14 +799,14 @@ fn an_interrupted_upload_resumes_and_finish_verifies_it() {
     assert!(err.message.contains("do not fit"), "{err}");
     s.blob_write(&hash, WireKind::Photo, size, 160_000, &photo[160_000..])
         .unwrap();
-    assert!(s.blob_finish(&hash).unwrap());
+    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
     assert_eq!(s.blob(&hash).unwrap(), Some(photo.clone()));
     assert_eq!(parts(&s, &hash), 0, "the chunks are gone");
     // Done: more writes and finishes change nothing.
     s.blob_write(&hash, WireKind::Photo, size, 0, &photo[..10])
         .unwrap();
     assert_eq!(parts(&s, &hash), 0);
-    assert!(s.blob_finish(&hash).unwrap());
+    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
     assert_eq!(s.blob_state(&hash).unwrap(), BlobState::Held);
 
     // Reading it back in ranges.
@@ -837,7 +842,7 @@ fn resending_a_held_range_is_a_no_op() {
     );
     s.blob_write(&hash, WireKind::Thumb, 10, 6, &bytes[6..])
         .unwrap();
-    assert!(s.blob_finish(&hash).unwrap());
+    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
     assert_eq!(s.blob(&hash).unwrap(), Some(bytes));
 }
 
@@ -854,7 +859,10 @@ fn a_corrupted_upload_is_discarded_by_finish() {
         .unwrap();
     s.blob_write(&hash, WireKind::Photo, 1000, 500, &bad[500..])
         .unwrap();
-    assert!(!s.blob_finish(&hash).unwrap());
+    assert_eq!(
+        s.blob_finish(&hash, &accept).unwrap(),
+        BlobFinish::HashMismatch
+    );
     assert_eq!(parts(&s, &hash), 0, "the partial is gone");
     assert_eq!(s.blob(&hash).unwrap(), None);
     assert_eq!(
@@ -866,9 +874,75 @@ fn a_corrupted_upload_is_discarded_by_finish() {
     // A short upload fails too, and so does finishing with nothing uploaded.
     s.blob_write(&hash, WireKind::Photo, 1000, 0, &photo[..999])
         .unwrap();
-    assert!(!s.blob_finish(&hash).unwrap());
+    assert_eq!(
+        s.blob_finish(&hash, &accept).unwrap(),
+        BlobFinish::HashMismatch
+    );
     assert_eq!(parts(&s, &hash), 0);
-    assert!(!s.blob_finish(&hash).unwrap());
+    assert_eq!(
+        s.blob_finish(&hash, &accept).unwrap(),
+        BlobFinish::HashMismatch
+    );
+}
+
+#[test]
+fn a_blob_the_check_refuses_is_discarded_and_nothing_is_stored() {
+    let mut s = Store::in_memory().unwrap();
+    let photo = b"GPS 39.8927N 116.4284E, not a photo".to_vec();
+    let hash = BlobHash::of(&photo);
+    s.commit(&node(1), &[photo_event(node(1), &photo, b"t")], NOW)
+        .unwrap();
+    s.blob_write(&hash, WireKind::Photo, photo.len() as u64, 0, &photo[..10])
+        .unwrap();
+    s.blob_write(&hash, WireKind::Photo, photo.len() as u64, 10, &photo[10..])
+        .unwrap();
+    let seen = std::cell::RefCell::new(Vec::new());
+    let refuse = |bytes: &[u8]| {
+        seen.borrow_mut().push(bytes.to_vec());
+        Err("not a JPEG image".to_owned())
+    };
+    assert_eq!(
+        s.blob_finish(&hash, &refuse).unwrap(),
+        BlobFinish::Rejected("not a JPEG image".into())
+    );
+    assert_eq!(
+        *seen.borrow(),
+        vec![photo.clone()],
+        "the check saw the whole blob, once"
+    );
+    assert_eq!(parts(&s, &hash), 0, "the partial is gone");
+    assert_eq!(s.blob(&hash).unwrap(), None, "nothing stored");
+    assert_eq!(
+        s.blob_state(&hash).unwrap(),
+        BlobState::Missing,
+        "still wanted: an honest upload of the same hash would be checked again"
+    );
+    // With nothing left, a second finish has nothing to check.
+    assert_eq!(
+        s.blob_finish(&hash, &refuse).unwrap(),
+        BlobFinish::HashMismatch
+    );
+    assert_eq!(seen.borrow().len(), 1);
+
+    // Bytes that do not hash right never reach the check.
+    let mut bad = photo.clone();
+    bad[3] ^= 1;
+    s.blob_write(&hash, WireKind::Photo, bad.len() as u64, 0, &bad)
+        .unwrap();
+    assert_eq!(
+        s.blob_finish(&hash, &refuse).unwrap(),
+        BlobFinish::HashMismatch
+    );
+    assert_eq!(seen.borrow().len(), 1);
+
+    // The same bytes with a check that passes them are stored.
+    s.blob_write(&hash, WireKind::Photo, photo.len() as u64, 0, &photo)
+        .unwrap();
+    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
+    assert_eq!(s.blob(&hash).unwrap(), Some(photo));
+    // Held: a later finish is `Stored` without asking the check again.
+    assert_eq!(s.blob_finish(&hash, &refuse).unwrap(), BlobFinish::Stored);
+    assert_eq!(seen.borrow().len(), 1);
 }
 
 #[test]
@@ -885,7 +959,7 @@ fn a_partial_of_another_size_is_discarded() {
     assert!(err.message.contains("resume at offset 0"), "{err}");
     assert_eq!(parts(&s, &hash), 0);
     s.blob_write(&hash, WireKind::Thumb, 10, 0, &bytes).unwrap();
-    assert!(s.blob_finish(&hash).unwrap());
+    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
 }
 
 fn blob<'a>(bytes: &'a [u8], kind: BlobKind) -> NewBlob<'a> {
