@@ -577,14 +577,26 @@ fn a_blob_corrupted_in_flight_is_refused_discarded_and_sent_again_whole() {
 
 // ---- 7b. blobs the parent declines -------------------------------------------------------
 
-/// The `BlobRefused` messages delivered to the child: (hash, code).
-fn blob_refusals(out: &Outcome) -> Vec<(gridsync_core::BlobHash, ErrorCode)> {
+/// The `BlobRefused` answers the child got: hash, code, message.
+fn blob_refusal_messages(out: &Outcome) -> Vec<(gridsync_core::BlobHash, ErrorCode, String)> {
     out.delivered(Dir::Down)
         .into_iter()
         .filter_map(|m| match m {
-            Message::BlobRefused { hash, code, .. } => Some((*hash, *code)),
+            Message::BlobRefused {
+                hash,
+                code,
+                message,
+            } => Some((*hash, *code, message.clone())),
             _ => None,
         })
+        .collect()
+}
+
+/// The `BlobRefused` messages delivered to the child: (hash, code).
+fn blob_refusals(out: &Outcome) -> Vec<(gridsync_core::BlobHash, ErrorCode)> {
+    blob_refusal_messages(out)
+        .into_iter()
+        .map(|(h, c, _)| (h, c))
         .collect()
 }
 
@@ -738,21 +750,6 @@ fn a_wall_of_refused_blobs_does_not_hold_back_the_blobs_behind_it() {
 
 // ---- 8. refusals -------------------------------------------------------------------------
 
-/// The `BlobRefused` answers the child got: hash, code, message.
-fn blob_refusals(out: &Outcome) -> Vec<(gridsync_core::BlobHash, ErrorCode, String)> {
-    out.delivered(Dir::Down)
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::BlobRefused {
-                hash,
-                code,
-                message,
-            } => Some((*hash, *code, message.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_relay_refuses_photo_blobs_that_are_not_photos_gridsync_stores_and_stores_real_ones() {
     let (mut sim, mut dev, mut street) = an_enrolled_device();
@@ -790,7 +787,7 @@ fn a_relay_refuses_photo_blobs_that_are_not_photos_gridsync_stores_and_stores_re
         "a refused blob does not end the session: {:?}",
         out.end
     );
-    let refusals = blob_refusals(&out);
+    let refusals = blob_refusal_messages(&out);
     assert_eq!(
         refusals,
         [
@@ -836,7 +833,10 @@ fn a_relay_refuses_photo_blobs_that_are_not_photos_gridsync_stores_and_stores_re
     sim.advance(60_000);
     let out = sim.sync(&mut dev, &mut street, &[]);
     assert!(out.finished(), "{:?}", out.end);
-    let again: Vec<_> = blob_refusals(&out).into_iter().map(|r| r.0).collect();
+    let again: Vec<_> = blob_refusal_messages(&out)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
     assert_eq!(again, [text.hash(), raw.hash()]);
     assert_eq!(street.store.blob(&text.hash()).expect("read"), None);
     assert_eq!(street.store.blob(&raw.hash()).expect("read"), None);

@@ -122,17 +122,28 @@ pub async fn connect(
     secret: &[u8; 32],
     options: &ClientTls,
 ) -> Result<Conn, Closed> {
+    connect_within(endpoint, target, secret, options, CONNECT).await
+}
+
+/// [`connect`], giving the handshake up to `wait`.
+pub async fn connect_within(
+    endpoint: &Endpoint,
+    target: SocketAddr,
+    secret: &[u8; 32],
+    options: &ClientTls,
+    wait: Duration,
+) -> Result<Conn, Closed> {
     let (config, observed) = tls::client_config(secret, options, transport())
         .map_err(|e| Closed::Other(e.to_string()))?;
     let connecting = endpoint
         .connect_with(config, target, tls::SERVER_NAME)
         .map_err(|e| Closed::Other(format!("cannot start connecting: {e}")))?;
-    match tokio::time::timeout(CONNECT, connecting).await {
+    match tokio::time::timeout(wait, connecting).await {
         Ok(Ok(conn)) => Ok(Conn { conn, observed }),
         Ok(Err(e)) => Err(Closed::from(&e)),
         Err(_) => Err(Closed::Other(format!(
             "no handshake within {} s",
-            CONNECT.as_secs()
+            wait.as_secs()
         ))),
     }
 }

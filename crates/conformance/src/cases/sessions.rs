@@ -112,15 +112,26 @@ async fn two_hundred(ctx: &Ctx) -> Check {
         let hello = ctx.hello(&id, Role::Device);
         tasks.spawn(async move {
             let options = crate::tls::ClientTls::pinned(target);
-            let conn = crate::client::connect(&endpoint, addr, &id.seed, &options)
-                .await
-                .map_err(|e| e.to_string())?;
+            // 200 handshakes at once: the case is that all are served, not how fast, so
+            // each gets a minute.
+            let conn = crate::client::connect_within(
+                &endpoint,
+                addr,
+                &id.seed,
+                &options,
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             let mut ctl = conn.control().await.map_err(|e| e.to_string())?;
-            let w = ctl.ask(&hello).await;
+            let patient = Duration::from_secs(60);
+            ctl.send(&hello).await?;
+            let w = ctl.recv_within(patient).await;
             if !matches!(w, Ok(Msg::Welcome { .. })) {
                 return Err(format!("no Welcome: {}", describe(&w)));
             }
-            let d = ctl.ask(&Msg::Pull { cursor: u64::MAX }).await;
+            ctl.send(&Msg::Pull { cursor: u64::MAX }).await?;
+            let d = ctl.recv_within(patient).await;
             if !matches!(d, Ok(Msg::Down { .. })) {
                 return Err(format!("no Down: {}", describe(&d)));
             }

@@ -741,7 +741,7 @@ fn blob_discard_drops_a_partial_upload_and_keeps_a_held_blob() {
     s.blob_discard(&ph).unwrap();
     // A blob held whole stays.
     s.blob_write(&th, WireKind::Thumb, 5, 0, &thumb).unwrap();
-    assert!(s.blob_finish(&th).unwrap());
+    assert_eq!(s.blob_finish(&th, &accept).unwrap(), BlobFinish::Stored);
     s.blob_discard(&th).unwrap();
     assert_eq!(s.blob(&th).unwrap(), Some(thumb));
 }
