@@ -229,10 +229,30 @@ fn big_events(origin: gridsync_core::NodeId, n: u64, bytes: usize) -> Vec<Event>
         .collect()
 }
 
-/// The frame of `msg` as `frame::encode` would make it, but with no size limit.
-fn frame_of_any_size(msg: &Message) -> Vec<u8> {
-    let mut body = vec![codec::FORMAT_V1];
-    body.extend(bincode::serde::encode_to_vec(msg, bincode::config::standard()).expect("encodes"));
+/// The frame `frame::encode` would make of `Events { batch, events }`, but with no size
+/// limit: written out by PROTOCOL.md §5 (variant 3, varint batch and lengths) rather than by
+/// bincode, which only the core codec uses.
+fn events_frame_of_any_size(batch: u8, events: &[Vec<u8>]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, n: usize) {
+        match n {
+            0..=250 => out.push(n as u8),
+            251..=0xffff => {
+                out.push(0xfb);
+                out.extend((n as u16).to_le_bytes());
+            }
+            _ => {
+                out.push(0xfc);
+                out.extend((n as u32).to_le_bytes());
+            }
+        }
+    }
+    assert!(batch < 251);
+    let mut body = vec![codec::FORMAT_V1, 3, batch];
+    varint(&mut body, events.len());
+    for e in events {
+        varint(&mut body, e.len());
+        body.extend_from_slice(e);
+    }
     let mut out = u32::try_from(body.len())
         .expect("fits")
         .to_be_bytes()
@@ -241,29 +261,31 @@ fn frame_of_any_size(msg: &Message) -> Vec<u8> {
     out
 }
 
-/// A device sends one `Events` frame of over 5 MiB of valid events; returns the answer.
-async fn answer_to_a_5_mib_frame(mode: &str) -> Message {
+/// A device sends one `Events` frame of over 4 MiB of valid events (510 events of 8 KiB,
+/// each within every admission rule, under the 512-event batch limit); returns the answer.
+async fn answer_to_a_frame_over_4_mib(mode: &str) -> Message {
     let dir = tempfile::tempdir().expect("temp dir");
     let (db, _) = init_street(dir.path());
     let dev = device(dir.path(), &db, "patrol-7", GRID_A);
-    let events = big_events(dev.node_id(), 90, 60_000);
+    let events = big_events(dev.node_id(), 510, 8192);
+    let encoded: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| codec::encode_event(e).expect("encodes"))
+        .collect();
     let msg = Message::Events {
         batch: 1,
-        events: events
-            .iter()
-            .map(|e| codec::encode_event(e).expect("encodes"))
-            .collect(),
+        events: encoded.clone(),
     };
-    let bytes = frame_of_any_size(&msg);
-    assert!(bytes.len() > 5 * 1024 * 1024 + 4);
+    let bytes = events_frame_of_any_size(1, &encoded);
+    assert!(bytes.len() > frame::MAX_FRAME as usize + 4);
     assert!(frame::encode(&msg).is_err(), "too large for the encoder");
     // The hand-made frame is the encoder's, for a message the encoder accepts.
     let small = Message::Events {
         batch: 1,
-        events: vec![codec::encode_event(&events[0]).expect("encodes")],
+        events: encoded[..1].to_vec(),
     };
     assert_eq!(
-        frame_of_any_size(&small),
+        events_frame_of_any_size(1, &encoded[..1]),
         frame::encode(&small).expect("encodes")
     );
 
@@ -277,14 +299,14 @@ async fn answer_to_a_5_mib_frame(mode: &str) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_frame_limit_accepts_a_frame_over_the_limit() {
-    let answer = answer_to_a_5_mib_frame("none").await;
+    let answer = answer_to_a_frame_over_4_mib("none").await;
     assert_eq!(error_code(&answer), Some(ErrorCode::TooLarge), "{answer:?}");
-    let answer = answer_to_a_5_mib_frame("no-frame-limit").await;
+    let answer = answer_to_a_frame_over_4_mib("no-frame-limit").await;
     assert_eq!(
         answer,
         Message::Ack {
             batch: 1,
-            stored: 90,
+            stored: 510,
             duplicates: 0
         }
     );

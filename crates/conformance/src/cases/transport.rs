@@ -82,9 +82,9 @@ async fn wrong_pin(ctx: &Ctx) -> Check {
 const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 /// TLS alert `certificate_required` (116).
 const CERTIFICATE_REQUIRED: u64 = 0x100 + 116;
-/// TLS alerts `bad_certificate` (42) and `unsupported_certificate` (43).
+/// TLS alerts `bad_certificate` (42) and `certificate_unknown` (46), §2.2.
 const BAD_CERTIFICATE: u64 = 0x100 + 42;
-const UNSUPPORTED_CERTIFICATE: u64 = 0x100 + 43;
+const CERTIFICATE_UNKNOWN: u64 = 0x100 + 46;
 
 async fn alpn_refused(ctx: &Ctx, alpn: Vec<Vec<u8>>) -> Check {
     let options = ClientTls {
@@ -155,11 +155,8 @@ async fn no_client_cert(ctx: &Ctx) -> Check {
     refused_after_handshake(
         ctx,
         ClientCert::None,
-        |c| {
-            matches!(c, Closed::Transport { code, .. } if *code == CERTIFICATE_REQUIRED)
-                || matches!(c, Closed::App { code, .. } if *code == Code::NotEnrolled.number())
-        },
-        "transport close 0x174 (certificate_required), or application close 2 (NotEnrolled)",
+        |c| matches!(c, Closed::Transport { code, .. } if *code == CERTIFICATE_REQUIRED),
+        "transport close 0x174 (certificate_required)",
     )
     .await
 }
@@ -167,15 +164,15 @@ async fn no_client_cert(ctx: &Ctx) -> Check {
 async fn ecdsa_cert(ctx: &Ctx) -> Check {
     // An ECDSA key cannot sign with ed25519, the only scheme a server asks for, so a TLS 1.3
     // client has no certificate to offer: certificate_required. A server that sees the
-    // certificate anyway refuses it with bad_certificate or unsupported_certificate.
+    // certificate anyway refuses it with certificate_unknown (or bad_certificate), §2.2.
     refused_after_handshake(
         ctx,
         ClientCert::Ecdsa,
         |c| {
             matches!(c, Closed::Transport { code, .. }
-                if [CERTIFICATE_REQUIRED, BAD_CERTIFICATE, UNSUPPORTED_CERTIFICATE].contains(code))
+                if [CERTIFICATE_REQUIRED, BAD_CERTIFICATE, CERTIFICATE_UNKNOWN].contains(code))
         },
-        "transport close 0x174 (certificate_required), 0x12a or 0x12b (a refused certificate)",
+        "transport close 0x174 (certificate_required), 0x12a or 0x12e (a refused certificate)",
     )
     .await
 }
