@@ -92,7 +92,7 @@ fn a_running_relay_with_the_identities_enrolled_by_its_operator_passes() {
     let mut child = Command::new(relay_bin())
         .arg("--db")
         .arg(&db)
-        .args(["run", "--listen", "127.0.0.1:0", "--session-idle-secs", "3"])
+        .args(["run", "--listen", "127.0.0.1:0", "--session-idle-secs", "5"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -115,7 +115,7 @@ fn a_running_relay_with_the_identities_enrolled_by_its_operator_passes() {
         target: Target::Addr { addr, id: key },
         identities: identity::read(&dir.path().join("ids")).expect("read identities"),
         filter: None,
-        idle_timeout: Some(Duration::from_secs(3)),
+        idle_timeout: Some(Duration::from_secs(5)),
     };
     let report = gridsync_conformance::run(config, &mut |_| {}).expect("the run starts");
     drop(running);

@@ -79,6 +79,19 @@ pub fn edit_description(
     text: &str,
     pred: Vec<EventId>,
 ) -> Event {
+    follow_up(
+        origin,
+        seq,
+        about,
+        Payload::Edited {
+            value: FieldValue::Description(text.to_owned()),
+            pred,
+        },
+    )
+}
+
+/// An event of `origin` about `about`'s incident, written now.
+fn follow_up(origin: [u8; 32], seq: u64, about: &Event, payload: Payload) -> Event {
     Event {
         origin: NodeId(origin),
         seq,
@@ -86,24 +99,18 @@ pub fn edit_description(
         incident: about.incident,
         grid: about.grid.clone(),
         author: "conformance".into(),
-        payload: Payload::Edited {
-            value: FieldValue::Description(text.to_owned()),
-            pred,
-        },
+        payload,
         signature: None,
     }
 }
 
 /// A `PhotoAdded` naming `photo` on `about`'s incident.
 pub fn photo_added(origin: [u8; 32], seq: u64, about: &Event, photo: &Photo) -> Event {
-    Event {
-        origin: NodeId(origin),
+    follow_up(
+        origin,
         seq,
-        hlc: Hlc::new(now_ms(), 0),
-        incident: about.incident,
-        grid: about.grid.clone(),
-        author: "conformance".into(),
-        payload: Payload::PhotoAdded(PhotoMeta {
+        about,
+        Payload::PhotoAdded(PhotoMeta {
             hash: photo.hash,
             thumb: photo.thumb_hash,
             kind: PhotoKind::Before,
@@ -112,8 +119,7 @@ pub fn photo_added(origin: [u8; 32], seq: u64, about: &Event, photo: &Photo) -> 
             bytes: photo.bytes.len() as u64,
             captured_at: None,
         }),
-        signature: None,
-    }
+    )
 }
 
 /// The core codec encoding of an event (§6.6).

@@ -126,6 +126,38 @@ async fn blob_answer(ctl: &mut Ctl) -> Result<Msg, Fail> {
     }
 }
 
+/// Expects `BlobRefused { code }`.
+fn expect_refused(a: &Msg, code: Code, what: &str) -> Check {
+    ensure(
+        matches!(a, Msg::BlobRefused { code: c, .. } if *c == code),
+        what,
+        a.describe(),
+    )
+}
+
+/// Sends a blob stream without FIN and expects the parent to refuse it with `code`, both as
+/// `BlobRefused` on the control stream and as STOP_SENDING with the same number.
+async fn refused_and_stopped(
+    conn: &Conn,
+    ctl: &mut Ctl,
+    h: &BlobHeader,
+    bytes: &[u8],
+    code: Code,
+) -> Check {
+    let mut stream = client::send_blob(conn, h, bytes, false)
+        .await
+        .map_err(|e| fail("to send a blob", e))?
+        .ok_or_else(|| fail("an open stream", "none"))?;
+    let a = blob_answer(ctl).await?;
+    expect_refused(&a, code, &format!("BlobRefused {{ {code:?} }} before FIN"))?;
+    let stop = client::stopped_within(&mut stream, client::ANSWER).await;
+    ensure(
+        stop == Some(code.number()),
+        format!("STOP_SENDING {}", code.number()),
+        format!("{stop:?}"),
+    )
+}
+
 async fn whole(ctx: &Ctx) -> Check {
     let p = named_photo(ctx).await?;
     let blobs = infos(&p);
@@ -235,17 +267,7 @@ async fn mismatch(ctx: &Ctx) -> Check {
         .await
         .map_err(|e| fail("to send a blob", e))?;
     let a = blob_answer(&mut ctl).await?;
-    ensure(
-        matches!(
-            a,
-            Msg::BlobRefused {
-                code: Code::BlobMismatch,
-                ..
-            }
-        ),
-        "BlobRefused { BlobMismatch }",
-        a.describe(),
-    )?;
+    expect_refused(&a, Code::BlobMismatch, "BlobRefused { BlobMismatch }")?;
     crate::bye(&mut ctl, &conn).await;
     // Discarded: wanted from 0 again.
     let (conn, mut ctl) = offered(
@@ -276,24 +298,14 @@ async fn past_size(ctx: &Ctx) -> Check {
     )
     .await?;
     // No FIN: the relay must notice the extra bytes themselves.
-    let mut stream = client::send_blob(&conn, &header(&info, 0), &long, false)
-        .await
-        .map_err(|e| fail("to send a blob", e))?
-        .ok_or_else(|| fail("an open stream", "none"))?;
-    let a = blob_answer(&mut ctl).await?;
-    ensure(
-        matches!(
-            a,
-            Msg::BlobRefused {
-                code: Code::BlobMismatch,
-                ..
-            }
-        ),
-        "BlobRefused { BlobMismatch } before FIN",
-        a.describe(),
-    )?;
-    let stop = client::stopped_within(&mut stream, client::ANSWER).await;
-    ensure(stop == Some(10), "STOP_SENDING 10", format!("{stop:?}"))?;
+    refused_and_stopped(
+        &conn,
+        &mut ctl,
+        &header(&info, 0),
+        &long,
+        Code::BlobMismatch,
+    )
+    .await?;
     crate::bye(&mut ctl, &conn).await;
     Ok(())
 }
@@ -340,24 +352,14 @@ async fn not_offered(ctx: &Ctx) -> Check {
     let p = named_photo(ctx).await?;
     let info = infos(&p)[0];
     let (conn, mut ctl, _) = ctx.device(&ctx.ids.device_a).await?;
-    let mut stream = client::send_blob(&conn, &header(&info, 0), &p.thumb, false)
-        .await
-        .map_err(|e| fail("to send a blob", e))?
-        .ok_or_else(|| fail("an open stream", "none"))?;
-    let a = blob_answer(&mut ctl).await?;
-    ensure(
-        matches!(
-            a,
-            Msg::BlobRefused {
-                code: Code::Unexpected,
-                ..
-            }
-        ),
-        "BlobRefused { Unexpected }",
-        a.describe(),
-    )?;
-    let stop = client::stopped_within(&mut stream, client::ANSWER).await;
-    ensure(stop == Some(9), "STOP_SENDING 9", format!("{stop:?}"))?;
+    refused_and_stopped(
+        &conn,
+        &mut ctl,
+        &header(&info, 0),
+        &p.thumb,
+        Code::Unexpected,
+    )
+    .await?;
     crate::bye(&mut ctl, &conn).await;
     Ok(())
 }
@@ -380,17 +382,7 @@ async fn header_mismatch(ctx: &Ctx) -> Check {
         .await
         .map_err(|e| fail("to send a blob", e))?;
     let a = blob_answer(&mut ctl).await?;
-    ensure(
-        matches!(
-            a,
-            Msg::BlobRefused {
-                code: Code::Unexpected,
-                ..
-            }
-        ),
-        "BlobRefused { Unexpected }",
-        a.describe(),
-    )?;
+    expect_refused(&a, Code::Unexpected, "BlobRefused { Unexpected }")?;
     crate::bye(&mut ctl, &conn).await;
     Ok(())
 }
@@ -503,16 +495,10 @@ async fn not_a_photo(ctx: &Ctx) -> Check {
         .map_err(|e| fail("to send a blob", e))?;
     let a = blob_answer(&mut ctl).await?;
     crate::bye(&mut ctl, &conn).await;
-    ensure(
-        matches!(
-            a,
-            Msg::BlobRefused {
-                code: Code::BlobMismatch,
-                ..
-            }
-        ),
+    expect_refused(
+        &a,
+        Code::BlobMismatch,
         "BlobRefused { BlobMismatch } for bytes that are not a stored JPEG",
-        a.describe(),
     )?;
     let (conn, mut ctl) = offered(
         ctx,
