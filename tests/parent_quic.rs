@@ -226,7 +226,8 @@ async fn refused_blob_streams_get_their_stop_sending_codes() {
 async fn bytes_past_a_blobs_size_are_refused_at_once_and_the_upload_restarts_from_zero() {
     const HELD: u64 = 70_000;
     let w = World::new();
-    let photo = FakePhoto::new(9, 100_000, 3_000);
+    // A real photo: the relay stores only what the photo pipeline writes (§8.5).
+    let photo = FakePhoto::fixture("garbage-12mp-rot6.jpg");
     name_at_relay(&w.street, &photo);
     let relay = w.start(RelayOptions::default()).await;
     let conn = w.connect(&relay).await;
