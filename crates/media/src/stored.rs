@@ -87,8 +87,8 @@ struct Frame {
     components: Vec<Component>,
 }
 
-/// Checks that `bytes` are a photo or thumbnail as gridsync stores them (see the
-/// [module docs](self)): a metadata-free baseline JPEG within the size for `kind`, one scan
+/// Checks that `bytes` are a photo or thumbnail as gridsync stores them (PROTOCOL.md §8.5,
+/// "What a parent stores"): a metadata-free baseline JPEG within the size for `kind`, one scan
 /// holding exactly the picture, that decodes completely. Returns its dimensions.
 ///
 /// # Errors
