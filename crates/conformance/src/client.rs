@@ -258,7 +258,8 @@ impl Ctl {
 }
 
 /// Sends a blob stream: the header frame, then `bytes`, then FIN (unless `fin` is false, when
-/// the stream is left open and returned).
+/// the stream is left open and returned, also when the parent stopped it before all was
+/// written).
 pub async fn send_blob(
     conn: &Conn,
     header: &BlobHeader,
@@ -270,9 +271,10 @@ pub async fn send_blob(
     for (what, part) in [("header", &head[..]), ("bytes", bytes)] {
         match s.write_all(part).await {
             Ok(()) => {}
-            // The parent refused the stream (STOP_SENDING): its answer comes on the control
-            // stream, which is what the case checks.
-            Err(quinn::WriteError::Stopped(_)) => return Ok(None),
+            // The parent refused the stream (STOP_SENDING) before we finished writing: its
+            // answer comes on the control stream, which is what the case checks, and an open
+            // stream still reports the STOP_SENDING code.
+            Err(quinn::WriteError::Stopped(_)) => return Ok((!fin).then_some(s)),
             Err(e) => return Err(format!("cannot write the blob {what}: {e}")),
         }
     }
