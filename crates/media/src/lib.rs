@@ -593,11 +593,6 @@ mod tests {
         let decoded = image::load_from_memory(&out.photo.bytes)
             .expect("decodes")
             .to_rgb8();
-        for y in [0, 8, 15] {
-            let row: Vec<_> = (0..16).map(|x| decoded.get_pixel(x, y).0).collect();
-            eprintln!("DBG y{y}: {row:?}");
-        }
-        std::fs::write("/tmp/m/flat.jpg", &out.photo.bytes).ok();
         assert!(decoded.get_pixel(2, 8).0.iter().all(|&c| c < 30));
         assert!(decoded.get_pixel(13, 8).0.iter().all(|&c| c > 225));
     }
