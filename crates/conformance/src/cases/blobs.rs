@@ -86,6 +86,19 @@ async fn offer(ctl: &mut Ctl, blobs: &[BlobInfo]) -> Result<(Vec<(Key, Code)>, V
     }
 }
 
+/// A device-a session with `info` offered alone; it must be wanted from `offset`.
+async fn offered_one(ctx: &Ctx, info: BlobInfo, offset: u64) -> Result<(Conn, Ctl), Fail> {
+    offered(
+        ctx,
+        &[info],
+        &[Want {
+            hash: info.hash,
+            offset,
+        }],
+    )
+    .await
+}
+
 /// A device-a session with `blobs` offered; the wants must be exactly `expect`.
 async fn offered(ctx: &Ctx, blobs: &[BlobInfo], expect: &[Want]) -> Result<(Conn, Ctl), Fail> {
     let (conn, mut ctl, _) = ctx.device(&ctx.ids.device_a).await?;
@@ -199,15 +212,7 @@ async fn resume(ctx: &Ctx) -> Check {
     let p = named_photo(ctx).await?;
     let info = infos(&p)[1];
     let cut = (p.bytes.len() / 2).max(1);
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: 0,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     client::send_blob(&conn, &header(&info, 0), &p.bytes[..cut], true)
         .await
         .map_err(|e| fail("to send half a blob", e))?;
@@ -226,15 +231,7 @@ async fn resume(ctx: &Ctx) -> Check {
         format!("held {held}"),
     )?;
     crate::bye(&mut ctl, &conn).await;
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: held,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, held).await?;
     client::send_blob(&conn, &header(&info, held), &p.bytes[cut..], true)
         .await
         .map_err(|e| fail("to send the rest", e))?;
@@ -254,15 +251,7 @@ async fn mismatch(ctx: &Ctx) -> Check {
     let mut bad = p.bytes.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: 0,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     client::send_blob(&conn, &header(&info, 0), &bad, true)
         .await
         .map_err(|e| fail("to send a blob", e))?;
@@ -270,15 +259,7 @@ async fn mismatch(ctx: &Ctx) -> Check {
     expect_refused(&a, Code::BlobMismatch, "BlobRefused { BlobMismatch }")?;
     crate::bye(&mut ctl, &conn).await;
     // Discarded: wanted from 0 again.
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: 0,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     crate::bye(&mut ctl, &conn).await;
     Ok(())
 }
@@ -288,15 +269,7 @@ async fn past_size(ctx: &Ctx) -> Check {
     let info = infos(&p)[0];
     let mut long = p.thumb.clone();
     long.extend_from_slice(&[0u8; 10]);
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: 0,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     // No FIN: the relay must notice the extra bytes themselves.
     refused_and_stopped(
         &conn,
@@ -367,15 +340,7 @@ async fn not_offered(ctx: &Ctx) -> Check {
 async fn header_mismatch(ctx: &Ctx) -> Check {
     let p = named_photo(ctx).await?;
     let info = infos(&p)[0];
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: 0,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     let mut h = header(&info, 0);
     h.size += 1;
     client::send_blob(&conn, &h, &p.thumb, true)
@@ -481,15 +446,7 @@ async fn not_a_photo(ctx: &Ctx) -> Check {
     };
     named(ctx, &fake).await?;
     let info = infos(&fake)[1];
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: 0,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     client::send_blob(&conn, &header(&info, 0), &fake.bytes, true)
         .await
         .map_err(|e| fail("to send a blob", e))?;
@@ -500,15 +457,7 @@ async fn not_a_photo(ctx: &Ctx) -> Check {
         Code::BlobMismatch,
         "BlobRefused { BlobMismatch } for bytes that are not a stored JPEG",
     )?;
-    let (conn, mut ctl) = offered(
-        ctx,
-        &[info],
-        &[Want {
-            hash: info.hash,
-            offset: 0,
-        }],
-    )
-    .await?;
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     crate::bye(&mut ctl, &conn).await;
     Ok(())
 }
