@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use gridsync_core::{BlobHash, Category, Change, PhotoKind, Severity, Status};
+use gridsync_core::{BlobHash, Category, Change, NodeId, PhotoKind, Severity, Status};
 use gridsync_device::{Device, FixedEnv, NewReport, PhotoInput};
-use gridsync_scenarios::{hand_over_at, incident_json};
+use gridsync_scenarios::{admit_from, hand_over_at, incident_json};
 use gridsync_store::Store;
 
 const T0: u64 = 1_764_000_000_000;
@@ -240,7 +240,7 @@ fn a_handheld_with_a_clock_an_hour_fast_is_refused_and_nothing_is_taken() {
     .expect("report");
     drop(a);
     let before = incident_json(&pdas[1].path);
-    let mut b = Store::open(&pdas[1].path).expect("open");
+    let b = Store::open(&pdas[1].path).expect("open");
     let events = Store::open(&pdas[0].path)
         .expect("open")
         .incidents()
@@ -253,11 +253,10 @@ fn a_handheld_with_a_clock_an_hour_fast_is_refused_and_nothing_is_taken() {
                 .expect("events")
         })
         .collect::<Vec<_>>();
-    let err = b
-        .append_remote(&events, &[], T0 + 60_000)
-        .expect_err("an hour ahead is refused");
+    let err =
+        admit_from(NodeId([1; 32]), &events, T0 + 60_000).expect_err("an hour ahead is refused");
     assert!(
-        matches!(err, gridsync_store::StoreError::ClockAhead { .. }),
+        matches!(err, gridsync_proto::AdmitError::ClockAhead { .. }),
         "{err}"
     );
     assert!(err.to_string().contains("ahead"), "{err}");

@@ -5,12 +5,31 @@ pub mod sim;
 
 use std::path::Path;
 
-use gridsync_core::IncidentState;
+use gridsync_core::{Event, IncidentState, NodeId, Scope};
+use gridsync_proto::{Admission, AdmitError, Admitted, Origins};
 use gridsync_store::{BlobKind, NewBlob, Store};
+
+/// `events` as a batch received from `from` at `now_ms`, admitted as a district admits its
+/// streets' traffic (any origin, the district of the first event's grid).
+pub fn admit_from(from: NodeId, events: &[Event], now_ms: u64) -> Result<Admitted, AdmitError> {
+    let district = events
+        .first()
+        .and_then(|e| e.grid.as_str().split('/').next())
+        .unwrap_or("110101");
+    let scope: Scope = district.parse().expect("a district scope");
+    Admission {
+        from,
+        scope: &scope,
+        origins: Origins::Any,
+        max_events: usize::MAX,
+        max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+    }
+    .admit_events(events, now_ms)
+}
 
 /// Hands every event and blob of the store at `from` to the store at `to`, incident by
 /// incident, the way a sync would (but with no network), as received at time `now_ms`: the
-/// receiver's `append_remote` checks the clocks and is idempotent, so handing the same things
+/// receiver admits the batch (so clocks are checked) and stores it idempotently, so handing the same things
 /// over twice changes nothing. Returns how many events were new to the receiver.
 pub fn hand_over_at(from: &Path, to: &Path, now_ms: u64) -> usize {
     let src = Store::open(from).expect("open source store");
@@ -37,8 +56,10 @@ pub fn hand_over_at(from: &Path, to: &Path, now_ms: u64) -> usize {
                 bytes,
             })
             .collect();
+        let from = src.identity().expect("source identity").node_id;
+        let batch = admit_from(from, &events, now_ms).expect("admitted");
         new += dst
-            .append_remote(&events, &blobs, now_ms)
+            .append_received(&batch, &blobs)
             .expect("append")
             .new_events;
     }

@@ -67,12 +67,7 @@ impl Node {
 
     /// How this node connects to `parent` as a child.
     pub fn client_config(&self, parent: &Node) -> ClientConfig {
-        ClientConfig {
-            node: self.id,
-            role: self.role,
-            name: self.name.clone(),
-            parent: parent.id,
-        }
+        ClientConfig::new(self.id, self.role, self.name.clone(), parent.id)
     }
 
     /// How this node serves its children.

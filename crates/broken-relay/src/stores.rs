@@ -4,18 +4,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use gridsync_core::{codec, BlobHash, Clock, Event, Hlc, NodeId, Scope};
+use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
 use gridsync_proto::{
-    BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled, Head, Page, StorageError,
-    StorageErrorKind, SyncStore,
+    Admitted, BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled, Head, Page,
+    StorageError, StorageErrorKind, SyncStore,
 };
 
 /// A batch acknowledged but not yet handed to the inner store.
-struct Pending {
-    from: NodeId,
-    events: Vec<Event>,
-    now_ms: u64,
-}
+struct Pending(Admitted);
 
 struct Inner<S: SyncStore> {
     store: S,
@@ -28,8 +24,8 @@ impl<S: SyncStore> Inner<S> {
     /// flushed.
     fn flush(&mut self) -> Result<(), StorageError> {
         for p in std::mem::take(&mut self.pending) {
-            if let Err(e) = self.store.commit(&p.from, &p.events, p.now_ms) {
-                tracing::error!(error = %e, events = p.events.len(), "broken relay: an acknowledged batch could not be committed; it is lost");
+            if let Err(e) = self.store.commit(&p.0) {
+                tracing::error!(error = %e, events = p.0.len(), "broken relay: an acknowledged batch could not be committed; it is lost");
                 return Err(e);
             }
         }
@@ -66,12 +62,7 @@ impl<S: SyncStore> AckBeforeCommit<S> {
     /// Events acknowledged but not committed to the inner store.
     #[cfg(test)]
     fn pending_events(&self) -> usize {
-        self.inner
-            .borrow()
-            .pending
-            .iter()
-            .map(|p| p.events.len())
-            .sum()
+        self.inner.borrow().pending.iter().map(|p| p.0.len()).sum()
     }
 
     /// Flushes, then runs `f` on the inner store.
@@ -99,21 +90,10 @@ impl<S: SyncStore> Drop for AckBeforeCommit<S> {
     }
 }
 
-/// What the inner store's commit would answer for `events`, without writing: the same drift
-/// check first, then, event by event, new, duplicate (the same encoding already held, or
-/// earlier in the batch) or equivocation (another encoding), refusing the whole batch.
-fn would_commit<S: SyncStore>(
-    store: &S,
-    events: &[Event],
-    now_ms: u64,
-) -> Result<Committed, StorageError> {
-    let clock = Clock::new(Hlc::default());
-    for e in events {
-        clock.check(e.hlc, now_ms).map_err(|error| StorageError {
-            kind: StorageErrorKind::ClockAhead,
-            message: format!("event {}/{} refused: {error}", e.origin, e.seq),
-        })?;
-    }
+/// What the inner store's commit would answer for `events`, without writing: event by
+/// event, new, duplicate (the same encoding already held, or earlier in the batch) or
+/// equivocation (another encoding), refusing the whole batch.
+fn would_commit<S: SyncStore>(store: &S, events: &[Event]) -> Result<Committed, StorageError> {
     let encode = |e: &Event| {
         codec::encode_event(e).map_err(|error| {
             StorageError::internal(format!("event {}/{}: {error}", e.origin, e.seq))
@@ -162,21 +142,12 @@ impl<S: SyncStore> SyncStore for AckBeforeCommit<S> {
     }
 
     /// The fault: answers as the inner store would, and keeps the batch for later.
-    fn commit(
-        &mut self,
-        from: &NodeId,
-        events: &[Event],
-        now_ms: u64,
-    ) -> Result<Committed, StorageError> {
+    fn commit(&mut self, batch: &Admitted) -> Result<Committed, StorageError> {
         let inner = self.inner.get_mut();
         inner.flush()?;
-        let committed = would_commit(&inner.store, events, now_ms)?;
-        if !events.is_empty() {
-            inner.pending.push(Pending {
-                from: *from,
-                events: events.to_vec(),
-                now_ms,
-            });
+        let committed = would_commit(&inner.store, batch.events())?;
+        if !batch.is_empty() {
+            inner.pending.push(Pending(batch.clone()));
         }
         Ok(committed)
     }
@@ -255,12 +226,10 @@ impl<S: SyncStore> SyncStore for AckBeforeCommit<S> {
 
     fn commit_download(
         &mut self,
-        parent: &NodeId,
-        events: &[Event],
+        batch: &Admitted,
         cursor: u64,
-        now_ms: u64,
     ) -> Result<Committed, StorageError> {
-        self.write(|s| s.commit_download(parent, events, cursor, now_ms))
+        self.write(|s| s.commit_download(batch, cursor))
     }
 
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError> {
@@ -291,13 +260,8 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
         self.0.heads(peer)
     }
 
-    fn commit(
-        &mut self,
-        from: &NodeId,
-        events: &[Event],
-        now_ms: u64,
-    ) -> Result<Committed, StorageError> {
-        self.0.commit(from, events, now_ms)
+    fn commit(&mut self, batch: &Admitted) -> Result<Committed, StorageError> {
+        self.0.commit(batch)
     }
 
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, StorageError> {
@@ -376,12 +340,10 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
 
     fn commit_download(
         &mut self,
-        parent: &NodeId,
-        events: &[Event],
+        batch: &Admitted,
         cursor: u64,
-        now_ms: u64,
     ) -> Result<Committed, StorageError> {
-        self.0.commit_download(parent, events, cursor, now_ms)
+        self.0.commit_download(batch, cursor)
     }
 
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError> {
@@ -436,6 +398,20 @@ mod tests {
         (id, events)
     }
 
+    /// `events` as a batch from `from`, admitted at `now` as a street relay admits it.
+    fn admit(from: NodeId, events: &[Event], now: u64) -> Admitted {
+        let scope: Scope = "110101".parse().expect("scope");
+        gridsync_proto::Admission {
+            from,
+            scope: &scope,
+            origins: gridsync_proto::Origins::Any,
+            max_events: usize::MAX,
+            max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+        }
+        .admit_events(events, now)
+        .expect("admitted")
+    }
+
     fn enrolled(node: NodeId, grid: &str) -> Enrolled {
         Enrolled {
             node,
@@ -461,7 +437,7 @@ mod tests {
         let (dev, events) = device(dir.path(), "patrol-7", GRID_A, 3);
         let now = now_ms();
 
-        let c = lazy.commit(&dev, &events[..2], now).expect("commit");
+        let c = lazy.commit(&admit(dev, &events[..2], now)).expect("commit");
         assert_eq!((c.stored, c.duplicates), (2, 0));
         assert_eq!(lazy.pending_events(), 2);
         // Another connection to the same file does not see it yet: a crash now loses it.
@@ -476,12 +452,12 @@ mod tests {
         // Counts as the real store gives them: held ones, and repeats inside the batch, are
         // duplicates.
         let batch = [events[1].clone(), events[2].clone(), events[2].clone()];
-        let c = lazy.commit(&dev, &batch, now).expect("commit");
+        let c = lazy.commit(&admit(dev, &batch, now)).expect("commit");
         assert_eq!((c.stored, c.duplicates), (1, 2));
         lazy.flush().expect("flush");
         assert_eq!(head(&other, dev, GRID_A), 3);
         let mut real = Store::open(&path).expect("open");
-        let c = real.commit(&dev, &batch, now).expect("commit");
+        let c = real.commit(&admit(dev, &batch, now)).expect("commit");
         assert_eq!((c.stored, c.duplicates), (0, 3));
     }
 
@@ -491,7 +467,7 @@ mod tests {
         let mut lazy = AckBeforeCommit::new(relay(dir.path()));
         let (dev, events) = device(dir.path(), "patrol-7", GRID_A, 2);
         let now = now_ms();
-        lazy.commit(&dev, &events[..1], now).expect("commit");
+        lazy.commit(&admit(dev, &events[..1], now)).expect("commit");
 
         // Another content under a held id: equivocation, and the batch is dropped whole.
         let mut forged = events[0].clone();
@@ -499,19 +475,11 @@ mod tests {
             text: "not what was said".into(),
         };
         let e = lazy
-            .commit(&dev, &[events[1].clone(), forged], now)
+            .commit(&admit(dev, &[events[1].clone(), forged], now))
             .expect_err("equivocation");
         assert_eq!(e.kind, StorageErrorKind::Equivocation);
         assert_eq!(lazy.pending_events(), 0);
         assert_eq!(head(&lazy, dev, GRID_A), 1);
-
-        // An event from too far ahead: refused as by the real store.
-        let e = lazy
-            .commit(&dev, &events[1..], events[1].hlc.wall_ms - 11 * 60 * 1000)
-            .expect_err("clock ahead");
-        assert_eq!(e.kind, StorageErrorKind::ClockAhead);
-        assert!(!e.message.contains("relay.db"), "no path: {}", e.message);
-        assert_eq!(lazy.pending_events(), 0);
     }
 
     #[test]
@@ -520,7 +488,7 @@ mod tests {
         let path = dir.path().join("relay.db");
         let mut lazy = AckBeforeCommit::new(relay(dir.path()));
         let (dev, events) = device(dir.path(), "patrol-7", GRID_A, 1);
-        lazy.commit(&dev, &events, now_ms()).expect("commit");
+        lazy.commit(&admit(dev, &events, now_ms())).expect("commit");
         drop(lazy);
         assert_eq!(head(&Store::open(&path).expect("open"), dev, GRID_A), 1);
     }
@@ -532,8 +500,8 @@ mod tests {
         let (a, events_a) = device(dir.path(), "patrol-a", GRID_A, 1);
         let (b, events_b) = device(dir.path(), "patrol-b", GRID_B, 1);
         let now = now_ms();
-        leaky.commit(&a, &events_a, now).expect("commit a");
-        leaky.commit(&b, &events_b, now).expect("commit b");
+        leaky.commit(&admit(a, &events_a, now)).expect("commit a");
+        leaky.commit(&admit(b, &events_b, now)).expect("commit b");
 
         let scope_b: Scope = GRID_B.parse().expect("scope");
         let page = leaky.page(&scope_b, &b, 0, 512, 1 << 20).expect("page");

@@ -54,6 +54,21 @@ pub enum ClockError {
     },
 }
 
+/// Refuses `remote` if its physical time is more than `max_drift_ms` ahead of `now_ms`: the
+/// bound a receiver puts on a sender's clock, without a clock of its own (see
+/// [`Clock::check`]).
+pub fn check_ahead(remote: Hlc, now_ms: u64, max_drift_ms: u64) -> Result<(), ClockError> {
+    let ahead_ms = remote.wall_ms.saturating_sub(now_ms);
+    if ahead_ms > max_drift_ms {
+        return Err(ClockError::TooFarAhead {
+            remote_ms: remote.wall_ms,
+            ahead_ms,
+            max_drift_ms,
+        });
+    }
+    Ok(())
+}
+
 /// A node's hybrid logical clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clock {
@@ -95,15 +110,7 @@ impl Clock {
 
     /// Refuses `remote` if its physical time is more than the drift bound ahead of `now_ms`.
     pub fn check(&self, remote: Hlc, now_ms: u64) -> Result<(), ClockError> {
-        let ahead_ms = remote.wall_ms.saturating_sub(now_ms);
-        if ahead_ms > self.max_drift_ms {
-            return Err(ClockError::TooFarAhead {
-                remote_ms: remote.wall_ms,
-                ahead_ms,
-                max_drift_ms: self.max_drift_ms,
-            });
-        }
-        Ok(())
+        check_ahead(remote, now_ms, self.max_drift_ms)
     }
 
     /// Takes in a timestamp received from another node, after [`Clock::check`]ing it, so that

@@ -38,12 +38,12 @@ impl<E: Env> Device<E> {
         sync_store(
             self.store.path(),
             &self.identity.secret,
-            ClientConfig {
-                node: self.identity.node_id,
+            ClientConfig::new(
+                self.identity.node_id,
                 role,
-                name: self.identity.name.clone(),
-                parent: target.relay_id,
-            },
+                self.identity.name.clone(),
+                target.relay_id,
+            ),
             target.addr,
             options,
             progress,

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
 
+use crate::admit::{Admission, AdmitError, Origins};
+
 use crate::message::{BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role};
 use crate::storage::{StorageError, SyncStore};
 
@@ -29,6 +31,22 @@ pub struct ClientConfig {
     pub name: String,
     /// The parent's node id (already pinned by TLS).
     pub parent: NodeId,
+    /// How far ahead of this node's clock a downloaded event's timestamp may be.
+    pub max_drift_ms: u64,
+}
+
+impl ClientConfig {
+    /// A child `node` of this `role` named `name`, syncing with `parent`, with the default
+    /// drift bound.
+    pub fn new(node: NodeId, role: Role, name: impl Into<String>, parent: NodeId) -> Self {
+        Self {
+            node,
+            role,
+            name: name.into(),
+            parent,
+            max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+        }
+    }
 }
 
 /// What a session did.
@@ -98,6 +116,10 @@ pub enum SessionError {
     /// The parent did not answer in time.
     #[error("the relay did not answer within {0} ms")]
     Timeout(u64),
+    /// A downloaded event's timestamp is too far ahead of this node's clock; nothing of the
+    /// page was stored.
+    #[error("the relay sent an event from too far ahead: {0}")]
+    ClockAhead(String),
 }
 
 impl SessionError {
@@ -110,6 +132,7 @@ impl SessionError {
             SessionError::OutOfScope(_) => ErrorCode::OutOfScope,
             SessionError::Storage(_) => ErrorCode::Storage,
             SessionError::Timeout(_) => ErrorCode::Timeout,
+            SessionError::ClockAhead(_) => ErrorCode::ClockAhead,
         }
     }
 }
@@ -172,6 +195,42 @@ pub struct ClientSession {
     /// `Down` pages in a row that said "more" without moving the cursor.
     stalled_pages: u32,
     summary: Summary,
+}
+
+/// How a downloaded page refused at admission fails the session, in the words of a download.
+fn download_refusal(e: AdmitError) -> SessionError {
+    match e {
+        AdmitError::TooLarge {
+            index,
+            bytes,
+            limit,
+        } => SessionError::Malformed(format!(
+            "downloaded event {index} is {bytes} bytes, over the {limit}-byte limit"
+        )),
+        AdmitError::Malformed { index, error } => {
+            SessionError::Malformed(format!("downloaded event {index} does not decode: {error}"))
+        }
+        AdmitError::Rules {
+            index,
+            origin,
+            seq,
+            error,
+        } => SessionError::Malformed(format!(
+            "downloaded event {index} ({}/{seq}): {error}",
+            origin.short()
+        )),
+        AdmitError::OutOfScope {
+            origin, seq, grid, ..
+        } => SessionError::Protocol(format!(
+            "the relay sent event {}/{seq} of grid {grid}, outside this node's scope",
+            origin.short()
+        )),
+        AdmitError::ClockAhead { .. } => SessionError::ClockAhead(e.to_string()),
+        // A download has no batch limit and takes any origin.
+        AdmitError::TooMany { .. } | AdmitError::NotOwn { .. } => {
+            SessionError::Protocol(format!("downloaded page refused: {e}"))
+        }
+    }
 }
 
 /// `Down` pages in a row that may say "more" without moving the cursor.
@@ -522,41 +581,21 @@ impl ClientSession {
                     more,
                 },
             ) => {
-                let mut decoded = Vec::with_capacity(events.len());
-                for (i, body) in events.iter().enumerate() {
-                    // The same checks a parent makes on an upload, before anything is stored.
-                    if body.len() > crate::MAX_EVENT_BYTES {
-                        return Ok(self.fail_with_error(SessionError::Malformed(format!(
-                            "downloaded event {i} is {} bytes, over the {}-byte limit",
-                            body.len(),
-                            crate::MAX_EVENT_BYTES
-                        ))));
-                    }
-                    let e = match codec::decode_event(body) {
-                        Ok(e) => e,
-                        Err(e) => {
-                            return Ok(self.fail_with_error(SessionError::Malformed(format!(
-                                "downloaded event {i} does not decode: {e}"
-                            ))))
-                        }
-                    };
-                    if let Err(why) = gridsync_core::check_rules(&e) {
-                        return Ok(self.fail_with_error(SessionError::Malformed(format!(
-                            "downloaded event {i} ({}/{}): {why}",
-                            e.origin.short(),
-                            e.seq
-                        ))));
-                    }
-                    if !self.scope.as_ref().is_some_and(|s| s.contains(&e.grid)) {
-                        return Ok(self.fail_with_error(SessionError::Protocol(format!(
-                            "the relay sent event {}/{} of grid {}, outside this node's scope",
-                            e.origin.short(),
-                            e.seq,
-                            e.grid
-                        ))));
-                    }
-                    decoded.push(e);
-                }
+                // The same admission a parent applies to an upload, before anything is stored.
+                let Some(scope) = self.scope.as_ref() else {
+                    return Ok(self.protocol("Down before Welcome".into()));
+                };
+                let admission = Admission {
+                    from: self.config.parent,
+                    scope,
+                    origins: Origins::Any,
+                    max_events: usize::MAX,
+                    max_drift_ms: self.config.max_drift_ms,
+                };
+                let decoded = match admission.admit(&events, now_ms) {
+                    Ok(admitted) => admitted,
+                    Err(e) => return Ok(self.fail_with_error(download_refusal(e))),
+                };
                 // A page that says "more" without moving the cursor would loop forever; one
                 // or two (a duplicated page) are harmless.
                 if more && cursor <= self.pull_cursor {
@@ -571,7 +610,7 @@ impl ClientSession {
                 }
                 // Nothing new and the cursor where it was: no write (and no disk flush) at all.
                 if !decoded.is_empty() || cursor > self.pull_cursor {
-                    let c = store.commit_download(&self.config.parent, &decoded, cursor, now_ms)?;
+                    let c = store.commit_download(&decoded, cursor)?;
                     self.summary.events_down += u64::from(c.stored);
                 }
                 self.pull_cursor = cursor;

@@ -60,15 +60,10 @@ mod tests {
         fn heads(&self, _: &Enrolled) -> Result<Vec<Head>, StorageError> {
             Ok(Vec::new())
         }
-        fn commit(
-            &mut self,
-            _: &NodeId,
-            events: &[Event],
-            _: u64,
-        ) -> Result<Committed, StorageError> {
-            self.committed.extend_from_slice(events);
+        fn commit(&mut self, batch: &crate::Admitted) -> Result<Committed, StorageError> {
+            self.committed.extend_from_slice(batch.events());
             Ok(Committed {
-                stored: events.len() as u32,
+                stored: batch.len() as u32,
                 duplicates: 0,
             })
         }
@@ -134,9 +129,7 @@ mod tests {
         }
         fn commit_download(
             &mut self,
-            _: &NodeId,
-            _: &[Event],
-            _: u64,
+            _: &crate::Admitted,
             _: u64,
         ) -> Result<Committed, StorageError> {
             Err(StorageError::internal("not in this test"))

@@ -2,6 +2,8 @@
 //!
 //! - [`message`]: the wire messages of protocol version 1;
 //! - [`frame`]: length-prefixed framing;
+//! - [`admit`]: the one admission point every received event batch passes on both sides,
+//!   returning an [`Admitted`] batch, the only thing a [`SyncStore`] commits;
 //! - [`storage`]: the [`SyncStore`] trait sessions run on (SQLite in `gridsync-store`);
 //! - [`client`] and [`server`]: the session state machines. They take messages and the
 //!   current time, call the store, and return messages and actions for a driver to carry
@@ -13,6 +15,7 @@
 //! makes a parent session break the protocol on purpose: for the conformance harness's
 //! broken-relay tests only (`crates/broken-relay`); never set in a real relay.
 
+pub mod admit;
 pub mod client;
 mod faults;
 pub mod frame;
@@ -28,6 +31,7 @@ pub use frame::{FrameError, FrameReader, MAX_FRAME};
 /// 8 KiB); the bound keeps every stored event far inside a frame, so any page of them can be
 /// sent.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+pub use admit::{Admission, AdmitError, Admitted, Origins};
 pub use message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN, VERSIONS,
 };

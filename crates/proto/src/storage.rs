@@ -4,10 +4,15 @@
 //! same trait over PostgreSQL and an object store.
 //!
 //! **Contract.** Every write is idempotent, and returns only once it is durable: a session
-//! acknowledges to its peer only what a write here has returned `Ok` for.
+//! acknowledges to its peer only what a write here has returned `Ok` for. A store carries no
+//! policy: the events it commits come as an [`Admitted`] batch, which only
+//! [`crate::Admission::admit`] builds (size, decoding, rules, origin, scope, clock), so the
+//! only refusals left to a store are about what it holds (an id already stored with other
+//! content).
 
 use gridsync_core::{BlobHash, Event, NodeId, Scope};
 
+use crate::admit::Admitted;
 use crate::message::{BlobInfo, BlobKind, Head, Role};
 
 /// Why storage refused or failed.
@@ -21,8 +26,6 @@ pub struct StorageError {
 /// The kinds of [`StorageError`] a session tells apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageErrorKind {
-    /// An event's timestamp is too far ahead; nothing of the batch was stored.
-    ClockAhead,
     /// An event id already stored with other content; nothing of the batch was stored.
     Equivocation,
     /// Anything else (I/O, corruption): transient as far as the peer knows.
@@ -105,15 +108,10 @@ pub trait SyncStore {
     /// any origin with events in its scope. Origins not listed count as 0.
     fn heads(&self, peer: &Enrolled) -> Result<Vec<Head>, StorageError>;
 
-    /// Stores events received from `from` (already checked against its scope) in one durable
-    /// transaction: all or nothing. Refuses, storing nothing, any event more than the allowed
-    /// drift ahead of `now_ms`, and any id already held with other content.
-    fn commit(
-        &mut self,
-        from: &NodeId,
-        events: &[Event],
-        now_ms: u64,
-    ) -> Result<Committed, StorageError>;
+    /// Stores an admitted batch received from the child [`Admitted::from`] in one durable
+    /// transaction: all or nothing, recording that the events came from it (so they are never
+    /// paged back to it). Refuses, storing nothing, any id already held with other content.
+    fn commit(&mut self, batch: &Admitted) -> Result<Committed, StorageError>;
 
     /// What this node holds of blob `hash`.
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, StorageError>;
@@ -188,15 +186,11 @@ pub trait SyncStore {
     /// The download cursor for parent `parent` (0 when never synced).
     fn down_cursor(&self, parent: &NodeId) -> Result<u64, StorageError>;
 
-    /// Stores events downloaded from `parent` and moves its download cursor to `cursor`, in
-    /// one durable transaction (same checks as [`SyncStore::commit`]).
-    fn commit_download(
-        &mut self,
-        parent: &NodeId,
-        events: &[Event],
-        cursor: u64,
-        now_ms: u64,
-    ) -> Result<Committed, StorageError>;
+    /// Stores an admitted batch downloaded from the parent [`Admitted::from`] and moves that
+    /// parent's download cursor to `cursor`, in one durable transaction (same refusal as
+    /// [`SyncStore::commit`]).
+    fn commit_download(&mut self, batch: &Admitted, cursor: u64)
+        -> Result<Committed, StorageError>;
 
     /// Records that `parent` acknowledged this node's own events up to `seq` (for "pending").
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError>;

@@ -168,12 +168,8 @@ pub async fn start_with(
     let node_id = identity.node_id;
     let task = tokio::spawn(async move {
         let up = upstream.map(|target| {
-            let config = ClientConfig {
-                node: identity.node_id,
-                role,
-                name: identity.name.clone(),
-                parent: target.id,
-            };
+            let config =
+                ClientConfig::new(identity.node_id, role, identity.name.clone(), target.id);
             tokio::spawn(upstream_loop(
                 store,
                 identity.secret,

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use gridsync_core::codec::{self, CodecError};
 use gridsync_core::{BlobHash, Event, EventId, Hlc, IncidentId, IncidentState, NodeId};
+use gridsync_proto::Admitted;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
@@ -67,13 +68,6 @@ pub enum StoreError {
         path: PathBuf,
         origin: NodeId,
         seq: u64,
-    },
-    #[error("{path}: event {origin}/{seq} refused: {error}")]
-    ClockAhead {
-        path: PathBuf,
-        origin: NodeId,
-        seq: u64,
-        error: gridsync_core::ClockError,
     },
     #[error("{path}: blob {hash} does not match its bytes; refusing the batch")]
     BlobMismatch { path: PathBuf, hash: BlobHash },
@@ -417,9 +411,9 @@ impl Store {
     /// stored (same bytes) and blobs already present are skipped. An event stored before with
     /// *different* bytes, or a blob whose bytes do not hash to its id, refuses the whole batch.
     ///
-    /// `append` is for the node's own events and for events already checked; anything
-    /// received from a peer goes through [`Store::append_remote`], which first refuses
-    /// timestamps too far ahead of this node's clock.
+    /// `append` is for the node's own events; anything received from a peer goes through
+    /// [`Store::append_received`] or the [`SyncStore`](gridsync_proto::SyncStore) commits,
+    /// which take only an admitted batch.
     pub fn append(
         &mut self,
         events: &[Event],
@@ -429,8 +423,8 @@ impl Store {
         self.write(events, blobs, clock, None, None)
     }
 
-    /// The one write path behind [`Store::append`], [`Store::append_remote`],
-    /// [`Store::append_from`] and the sync store: `via` is recorded on newly inserted events,
+    /// The one write path behind [`Store::append`], [`Store::append_received`] and the sync
+    /// store: `via` is recorded on newly inserted events,
     /// and `cursor` (peer, name, value) is advanced in the same transaction.
     fn write(
         &mut self,
@@ -563,48 +557,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores events received from a peer: like [`Store::append`] (with no clock of its own),
-    /// but first checks every event's timestamp against `now_ms` with the default drift bound
-    /// ([`gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS`]) and refuses the whole batch, writing
-    /// nothing, if any is too far ahead: a node with a wrong clock must not win every
-    /// last-writer-wins race nor drag this node's clock forward.
-    pub fn append_remote(
-        &mut self,
-        events: &[Event],
-        blobs: &[NewBlob<'_>],
-        now_ms: u64,
-    ) -> Result<Appended> {
-        self.check_drift(events, now_ms)?;
-        self.write(events, blobs, None, None, None)
-    }
-
-    /// Like [`Store::append_remote`], and records on every newly stored event that it was
-    /// received from the peer `via`, so downloads to `via` skip it (it has it already).
-    pub fn append_from(
-        &mut self,
-        via: &NodeId,
-        events: &[Event],
-        blobs: &[NewBlob<'_>],
-        now_ms: u64,
-    ) -> Result<Appended> {
-        self.check_drift(events, now_ms)?;
-        self.write(events, blobs, None, Some(via), None)
-    }
-
-    /// Refuses, with the first offender, a batch holding an event too far ahead of `now_ms`.
-    fn check_drift(&self, events: &[Event], now_ms: u64) -> Result<()> {
-        let clock = gridsync_core::Clock::new(Hlc::default());
-        for e in events {
-            clock
-                .check(e.hlc, now_ms)
-                .map_err(|error| StoreError::ClockAhead {
-                    path: self.path.clone(),
-                    origin: e.origin,
-                    seq: e.seq,
-                    error,
-                })?;
-        }
-        Ok(())
+    /// Stores an admitted batch received from the peer [`Admitted::from`] (and `blobs` with
+    /// it) like [`Store::append`] with no clock of its own, recording on every newly stored
+    /// event that it came from that peer, so downloads to it skip it (it has it already).
+    /// Every check of what a peer may send was made by [`gridsync_proto::Admission::admit`],
+    /// the only way to build an [`Admitted`]; this store only stores.
+    pub fn append_received(&mut self, batch: &Admitted, blobs: &[NewBlob<'_>]) -> Result<Appended> {
+        self.write(batch.events(), blobs, None, Some(batch.from()), None)
     }
 
     // ---- reads --------------------------------------------------------------------------

@@ -9,8 +9,8 @@
 
 use gridsync_core::{BlobHash, Event, GridCode, NodeId, Scope};
 use gridsync_proto::{
-    BlobFinish, BlobInfo, BlobKind as WireKind, BlobState, Committed, Enrolled, Head, Page, Role,
-    StorageError, StorageErrorKind, SyncStore,
+    Admitted, BlobFinish, BlobInfo, BlobKind as WireKind, BlobState, Committed, Enrolled, Head,
+    Page, Role, StorageError, StorageErrorKind, SyncStore,
 };
 use rusqlite::{params, Connection, OptionalExtension, MAIN_DB};
 
@@ -107,7 +107,6 @@ fn kind_text(kind: WireKind) -> &'static str {
 /// full error, path included, goes to the local log.
 fn storage(e: StoreError) -> StorageError {
     let kind = match e {
-        StoreError::ClockAhead { .. } => StorageErrorKind::ClockAhead,
         StoreError::Equivocation { .. } => StorageErrorKind::Equivocation,
         _ => StorageErrorKind::Internal,
     };
@@ -126,9 +125,6 @@ fn storage(e: StoreError) -> StorageError {
 /// SQL): what a peer may be told.
 fn without_path(e: &StoreError) -> String {
     match e {
-        StoreError::ClockAhead {
-            origin, seq, error, ..
-        } => format!("event {}/{seq} refused: {error}", origin.short()),
         StoreError::Equivocation { origin, seq, .. } => {
             format!(
                 "event {}/{seq} is already stored with different content; refusing the batch",
@@ -751,13 +747,8 @@ impl SyncStore for Store {
         }
     }
 
-    fn commit(
-        &mut self,
-        from: &NodeId,
-        events: &[Event],
-        now_ms: u64,
-    ) -> Result<Committed, StorageError> {
-        self.append_from(from, events, &[], now_ms)
+    fn commit(&mut self, batch: &Admitted) -> Result<Committed, StorageError> {
+        self.append_received(batch, &[])
             .map(committed)
             .map_err(storage)
     }
@@ -857,16 +848,20 @@ impl SyncStore for Store {
     /// The events are stored with `via` = `parent`, so they are never offered back to it.
     fn commit_download(
         &mut self,
-        parent: &NodeId,
-        events: &[Event],
+        batch: &Admitted,
         cursor: u64,
-        now_ms: u64,
     ) -> Result<Committed, StorageError> {
-        self.check_drift(events, now_ms).map_err(storage)?;
+        let parent = batch.from();
         let peer = parent.to_hex();
-        self.write(events, &[], None, Some(parent), Some((&peer, DOWN, cursor)))
-            .map(committed)
-            .map_err(storage)
+        self.write(
+            batch.events(),
+            &[],
+            None,
+            Some(parent),
+            Some((&peer, DOWN, cursor)),
+        )
+        .map(committed)
+        .map_err(storage)
     }
 
     /// One upstream: the acknowledgement is kept under [`UPSTREAM`], whichever the parent.

@@ -143,7 +143,16 @@ fn build(dir: &Path, size: usize) -> Result<(Identity, Identity, Reporter), Erro
             written += 1;
         }
         d.append(&batch, &[], Some(reporter.writer.clock_last()))?;
-        r.append_from(&device.node_id, &batch, &[], now_ms())?;
+        let scope = Scope::from(&reporter.grid);
+        let admitted = gridsync_proto::Admission {
+            from: device.node_id,
+            scope: &scope,
+            origins: gridsync_proto::Origins::Only(device.node_id),
+            max_events: usize::MAX,
+            max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+        }
+        .admit_events(&batch, now_ms())?;
+        r.append_received(&admitted, &[])?;
     }
     // The relay acknowledged all of them.
     d.advance_cursor(
@@ -173,12 +182,7 @@ async fn sync_once(
     warm: bool,
 ) -> Result<Run, Error> {
     let conn = client::connect(endpoint, &device.secret, relay.0, relay.1).await?;
-    let config = ClientConfig {
-        node: device.node_id,
-        role: Role::Device,
-        name: device.name.clone(),
-        parent: relay.1,
-    };
+    let config = ClientConfig::new(device.node_id, Role::Device, device.name.clone(), relay.1);
     if warm {
         client::run_session(
             &conn,

@@ -1,4 +1,5 @@
 use super::*;
+use crate::tests::admitted;
 use crate::{BlobKind, NewBlob, SCHEMA_VERSION};
 use gridsync_core::{codec, Hlc, IncidentId, Payload, PhotoKind, PhotoMeta, Writer};
 use rusqlite::StatementStatus;
@@ -371,21 +372,21 @@ fn commit_is_idempotent_records_via_and_keeps_refusal_kinds() {
     let (child, other, me) = (node(1), node(2), node(3));
     let events = comments(child, "110101/002/014/03", 3);
     assert_eq!(
-        s.commit(&child, &events, NOW).unwrap(),
+        s.commit(&admitted(child, &events)).unwrap(),
         Committed {
             stored: 3,
             duplicates: 0
         }
     );
     assert_eq!(
-        s.commit(&child, &events, NOW).unwrap(),
+        s.commit(&admitted(child, &events)).unwrap(),
         Committed {
             stored: 0,
             duplicates: 3
         }
     );
     // The same events from another peer change nothing, not even where they came from.
-    assert_eq!(s.commit(&other, &events, NOW).unwrap().duplicates, 3);
+    assert_eq!(s.commit(&admitted(other, &events)).unwrap().duplicates, 3);
     for e in &events {
         assert_eq!(via_of(&s, e), Some(child.0.to_vec()));
     }
@@ -395,20 +396,19 @@ fn commit_is_idempotent_records_via_and_keeps_refusal_kinds() {
 
     let mut forged = events[0].clone();
     forged.author = "someone else".into();
-    let err = s.commit(&child, &[forged], NOW).unwrap_err();
+    let err = s.commit(&admitted(child, &[forged])).unwrap_err();
     assert_eq!(err.kind, StorageErrorKind::Equivocation, "{err}");
     assert!(!err.message.contains(":memory:"), "{err}");
 
-    let mut ahead = Writer::new(node(4), "w", 1, Hlc::new(NOW + 3_600_000, 0));
-    let late = ahead.write(
-        IncidentId::new_v7(NOW, [4; 10]),
-        &grid("110101/002/014/03"),
-        Payload::Commented { text: "x".into() },
-        NOW,
-    );
+    // A refused batch stores nothing of itself (the clock bound is admission's now:
+    // `gridsync_proto::admit` and tests/session_sim.rs test it).
     let fine = comments(node(5), "110101/002/014/03", 1);
-    let err = s.commit(&child, &[fine[0].clone(), late], NOW).unwrap_err();
-    assert_eq!(err.kind, StorageErrorKind::ClockAhead, "{err}");
+    let mut forged = events[1].clone();
+    forged.author = "someone else".into();
+    let err = s
+        .commit(&admitted(child, &[fine[0].clone(), forged]))
+        .unwrap_err();
+    assert_eq!(err.kind, StorageErrorKind::Equivocation, "{err}");
     assert!(
         !s.has_event(&fine[0].id()).unwrap(),
         "nothing of the batch stored"
@@ -437,14 +437,14 @@ fn refusals_name_the_event_and_the_figures_but_never_the_path() {
     };
     let child = node(1);
     let events = comments(child, "110101/002/014/03", 3);
-    s.commit(&child, &events, NOW).unwrap();
+    s.commit(&admitted(child, &events)).unwrap();
 
     let mut forged = events[1].clone();
     forged.author = "someone else".into();
     for err in [
-        s.commit(&child, std::slice::from_ref(&forged), NOW)
+        s.commit(&admitted(child, std::slice::from_ref(&forged)))
             .unwrap_err(),
-        s.commit_download(&node(50), std::slice::from_ref(&forged), 1, NOW)
+        s.commit_download(&admitted(node(50), std::slice::from_ref(&forged)), 1)
             .unwrap_err(),
     ] {
         assert_eq!(err.kind, StorageErrorKind::Equivocation, "{err}");
@@ -452,30 +452,6 @@ fn refusals_name_the_event_and_the_figures_but_never_the_path() {
         assert_eq!(
             err.message,
             "event 01010101/2 is already stored with different content; refusing the batch"
-        );
-    }
-
-    let mut ahead = Writer::new(node(4), "w", 1, Hlc::new(NOW + 3_600_000, 0));
-    let late = ahead.write(
-        IncidentId::new_v7(NOW, [4; 10]),
-        &grid("110101/002/014/03"),
-        Payload::Commented { text: "x".into() },
-        NOW,
-    );
-    for err in [
-        s.commit(&child, std::slice::from_ref(&late), NOW)
-            .unwrap_err(),
-        s.commit_download(&node(50), std::slice::from_ref(&late), 1, NOW)
-            .unwrap_err(),
-    ] {
-        assert_eq!(err.kind, StorageErrorKind::ClockAhead, "{err}");
-        no_path(&err);
-        let m = &err.message;
-        assert!(m.starts_with("event 04040404/1 refused: "), "{m}");
-        // How far ahead, and the limit.
-        assert!(
-            m.contains("3600000 ms ahead") && m.contains("limit 600000 ms"),
-            "{m}"
         );
     }
 
@@ -500,11 +476,13 @@ fn page_skips_what_the_child_sent_and_what_is_out_of_scope() {
     let own = comments(me, "110101/002/001/01", 1);
     let elsewhere = comments(node(4), "110101/003/001/01", 2);
     let near_miss = comments(node(5), "110101/0020/001/01", 1);
-    s.commit(&child, &from_child, NOW).unwrap();
-    s.commit(&sibling, &from_sibling, NOW).unwrap();
+    s.commit(&admitted(child, &from_child)).unwrap();
+    s.commit(&admitted(sibling, &from_sibling)).unwrap();
     s.append(&own, &[], None).unwrap();
-    s.append_remote(&elsewhere, &[], NOW).unwrap();
-    s.append_remote(&near_miss, &[], NOW).unwrap();
+    s.append_received(&admitted(node(99), &elsewhere), &[])
+        .unwrap();
+    s.append_received(&admitted(node(99), &near_miss), &[])
+        .unwrap();
 
     let (got, cursor, _) = drain(&s, &scope("110101/002"), &child, 0, 100, 1 << 20);
     let mut want = encoded(&from_sibling);
@@ -542,8 +520,10 @@ fn paging_gives_every_event_exactly_once() {
     for n in 1..=6u8 {
         let inside = comments(node(n), "110101/002/014/03", 5);
         let outside = comments(node(n + 100), "110101/003/014/03", 3);
-        s.append_remote(&inside, &[], NOW).unwrap();
-        s.append_remote(&outside, &[], NOW).unwrap();
+        s.append_received(&admitted(node(99), &inside), &[])
+            .unwrap();
+        s.append_received(&admitted(node(99), &outside), &[])
+            .unwrap();
         want.extend(encoded(&inside));
     }
     let sc = scope("110101/002");
@@ -588,7 +568,8 @@ fn a_page_examines_a_bounded_number_of_rows() {
     let mut s = Store::in_memory().unwrap();
     bulk_rows(&s, node(1), "110101/003/001/01", PAGE_EXAMINE as i64 + 5);
     let wanted = comments(node(2), "110101/002/014/03", 2);
-    s.append_remote(&wanted, &[], NOW).unwrap();
+    s.append_received(&admitted(node(99), &wanted), &[])
+        .unwrap();
     let sc = scope("110101/002");
 
     let first = s.page(&sc, &node(9), 0, 100, 1 << 20).unwrap();
@@ -614,7 +595,7 @@ fn a_page_at_a_million_events_reads_only_what_is_new() {
     let mut s = Store::in_memory().unwrap();
     bulk_rows(&s, node(1), "110101/002/001/01", 1_000_000);
     let new = comments(node(2), "110101/002/014/03", 3);
-    s.append_remote(&new, &[], NOW).unwrap();
+    s.append_received(&admitted(node(99), &new), &[]).unwrap();
 
     let page = s
         .page(&scope("110101/002"), &node(9), 1_000_000, 100, 1 << 20)
@@ -706,7 +687,7 @@ fn blob_states_follow_events_and_uploads() {
     let (photo, thumb) = (b"photo bytes".to_vec(), b"thumb".to_vec());
     let (ph, th) = (BlobHash::of(&photo), BlobHash::of(&thumb));
     assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Unreferenced);
-    s.commit(&node(1), &[photo_event(node(1), &photo, &thumb)], NOW)
+    s.commit(&admitted(node(1), &[photo_event(node(1), &photo, &thumb)]))
         .unwrap();
     assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Missing);
     assert_eq!(
@@ -731,7 +712,7 @@ fn blob_discard_drops_a_partial_upload_and_keeps_a_held_blob() {
     let mut s = Store::in_memory().unwrap();
     let (photo, thumb) = (b"photo bytes".to_vec(), b"thumb".to_vec());
     let (ph, th) = (BlobHash::of(&photo), BlobHash::of(&thumb));
-    s.commit(&node(1), &[photo_event(node(1), &photo, &thumb)], NOW)
+    s.commit(&admitted(node(1), &[photo_event(node(1), &photo, &thumb)]))
         .unwrap();
     s.blob_write(&ph, WireKind::Photo, 11, 0, b"photo").unwrap();
     assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Partial { offset: 5 });
@@ -851,7 +832,7 @@ fn a_corrupted_upload_is_discarded_by_finish() {
     let mut s = Store::in_memory().unwrap();
     let photo = vec![7u8; 1000];
     let hash = BlobHash::of(&photo);
-    s.commit(&node(1), &[photo_event(node(1), &photo, b"t")], NOW)
+    s.commit(&admitted(node(1), &[photo_event(node(1), &photo, b"t")]))
         .unwrap();
     let mut bad = photo.clone();
     bad[700] ^= 1;
@@ -890,7 +871,7 @@ fn a_blob_the_check_refuses_is_discarded_and_nothing_is_stored() {
     let mut s = Store::in_memory().unwrap();
     let photo = b"GPS 39.8927N 116.4284E, not a photo".to_vec();
     let hash = BlobHash::of(&photo);
-    s.commit(&node(1), &[photo_event(node(1), &photo, b"t")], NOW)
+    s.commit(&admitted(node(1), &[photo_event(node(1), &photo, b"t")]))
         .unwrap();
     s.blob_write(&hash, WireKind::Photo, photo.len() as u64, 0, &photo[..10])
         .unwrap();
@@ -1078,7 +1059,7 @@ fn commit_download_stores_and_moves_the_cursor_together() {
     assert_eq!(s.down_cursor(&parent).unwrap(), 0);
     let batch = comments(node(2), "110101/002/014/03", 2);
     assert_eq!(
-        s.commit_download(&parent, &batch, 17, NOW).unwrap(),
+        s.commit_download(&admitted(parent, &batch), 17).unwrap(),
         Committed {
             stored: 2,
             duplicates: 0
@@ -1089,33 +1070,20 @@ fn commit_download_stores_and_moves_the_cursor_together() {
     assert_eq!(s.down_cursor(&node(51)).unwrap(), 0, "per parent");
 
     // A refused batch moves nothing.
-    let mut ahead = Writer::new(node(3), "w", 1, Hlc::new(NOW + 3_600_000, 0));
-    let late = ahead.write(
-        IncidentId::new_v7(NOW, [4; 10]),
-        &grid("110101/002/014/03"),
-        Payload::Commented { text: "x".into() },
-        NOW,
-    );
     let fine = comments(node(4), "110101/002/014/03", 1);
-    let err = s
-        .commit_download(&parent, &[fine[0].clone(), late], 40, NOW)
-        .unwrap_err();
-    assert_eq!(err.kind, StorageErrorKind::ClockAhead);
-    assert_eq!(s.down_cursor(&parent).unwrap(), 17);
-    assert!(!s.has_event(&fine[0].id()).unwrap());
     let mut forged = batch[0].clone();
     forged.author = "x".into();
     let err = s
-        .commit_download(&parent, &[fine[0].clone(), forged], 40, NOW)
+        .commit_download(&admitted(parent, &[fine[0].clone(), forged]), 40)
         .unwrap_err();
     assert_eq!(err.kind, StorageErrorKind::Equivocation);
     assert_eq!(s.down_cursor(&parent).unwrap(), 17);
     assert!(!s.has_event(&fine[0].id()).unwrap());
 
     // An empty page still moves the cursor; it never goes back.
-    s.commit_download(&parent, &[], 30, NOW).unwrap();
+    s.commit_download(&admitted(parent, &[]), 30).unwrap();
     assert_eq!(s.down_cursor(&parent).unwrap(), 30);
-    s.commit_download(&parent, &batch, 5, NOW).unwrap();
+    s.commit_download(&admitted(parent, &batch), 5).unwrap();
     assert_eq!(s.down_cursor(&parent).unwrap(), 30);
 }
 

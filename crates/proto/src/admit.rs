@@ -1,0 +1,326 @@
+//! Admission: the one gate every event received from a peer passes before anything stores it.
+//!
+//! A parent admits a child's `Events` batch, a child admits a parent's `Down` page, both with
+//! [`Admission::admit`]: the batch's size, each event's size, its decoding, the core admission
+//! rules ([`gridsync_core::check_rules`]), whose events the peer may send, the scope, and the
+//! bound on how far ahead of `now_ms` a timestamp may be. What passes is an [`Admitted`]
+//! batch, which only this module can build; [`SyncStore`](crate::SyncStore)'s commit methods
+//! take nothing else, so a store can never be handed an unchecked event and carries no
+//! policy of its own (PostgreSQL or SQLite, it only stores).
+//!
+//! The checks are all made before anything is written, and a batch is admitted whole or
+//! refused whole with the first offender: the structural checks event by event in batch
+//! order, then the clock bound over the whole batch.
+
+use gridsync_core::codec::{self, CodecError};
+use gridsync_core::{hlc, ClockError, Event, GridCode, NodeId, RuleError, Scope};
+
+use crate::message::ErrorCode;
+
+/// Whose events a peer may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origins {
+    /// Only this node's (a device sends only its own events).
+    Only(NodeId),
+    /// Any origin (a relay forwards its scope's events, a parent sends down anyone's).
+    Any,
+}
+
+/// What a received batch must satisfy: who sent it and what it may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission<'a> {
+    /// The peer the batch came from (recorded with the events, so they are not sent back).
+    pub from: NodeId,
+    /// Every event's grid must lie inside this scope.
+    pub scope: &'a Scope,
+    /// Whose events the peer may send.
+    pub origins: Origins,
+    /// Most events in one batch.
+    pub max_events: usize,
+    /// How far ahead of the receiver's clock an event's timestamp may be, in milliseconds.
+    pub max_drift_ms: u64,
+}
+
+/// A batch of events that passed [`Admission::admit`]; nothing else can make one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    from: NodeId,
+    events: Vec<Event>,
+}
+
+impl Admitted {
+    /// The peer the batch came from.
+    pub fn from(&self) -> &NodeId {
+        &self.from
+    }
+
+    /// The events, in the batch's order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// Why a batch was refused, with the first offender. Nothing of the batch may be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("{count} events, over the limit of {limit}")]
+    TooMany { count: usize, limit: usize },
+    #[error("event {index}: {bytes} bytes, over the {limit}-byte limit of an event")]
+    TooLarge {
+        index: usize,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("event {index}: {error}")]
+    Malformed { index: usize, error: CodecError },
+    #[error("event {index} ({}/{seq}): {error}", origin.short())]
+    Rules {
+        index: usize,
+        origin: NodeId,
+        seq: u64,
+        error: RuleError,
+    },
+    #[error("event {}/{seq} is not the sender's own", origin.short())]
+    NotOwn { origin: NodeId, seq: u64 },
+    #[error("event {}/{seq} is in grid {grid}, outside the scope {scope}", origin.short())]
+    OutOfScope {
+        origin: NodeId,
+        seq: u64,
+        grid: GridCode,
+        scope: Scope,
+    },
+    #[error("event {}/{seq} refused: {error}", origin.short())]
+    ClockAhead {
+        origin: NodeId,
+        seq: u64,
+        error: ClockError,
+    },
+}
+
+impl AdmitError {
+    /// The protocol's code for this refusal, as a parent ends the session with it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AdmitError::TooMany { .. } | AdmitError::TooLarge { .. } => ErrorCode::TooLarge,
+            AdmitError::Malformed { .. } | AdmitError::Rules { .. } => ErrorCode::Malformed,
+            AdmitError::NotOwn { .. } | AdmitError::OutOfScope { .. } => ErrorCode::OutOfScope,
+            AdmitError::ClockAhead { .. } => ErrorCode::ClockAhead,
+        }
+    }
+}
+
+impl Admission<'_> {
+    /// Checks `bodies` (events as the core codec encodes them) against this admission at
+    /// time `now_ms`; the events, decoded, if all pass.
+    pub fn admit(&self, bodies: &[Vec<u8>], now_ms: u64) -> Result<Admitted, AdmitError> {
+        if bodies.len() > self.max_events {
+            return Err(AdmitError::TooMany {
+                count: bodies.len(),
+                limit: self.max_events,
+            });
+        }
+        let mut events = Vec::with_capacity(bodies.len());
+        for (index, body) in bodies.iter().enumerate() {
+            if body.len() > crate::MAX_EVENT_BYTES {
+                return Err(AdmitError::TooLarge {
+                    index,
+                    bytes: body.len(),
+                    limit: crate::MAX_EVENT_BYTES,
+                });
+            }
+            let event = codec::decode_event(body)
+                .map_err(|error| AdmitError::Malformed { index, error })?;
+            gridsync_core::check_rules(&event).map_err(|error| AdmitError::Rules {
+                index,
+                origin: event.origin,
+                seq: event.seq,
+                error,
+            })?;
+            if let Origins::Only(own) = self.origins {
+                if event.origin != own {
+                    return Err(AdmitError::NotOwn {
+                        origin: event.origin,
+                        seq: event.seq,
+                    });
+                }
+            }
+            if !self.scope.contains(&event.grid) {
+                return Err(AdmitError::OutOfScope {
+                    origin: event.origin,
+                    seq: event.seq,
+                    grid: event.grid.clone(),
+                    scope: self.scope.clone(),
+                });
+            }
+            events.push(event);
+        }
+        // A node with a wrong clock must not win every last-writer-wins race, nor drag the
+        // receiver's clock forward.
+        for e in &events {
+            hlc::check_ahead(e.hlc, now_ms, self.max_drift_ms).map_err(|error| {
+                AdmitError::ClockAhead {
+                    origin: e.origin,
+                    seq: e.seq,
+                    error,
+                }
+            })?;
+        }
+        Ok(Admitted {
+            from: self.from,
+            events,
+        })
+    }
+
+    /// [`Admission::admit`] for events at hand already decoded (read from another store, a
+    /// hand-over without the network): each is encoded as on the wire and checked the same
+    /// way, its size included.
+    pub fn admit_events(&self, events: &[Event], now_ms: u64) -> Result<Admitted, AdmitError> {
+        let mut bodies = Vec::with_capacity(events.len());
+        for (index, e) in events.iter().enumerate() {
+            bodies.push(
+                codec::encode_event(e).map_err(|error| AdmitError::Malformed { index, error })?,
+            );
+        }
+        self.admit(&bodies, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridsync_core::{Hlc, IncidentId, Payload, Writer};
+
+    use super::*;
+
+    const NOW: u64 = 1_790_000_000_000;
+    const GRID: &str = "110101/002/014/03";
+    const DEVICE: NodeId = NodeId([2; 32]);
+
+    fn comment(origin: NodeId, seq_clock: Hlc, grid: &str) -> Event {
+        Writer::new(origin, "patrol-7", 1, seq_clock).write(
+            IncidentId::new_v7(NOW, [7; 10]),
+            &grid.parse().expect("grid"),
+            Payload::Commented {
+                text: "bags by the gate".into(),
+            },
+            NOW,
+        )
+    }
+
+    fn body(e: &Event) -> Vec<u8> {
+        codec::encode_event(e).expect("encode")
+    }
+
+    fn device_upload(scope: &Scope) -> Admission<'_> {
+        Admission {
+            from: DEVICE,
+            scope,
+            origins: Origins::Only(DEVICE),
+            max_events: 2,
+            max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
+        }
+    }
+
+    #[test]
+    fn a_good_batch_is_admitted_whole_and_names_its_sender() {
+        let scope: Scope = GRID.parse().unwrap();
+        let e = comment(DEVICE, Hlc::new(NOW, 0), GRID);
+        let admitted = device_upload(&scope)
+            .admit(&[body(&e)], NOW)
+            .expect("admitted");
+        assert_eq!(admitted.from(), &DEVICE);
+        assert_eq!(admitted.events(), std::slice::from_ref(&e));
+        assert_eq!(admitted.len(), 1);
+        let empty = device_upload(&scope).admit(&[], NOW).expect("empty");
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn each_rule_refuses_with_its_code_and_the_first_offender() {
+        let scope: Scope = GRID.parse().unwrap();
+        let good = body(&comment(DEVICE, Hlc::new(NOW, 0), GRID));
+        let cases: Vec<(Vec<Vec<u8>>, ErrorCode, &str)> = vec![
+            (
+                vec![good.clone(), good.clone(), good.clone()],
+                ErrorCode::TooLarge,
+                "3 events, over the limit of 2",
+            ),
+            (
+                vec![good.clone(), vec![0; crate::MAX_EVENT_BYTES + 1]],
+                ErrorCode::TooLarge,
+                "event 1: 65537 bytes, over the 65536-byte limit of an event",
+            ),
+            (
+                vec![good.clone(), vec![1, 2, 3]],
+                ErrorCode::Malformed,
+                "event 1: ",
+            ),
+            (
+                vec![body(&comment(NodeId([3; 32]), Hlc::new(NOW, 0), GRID))],
+                ErrorCode::OutOfScope,
+                "event 03030303/1 is not the sender's own",
+            ),
+            (
+                vec![body(&comment(DEVICE, Hlc::new(NOW, 0), "110101/002/015/01"))],
+                ErrorCode::OutOfScope,
+                "event 02020202/1 is in grid 110101/002/015/01, outside the scope 110101/002/014/03",
+            ),
+            (
+                vec![body(&comment(DEVICE, Hlc::new(NOW + 3_600_000, 0), GRID))],
+                ErrorCode::ClockAhead,
+                "event 02020202/1 refused: timestamp ",
+            ),
+        ];
+        for (bodies, code, message) in cases {
+            let e = device_upload(&scope)
+                .admit(&bodies, NOW)
+                .expect_err(message);
+            assert_eq!(e.code(), code, "{e}");
+            assert!(e.to_string().starts_with(message), "{e} / {message}");
+        }
+    }
+
+    #[test]
+    fn a_structural_fault_is_reported_before_a_clock_ahead_earlier_in_the_batch() {
+        let scope: Scope = GRID.parse().unwrap();
+        let ahead = body(&comment(DEVICE, Hlc::new(NOW + 3_600_000, 0), GRID));
+        let e = device_upload(&scope)
+            .admit(&[ahead, vec![9]], NOW)
+            .expect_err("refused");
+        assert_eq!(e.code(), ErrorCode::Malformed, "{e}");
+    }
+
+    #[test]
+    fn the_drift_bound_is_inclusive_and_any_origin_is_taken_when_allowed() {
+        let scope: Scope = "110101/002".parse().unwrap();
+        let at_limit = comment(
+            NodeId([3; 32]),
+            Hlc::new(NOW + hlc::DEFAULT_MAX_DRIFT_MS, 0),
+            GRID,
+        );
+        let relay = Admission {
+            from: NodeId([9; 32]),
+            scope: &scope,
+            origins: Origins::Any,
+            max_events: usize::MAX,
+            max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
+        };
+        assert!(relay.admit(&[body(&at_limit)], NOW).is_ok());
+        let past = comment(
+            NodeId([3; 32]),
+            Hlc::new(NOW + hlc::DEFAULT_MAX_DRIFT_MS + 1, 0),
+            GRID,
+        );
+        let e = relay.admit(&[body(&past)], NOW).expect_err("one ms past");
+        assert!(matches!(e, AdmitError::ClockAhead { seq: 1, .. }), "{e:?}");
+    }
+}
