@@ -26,6 +26,9 @@ use gridsync_proto::{BlobKind, ErrorCode, Role};
 use gridsync_store::{Identity, Store, StoreError};
 use tokio::sync::{watch, Notify};
 
+mod backoff;
+use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
+
 /// How often a connected relay asks its upstream for news when nothing happened here.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The first and the longest wait before reconnecting to an unreachable upstream.
@@ -221,9 +224,8 @@ async fn upstream_loop(
         }
     };
     let options = SyncOptions::default();
-    let mut backoff = BACKOFF_MIN;
-    let mut reported_down = false;
-    let mut last_refusal: Option<String> = None;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut log = FailureLog::default();
     'connect: while !*shutdown.borrow() {
         let conn = tokio::select! {
             c = client::connect(&endpoint, &secret, target.addr, target.id) => c,
@@ -232,22 +234,19 @@ async fn upstream_loop(
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
-                if !reported_down {
+                if log.unreachable() {
                     tracing::warn!(upstream = %target.addr, error = %e, "upstream unreachable; holding everything and retrying");
-                    reported_down = true;
                 } else {
                     tracing::debug!(upstream = %target.addr, error = %e, "upstream still unreachable");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stopped(&mut shutdown) => break,
+                if stopped_during(backoff.failed(), &mut shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
         tracing::info!(upstream = %target.addr, "connected upstream");
-        reported_down = false;
+        log.connected();
         loop {
             let mut progress = |p| tracing::trace!(?p, "upstream progress");
             let result = tokio::select! {
@@ -261,8 +260,8 @@ async fn upstream_loop(
                 Ok(report) => {
                     // Only a session that went through proves the upstream works: a refusal
                     // comes after a successful connect and must not reset the backoff.
-                    backoff = BACKOFF_MIN;
-                    last_refusal = None;
+                    backoff.succeeded();
+                    log.session_succeeded();
                     let s = &report.summary;
                     if s.events_up + s.events_down + s.blobs_up > 0 {
                         tracing::info!(
@@ -277,30 +276,26 @@ async fn upstream_loop(
                 }
                 Err(e) => {
                     // A refusal that retrying cannot cure (not enrolled, out of scope, a clock
-                    // too far ahead...) waits the longest backoff, and is logged once.
-                    let permanent = match &e {
-                        gridsync_net::NetError::Session(s) => !s.code().is_transient(),
-                        _ => false,
-                    };
-                    let text = e.to_string();
-                    if last_refusal.as_deref() != Some(text.as_str()) {
-                        tracing::warn!(upstream = %target.addr, error = %text, "upstream session failed; retrying");
-                        last_refusal = Some(text);
+                    // too far ahead...) waits the longest backoff; the same failure (same kind
+                    // and code) is warned about once, until a session goes through.
+                    let failure = SessionFailure::of(&e);
+                    if log.session_failed(failure) {
+                        tracing::warn!(upstream = %target.addr, error = %e, "upstream session failed; retrying");
                     } else {
-                        tracing::debug!(upstream = %target.addr, error = %text, "upstream session failed again");
+                        tracing::debug!(upstream = %target.addr, error = %e, "upstream session failed again");
                     }
-                    if permanent {
-                        backoff = BACKOFF_MAX;
-                    }
+                    let wait = if failure.permanent() {
+                        backoff.refused_permanently()
+                    } else {
+                        backoff.failed()
+                    };
                     conn.close(
                         ErrorCode::Unexpected.as_u16().into(),
                         b"session failed; reconnecting",
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stopped(&mut shutdown) => break 'connect,
+                    if stopped_during(wait, &mut shutdown).await {
+                        break 'connect;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue 'connect;
                 }
             }
