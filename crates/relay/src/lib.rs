@@ -26,6 +26,9 @@ use gridsync_proto::{BlobKind, ErrorCode, Role};
 use gridsync_store::{Identity, Store, StoreError};
 use tokio::sync::{watch, Notify};
 
+mod backoff;
+use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
+
 /// How often a connected relay asks its upstream for news when nothing happened here.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The first and the longest wait before reconnecting to an unreachable upstream.
@@ -217,9 +220,8 @@ async fn upstream_loop(
         }
     };
     let options = SyncOptions::default();
-    let mut backoff = BACKOFF_MIN;
-    let mut reported_down = false;
-    let mut last_refusal: Option<String> = None;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut log = FailureLog::default();
     'connect: while !*shutdown.borrow() {
         let conn = tokio::select! {
             c = client::connect(&endpoint, &secret, target.addr, target.id) => c,
@@ -228,22 +230,19 @@ async fn upstream_loop(
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
-                if !reported_down {
+                if log.unreachable() {
                     tracing::warn!(upstream = %target.addr, error = %e, "upstream unreachable; holding everything and retrying");
-                    reported_down = true;
                 } else {
                     tracing::debug!(upstream = %target.addr, error = %e, "upstream still unreachable");
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stopped(&mut shutdown) => break,
+                if stopped_during(backoff.failed(), &mut shutdown).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
         tracing::info!(upstream = %target.addr, "connected upstream");
-        reported_down = false;
+        log.connected();
         loop {
             let mut progress = |p| tracing::trace!(?p, "upstream progress");
             let result = tokio::select! {
@@ -257,8 +256,8 @@ async fn upstream_loop(
                 Ok(report) => {
                     // Only a session that went through proves the upstream works: a refusal
                     // comes after a successful connect and must not reset the backoff.
-                    backoff = BACKOFF_MIN;
-                    last_refusal = None;
+                    backoff.succeeded();
+                    log.session_succeeded();
                     let s = &report.summary;
                     if s.events_up + s.events_down + s.blobs_up > 0 {
                         tracing::info!(
@@ -273,30 +272,26 @@ async fn upstream_loop(
                 }
                 Err(e) => {
                     // A refusal that retrying cannot cure (not enrolled, out of scope, a clock
-                    // too far ahead...) waits the longest backoff, and is logged once.
-                    let permanent = match &e {
-                        gridsync_net::NetError::Session(s) => !s.code().is_transient(),
-                        _ => false,
-                    };
-                    let text = e.to_string();
-                    if last_refusal.as_deref() != Some(text.as_str()) {
-                        tracing::warn!(upstream = %target.addr, error = %text, "upstream session failed; retrying");
-                        last_refusal = Some(text);
+                    // too far ahead...) waits the longest backoff; the same failure (same kind
+                    // and code) is warned about once, until a session goes through.
+                    let failure = SessionFailure::of(&e);
+                    if log.session_failed(failure) {
+                        tracing::warn!(upstream = %target.addr, error = %e, "upstream session failed; retrying");
                     } else {
-                        tracing::debug!(upstream = %target.addr, error = %text, "upstream session failed again");
+                        tracing::debug!(upstream = %target.addr, error = %e, "upstream session failed again");
                     }
-                    if permanent {
-                        backoff = BACKOFF_MAX;
-                    }
+                    let wait = if failure.permanent() {
+                        backoff.refused_permanently()
+                    } else {
+                        backoff.failed()
+                    };
                     conn.close(
                         ErrorCode::Unexpected.as_u16().into(),
                         b"session failed; reconnecting",
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stopped(&mut shutdown) => break 'connect,
+                    if stopped_during(wait, &mut shutdown).await {
+                        break 'connect;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue 'connect;
                 }
             }
@@ -345,5 +340,161 @@ mod tests {
         let plain = ServerConfig::new(NodeId([1; 32]), Role::Street, "street-002");
         assert_eq!(config.limits, plain.limits);
         assert!(plain.blob_check.is_none());
+    }
+
+    /// Runs the real upstream loop of a street relay (with an empty store) towards `target`.
+    fn spawn_upstream_loop(target: Upstream) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let store = Store::in_memory().expect("a store");
+        let config = ClientConfig {
+            node: NodeId([1; 32]),
+            role: Role::Street,
+            name: "street-002".to_owned(),
+            parent: target.id,
+        };
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(upstream_loop(
+            Arc::new(Mutex::new(store)),
+            [7; 32],
+            config,
+            target,
+            Arc::new(Notify::new()),
+            rx,
+        ));
+        (tx, task)
+    }
+
+    /// The time between consecutive instants.
+    fn gaps(at: &[tokio::time::Instant]) -> Vec<Duration> {
+        at.windows(2).map(|w| w[1].duration_since(w[0])).collect()
+    }
+
+    fn ms(waits: &[u64]) -> Vec<Duration> {
+        waits.iter().copied().map(Duration::from_millis).collect()
+    }
+
+    /// Stops the loop and checks it ends without waiting out a backoff or a connect: at most
+    /// the 2 s it gives its endpoint to close what is still open (a connect attempt left
+    /// unanswered takes all of them).
+    async fn stop_promptly(tx: watch::Sender<bool>, task: tokio::task::JoinHandle<()>) {
+        let before = tokio::time::Instant::now();
+        let _ = tx.send(true);
+        task.await.expect("the loop ends");
+        assert!(
+            before.elapsed() <= Duration::from_secs(2),
+            "{:?}",
+            before.elapsed()
+        );
+    }
+
+    /// Listens as an upstream (a district's identity) on 127.0.0.1, port 0.
+    macro_rules! upstream_endpoint {
+        () => {{
+            let secret = [3; 32];
+            let cert = gridsync_net::tls::certificate(&secret).expect("a certificate");
+            let id = gridsync_net::tls::node_id_of(&cert.0).expect("its node id");
+            let endpoint = server::endpoint(&secret, (std::net::Ipv4Addr::LOCALHOST, 0).into())
+                .expect("an upstream endpoint");
+            let addr = endpoint.local_addr().expect("its address");
+            (endpoint, Upstream { addr, id })
+        }};
+    }
+
+    /// The destination connection id of a QUIC client Initial packet (RFC 9000 §17.2), which
+    /// stays the same for every packet of one connect attempt until the server answers.
+    fn initial_dcid(packet: &[u8]) -> Option<&[u8]> {
+        let first = *packet.first()?;
+        // Long header, Initial (type 0 in the two bits after the fixed bit).
+        if first & 0x80 == 0 || (first >> 4) & 0x03 != 0 {
+            return None;
+        }
+        let len = usize::from(*packet.get(5)?);
+        packet.get(6..6 + len)
+    }
+
+    // The loop's tests run on the paused clock: waits and timeouts pass at once, and every
+    // instant below is exact (loopback delivers a datagram before its send returns, so the
+    // clock never moves while a packet is on its way).
+
+    /// An upstream that never answers: each connect gives up after `CONNECT_TIMEOUT`, then the
+    /// loop waits 250 ms, 500 ms, 1 s, 2 s... before the next attempt, which the silent
+    /// upstream sees as a new connection id.
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_upstream_is_retried_with_doubling_waits() {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind a silent upstream");
+        let target = Upstream {
+            addr: silent.local_addr().expect("its address"),
+            id: NodeId([9; 32]),
+        };
+        let (tx, task) = spawn_upstream_loop(target);
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut attempts = Vec::new();
+        let mut buf = [0u8; 2048];
+        while attempts.len() < 5 {
+            let (n, _) = silent.recv_from(&mut buf).await.expect("a packet");
+            if let Some(dcid) = initial_dcid(&buf[..n]) {
+                if !seen.iter().any(|s| s.as_slice() == dcid) {
+                    seen.push(dcid.to_vec());
+                    attempts.push(tokio::time::Instant::now());
+                }
+            }
+        }
+        let connect = gridsync_net::client::CONNECT_TIMEOUT;
+        let expected: Vec<Duration> = ms(&[250, 500, 1_000, 2_000])
+            .into_iter()
+            .map(|wait| connect + wait)
+            .collect();
+        assert_eq!(gaps(&attempts), expected);
+        stop_promptly(tx, task).await;
+    }
+
+    /// An upstream that accepts every connection and drops it as soon as a session starts: a
+    /// connect that goes through does not reset the backoff, only a session that does would.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_failing_after_a_connect_keeps_doubling_the_wait() {
+        let (endpoint, target) = upstream_endpoint!();
+        let (tx, task) = spawn_upstream_loop(target);
+        let mut accepted = Vec::new();
+        while accepted.len() < 6 {
+            let incoming = endpoint.accept().await.expect("a connection");
+            accepted.push(tokio::time::Instant::now());
+            let conn = incoming.await.expect("a handshake");
+            // The child has its connection and has begun its session.
+            let _ = conn.accept_bi().await.expect("a control stream");
+            conn.close(ErrorCode::Storage.as_u16().into(), b"storage failed");
+        }
+        assert_eq!(gaps(&accepted), ms(&[250, 500, 1_000, 2_000, 4_000]));
+        stop_promptly(tx, task).await;
+        endpoint.close(0u32.into(), b"");
+    }
+
+    /// A real upstream the relay is not enrolled at: the refusal (`NotEnrolled`, which
+    /// retrying cannot cure) waits the longest backoff every time, from the first.
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_refusal_waits_the_longest_backoff() {
+        let (endpoint, target) = upstream_endpoint!();
+        let (stop_upstream, upstream_shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            store: Arc::new(Mutex::new(Store::in_memory().expect("a store"))),
+            config: server_config(target.id, Role::District, "district"),
+            changed: Arc::new(Notify::new()),
+            shutdown: upstream_shutdown,
+            control_idle: server::CONTROL_IDLE,
+        });
+        let (tx, task) = spawn_upstream_loop(target);
+        let mut accepted = Vec::new();
+        let mut served = tokio::task::JoinSet::new();
+        while accepted.len() < 4 {
+            let incoming = endpoint.accept().await.expect("a connection");
+            accepted.push(tokio::time::Instant::now());
+            let conn = incoming.await.expect("a handshake");
+            served.spawn(server::serve_connection(conn, shared.clone()));
+        }
+        assert_eq!(gaps(&accepted), ms(&[30_000, 30_000, 30_000]));
+        let _ = stop_upstream.send(true);
+        stop_promptly(tx, task).await;
+        while served.join_next().await.is_some() {}
+        endpoint.close(0u32.into(), b"");
     }
 }
