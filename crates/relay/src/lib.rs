@@ -345,12 +345,7 @@ mod tests {
     /// Runs the real upstream loop of a street relay (with an empty store) towards `target`.
     fn spawn_upstream_loop(target: Upstream) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let store = Store::in_memory().expect("a store");
-        let config = ClientConfig {
-            node: NodeId([1; 32]),
-            role: Role::Street,
-            name: "street-002".to_owned(),
-            parent: target.id,
-        };
+        let config = ClientConfig::new(NodeId([1; 32]), Role::Street, "street-002", target.id);
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(upstream_loop(
             Arc::new(Mutex::new(store)),
