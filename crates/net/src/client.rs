@@ -37,10 +37,11 @@ pub enum SyncProgress {
 /// How to run a sync. `Default` is how a sync runs in real use.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
-    /// Test hook (cargo feature `test-hooks`): cut the first blob stream with more than this many bytes to send short
-    /// (finishing it early), wait for the parent's answer about that blob (so what it kept is
-    /// known), then end the session as a lost connection would. The blobs before it (say, the
-    /// thumbnails, which go first) are sent whole. For resume tests; `None` in real use.
+    /// Test hook (cargo feature `test-hooks`): cut the first blob stream with more than this
+    /// many bytes to send short (finishing it early), wait for the parent's answer about that
+    /// blob (so what it kept is known), then end the session as a lost connection would. The
+    /// blobs before it (say, the thumbnails, which go first) are sent whole. For resume tests;
+    /// `None` in real use.
     #[cfg(feature = "test-hooks")]
     pub interrupt_blobs_after: Option<u64>,
 }
@@ -122,7 +123,7 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// it); on failure it is closed with the code and reason the session chose.
 ///
 /// The error is the session's ([`NetError::Session`]), or, when the connection or a stream
-/// broke under it, that breakage itself (typed: [`NetError::Closed`] with the peer's code...).
+/// broke under it, that breakage itself (e.g. [`NetError::Closed`], with the peer's code).
 pub async fn run_session(
     conn: &Connection,
     store: SharedStore,
