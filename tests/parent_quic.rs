@@ -301,6 +301,7 @@ async fn a_quiet_session_ends_with_timeout_after_the_configured_idle() {
     let relay = w
         .start(RelayOptions {
             session_idle: Duration::from_secs(1),
+            ..RelayOptions::default()
         })
         .await;
     let conn = w.connect(&relay).await;

@@ -228,6 +228,7 @@ fn serve(db: &Path, listen: SocketAddr, fault: Fault, idle: Option<Duration>) ->
             changed: Arc::new(Notify::new()),
             shutdown,
             control_idle: idle.unwrap_or(server::CONTROL_IDLE),
+            max_connections: server::MAX_CONNECTIONS,
         });
         if fault != Fault::None {
             tracing::warn!(

@@ -2,23 +2,22 @@
 //! sending blobs one after the other on streams of their own (thumbnails first), and
 //! reporting progress.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridsync_core::NodeId;
 use gridsync_proto::client::{
-    ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary, RESPONSE_TIMEOUT_MS,
+    BlobFailure, ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary,
+    RESPONSE_TIMEOUT_MS,
 };
 use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Message};
 use quinn::{Connection, Endpoint, SendStream};
 
-use crate::{now_ms, tls, NetError, SharedStore};
-
-/// Bytes read from the store and written to a blob stream at a time.
-const BLOB_CHUNK: usize = 64 * 1024;
-/// How long connecting may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::transport::BLOB_CHUNK;
+pub use crate::transport::CONNECT_TIMEOUT;
+use crate::{now_ms, tls, transport, ConnectError, NetError, SharedStore};
 
 /// What a sync reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,14 +34,26 @@ pub enum SyncProgress {
     },
 }
 
-/// How to run a sync.
+/// How to run a sync. `Default` is how a sync runs in real use.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
-    /// Test hook: cut the first blob stream with more than this many bytes to send short
-    /// (finishing it early), wait for the parent's answer about that blob (so what it kept is
-    /// known), then end the session as a lost connection would. The blobs before it (say, the
-    /// thumbnails, which go first) are sent whole. For resume tests; `None` in real use.
+    /// Test hook (cargo feature `test-hooks`): cut the first blob stream with more than this
+    /// many bytes to send short (finishing it early), wait for the parent's answer about that
+    /// blob (so what it kept is known), then end the session as a lost connection would. The
+    /// blobs before it (say, the thumbnails, which go first) are sent whole. For resume tests;
+    /// `None` in real use.
+    #[cfg(feature = "test-hooks")]
     pub interrupt_blobs_after: Option<u64>,
+}
+
+impl SyncOptions {
+    /// Where the test hook cuts blob streams; never without the feature.
+    fn interrupt_blobs_after(&self) -> Option<u64> {
+        #[cfg(feature = "test-hooks")]
+        return self.interrupt_blobs_after;
+        #[cfg(not(feature = "test-hooks"))]
+        None
+    }
 }
 
 /// The result of a sync.
@@ -54,50 +65,52 @@ pub struct SyncReport {
 
 /// A client endpoint for this node's identity, bound to an ephemeral local port.
 pub fn endpoint(bind: SocketAddr) -> Result<Endpoint, NetError> {
-    Endpoint::client(bind).map_err(|e| NetError::Bind {
-        addr: bind,
-        error: e.to_string(),
-    })
+    Endpoint::client(bind).map_err(|error| NetError::Bind { addr: bind, error })
 }
 
 /// Connects to the parent at `addr`, accepting it only if it proves node id `parent`.
+///
+/// A parent at its connection limit refuses before the handshake: [`NetError::Busy`]. One that
+/// proves another node id: [`NetError::WrongRelay`].
 pub async fn connect(
     endpoint: &Endpoint,
     secret: &[u8; 32],
     addr: SocketAddr,
     parent: NodeId,
 ) -> Result<Connection, NetError> {
-    let config = tls::client_config(secret, parent, Arc::new(tls::transport_config()))?;
+    let (config, pin) = tls::pinned_client_config(secret, parent, Arc::new(transport::config()))?;
     let connecting = endpoint
-        .connect_with(config, addr, "gridsync")
+        .connect_with(config, addr, tls::CERT_NAME)
         .map_err(|e| NetError::Connect {
             addr,
-            error: e.to_string(),
+            error: ConnectError::Start(e),
         })?;
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => {
-            let text = e.to_string();
-            // The pin check's own words are buried in rustls's rendering; say it plainly.
-            if let Some(got) = text.split("peer node id mismatch").nth(1) {
-                let got: String = got
-                    .rsplit("got ")
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .take_while(char::is_ascii_hexdigit)
-                    .collect();
+            // quinn keeps only the text of the verifier's error; the verifier kept the facts.
+            if let Some(m) = pin.mismatch() {
                 return Err(NetError::WrongRelay {
                     addr,
-                    expected: parent,
-                    got,
+                    expected: m.expected,
+                    got: m.got,
                 });
             }
-            Err(NetError::Connect { addr, error: text })
+            match e {
+                quinn::ConnectionError::ConnectionClosed(close)
+                    if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+                {
+                    Err(NetError::Busy { addr })
+                }
+                e => Err(NetError::Connect {
+                    addr,
+                    error: ConnectError::Handshake(e),
+                }),
+            }
         }
         Err(_) => Err(NetError::Connect {
             addr,
-            error: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            error: ConnectError::Timeout(CONNECT_TIMEOUT),
         }),
     }
 }
@@ -107,7 +120,10 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs one session on `conn`. The connection stays open (a relay runs the next session on
-/// it); on failure it is closed with the error's code.
+/// it); on failure it is closed with the code and reason the session chose.
+///
+/// The error is the session's ([`NetError::Session`]), or, when the connection or a stream
+/// broke under it, that breakage itself (e.g. [`NetError::Closed`], with the peer's code).
 pub async fn run_session(
     conn: &Connection,
     store: SharedStore,
@@ -125,28 +141,28 @@ pub async fn run_session(
     let mut session = ClientSession::new(config);
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut blob_queue: std::collections::VecDeque<BlobHeader> = Default::default();
-    let mut blob_task: Option<AbortOnDrop<(BlobHeader, Result<bool, NetError>)>> = None;
+    let mut blob_queue: VecDeque<BlobHeader> = Default::default();
+    // The blob stream being sent, and its task.
+    let mut blob_task: Option<(BlobHeader, AbortOnDrop<Result<bool, BlobError>>)> = None;
     let (bytes_tx, mut bytes_rx) = tokio::sync::mpsc::unbounded_channel::<(BlobHeader, u64)>();
     // The blob the test hook cut short, once it has.
     let mut cut_short: Option<gridsync_core::BlobHash> = None;
-    let mut actions = session.start(clock());
+    // What the connection's breakage was, when the session failed because of it: that is what
+    // the caller is told (the session's failure only says how to close).
+    let mut broken: Option<NetError> = None;
+    let mut actions: VecDeque<ClientAction> = session.start(clock()).into();
     loop {
         // Carry out what the session said.
-        for action in actions.drain(..) {
+        while let Some(action) = actions.pop_front() {
             match action {
                 ClientAction::Send(msg) => {
-                    let bytes =
-                        frame::encode(&msg).map_err(|e| NetError::Protocol(e.to_string()))?;
+                    let bytes = frame::encode(&msg).map_err(NetError::Encode)?;
                     // A parent that stops reading must not hold the handheld forever.
                     let wait = Duration::from_millis(RESPONSE_TIMEOUT_MS);
                     match tokio::time::timeout(wait, send.write_all(&bytes)).await {
-                        Ok(r) => r.map_err(|e| NetError::Io(e.to_string()))?,
-                        Err(_) => {
-                            let e = SessionError::Timeout(RESPONSE_TIMEOUT_MS);
-                            conn.close(e.code().as_u16().into(), b"the relay stopped reading");
-                            return Err(NetError::Session(e));
-                        }
+                        Ok(r) => r.map_err(NetError::from)?,
+                        // What was still to do is moot: the session fails.
+                        Err(_) => actions = session.write_stalled(clock()).into(),
                     }
                 }
                 ClientAction::SendBlob(h) => blob_queue.push_back(h),
@@ -161,8 +177,8 @@ pub async fn run_session(
                 ClientAction::Failed(e) => {
                     let _ = send.finish();
                     drop(blob_task.take());
-                    conn.close(e.code().as_u16().into(), e.to_string().as_bytes());
-                    return Err(NetError::Session(e));
+                    conn.close(e.code().as_u16().into(), e.close_reason().as_bytes());
+                    return Err(broken.take().unwrap_or(NetError::Session(e)));
                 }
             }
         }
@@ -171,11 +187,10 @@ pub async fn run_session(
                 let conn = conn.clone();
                 let store = store.clone();
                 let tx = bytes_tx.clone();
-                let stop_at = options.interrupt_blobs_after;
-                blob_task = Some(AbortOnDrop(tokio::spawn(async move {
-                    let r = send_blob(&conn, &store, h, stop_at, &tx).await;
-                    (h, r)
-                })));
+                let stop_at = options.interrupt_blobs_after();
+                let task =
+                    tokio::spawn(async move { send_blob(&conn, &store, h, stop_at, &tx).await });
+                blob_task = Some((h, AbortOnDrop(task)));
             }
         }
         let deadline = session.poll_timeout();
@@ -217,38 +232,35 @@ pub async fn run_session(
                             }
                         }
                     }
-                    Ok(None) => {
-                        let e = SessionError::Protocol("the relay ended the session early".into());
-                        conn.close(e.code().as_u16().into(), b"session ended early");
-                        return Err(NetError::Session(e));
-                    }
+                    Ok(None) => actions.extend(session.stream_ended()),
                     Err(e) => return Err(NetError::from(e)),
                 }
             }
             Some((h, sent)) = bytes_rx.recv() => {
                 progress(SyncProgress::BlobBytes { hash: h.hash, sent, size: h.size });
             }
-            done = async { match blob_task.as_mut() { Some(t) => (&mut t.0).await, None => std::future::pending().await } } => {
-                blob_task = None;
+            done = async { match blob_task.as_mut() { Some((_, t)) => (&mut t.0).await, None => std::future::pending().await } } => {
+                let Some((h, _)) = blob_task.take() else { continue };
                 match done {
-                    Ok((h, Ok(cut))) => {
+                    Ok(Ok(cut)) => {
                         session.blob_sent(&h.hash, clock());
                         if cut {
                             cut_short = Some(h.hash);
                         }
                     }
-                    Ok((h, Err(e))) => {
+                    Ok(Err(BlobError::Local(failure))) => {
+                        tracing::info!(hash = %h.hash, ?failure, "blob stream failed");
+                        actions.extend(session.blob_failed(&h.hash, failure));
+                    }
+                    Ok(Err(BlobError::Transport(e))) => {
                         tracing::info!(hash = %h.hash, error = %e, "blob stream failed");
-                        let code = match e {
-                            NetError::Store(_) => ErrorCode::Storage,
-                            _ => ErrorCode::Unexpected,
-                        };
-                        conn.close(code.as_u16().into(), e.to_string().as_bytes());
-                        return Err(e);
+                        actions.extend(session.blob_failed(&h.hash, BlobFailure::Transport));
+                        broken = Some(e);
                     }
                     Err(e) => {
-                        conn.close(ErrorCode::Unexpected.as_u16().into(), b"blob sender failed");
-                        return Err(NetError::Io(format!("blob sender: {e}")));
+                        tracing::info!(hash = %h.hash, error = %e, "blob sender failed");
+                        actions.extend(session.blob_failed(&h.hash, BlobFailure::Transport));
+                        broken = Some(NetError::BlobSender(e));
                     }
                 }
             }
@@ -277,6 +289,14 @@ fn answers_blob(msg: &Message, hash: &gridsync_core::BlobHash) -> bool {
         | Message::BlobRefused { hash: h, .. } if h == hash)
 }
 
+/// Why a blob stream could not be sent: the local store could not give its bytes, or the
+/// stream or connection broke.
+#[derive(Debug)]
+enum BlobError {
+    Local(BlobFailure),
+    Transport(NetError),
+}
+
 /// Sends one blob stream; returns whether `stop_at` cut it short.
 async fn send_blob(
     conn: &Connection,
@@ -284,15 +304,15 @@ async fn send_blob(
     h: BlobHeader,
     stop_at: Option<u64>,
     progress: &tokio::sync::mpsc::UnboundedSender<(BlobHeader, u64)>,
-) -> Result<bool, NetError> {
-    let mut stream: SendStream = conn.open_uni().await.map_err(NetError::from)?;
-    let header =
-        frame::encode_value("blob header", &h).map_err(|e| NetError::Protocol(e.to_string()))?;
+) -> Result<bool, BlobError> {
+    let net = |e: NetError| BlobError::Transport(e);
+    let mut stream: SendStream = conn.open_uni().await.map_err(|e| net(e.into()))?;
+    let header = frame::encode_value("blob header", &h).map_err(|e| net(NetError::Encode(e)))?;
     // The parent stops a stream it refuses (and says why on the control stream, where the
     // session hears it): that is the end of this stream, not a failure of the session.
     let write_err = |e: quinn::WriteError| match e {
         quinn::WriteError::Stopped(_) => None,
-        other => Some(NetError::Io(other.to_string())),
+        other => Some(net(other.into())),
     };
     if let Err(e) = stream.write_all(&header).await {
         return write_err(e).map_or(Ok(false), Err);
@@ -305,15 +325,10 @@ async fn send_blob(
     while at < end {
         let len = BLOB_CHUNK.min((end - at) as usize);
         let chunk = crate::blocking(|| lock(store).read_blob(&h.hash, at, len))
-            .map_err(|e| NetError::Store(e.message))?
-            .ok_or_else(|| {
-                NetError::Store(format!("blob {} is no longer in the local store", h.hash))
-            })?;
+            .map_err(|e| BlobError::Local(BlobFailure::LocalStore(e)))?
+            .ok_or(BlobError::Local(BlobFailure::Missing))?;
         if chunk.is_empty() {
-            return Err(NetError::Store(format!(
-                "blob {} is shorter than its {} bytes",
-                h.hash, h.size
-            )));
+            return Err(BlobError::Local(BlobFailure::Short { size: h.size }));
         }
         if let Err(e) = stream.write_all(&chunk).await {
             return write_err(e).map_or(Ok(false), Err);
@@ -321,14 +336,10 @@ async fn send_blob(
         at += chunk.len() as u64;
         let _ = progress.send((h, at));
     }
-    stream.finish().map_err(|e| NetError::Io(e.to_string()))?;
+    stream.finish().map_err(|e| net(NetError::Finish(e)))?;
     // `finish` returns once the bytes are queued; on a slow link they may take minutes to
     // arrive. The parent's answer is only awaited (under the response timeout) once every
     // byte is acknowledged, or the parent stopped the stream.
-    match stream.stopped().await {
-        Ok(_) => {}
-        Err(quinn::StoppedError::ConnectionLost(e)) => return Err(NetError::from(e)),
-        Err(e) => return Err(NetError::Io(e.to_string())),
-    }
+    stream.stopped().await.map_err(|e| net(e.into()))?;
     Ok(end < h.size)
 }

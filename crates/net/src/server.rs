@@ -10,21 +10,11 @@ use gridsync_core::NodeId;
 use gridsync_proto::server::{self, BlobSink, ServerConfig, ServerOutput, ServerSession};
 use gridsync_proto::{frame, ErrorCode, FrameReader, Message, SyncStore};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
+use tokio::sync::{watch, Mutex as AsyncMutex, Notify, Semaphore};
 
-use crate::{now_ms, tls, NetError, SharedStore};
-
-/// Blob bytes are made durable in pieces of this size, so an interrupted upload loses at most
-/// this much.
-pub const BLOB_FLUSH: usize = 64 * 1024;
-/// How long a session may go without a message on its control stream, by default
-/// ([`Shared::control_idle`]). Long, because a photo upload on a slow link keeps the control
-/// stream quiet while it lasts.
-pub const CONTROL_IDLE: Duration = Duration::from_secs(600);
-/// The frame limit for a blob stream's header.
-pub const BLOB_HEADER_LIMIT: u32 = 1024;
-/// How long a peer gets to close after it was sent an error, before the connection is closed.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+use crate::transport::CLOSE_GRACE;
+pub use crate::transport::{BLOB_FLUSH, BLOB_HEADER_LIMIT, CONTROL_IDLE, MAX_CONNECTIONS};
+use crate::{now_ms, tls, transport, NetError, SharedStore};
 
 /// What a running relay shares between its connections.
 pub struct Shared {
@@ -37,6 +27,9 @@ pub struct Shared {
     /// A session with no message on its control stream for this long ends with
     /// [`ErrorCode::Timeout`] ([`CONTROL_IDLE`] by default).
     pub control_idle: Duration,
+    /// Connections served at once, handshakes included ([`MAX_CONNECTIONS`] by default): one
+    /// more is refused with QUIC `CONNECTION_REFUSED` before any handshake.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for Shared {
@@ -44,6 +37,7 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("config", &self.config)
             .field("control_idle", &self.control_idle)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -55,27 +49,47 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Binds a QUIC server endpoint on `addr` with this node's identity.
 pub fn endpoint(secret: &[u8; 32], addr: SocketAddr) -> Result<Endpoint, NetError> {
-    let config = tls::server_config(secret, Arc::new(tls::transport_config()))?;
-    Endpoint::server(config, addr).map_err(|e| NetError::Bind {
-        addr,
-        error: e.to_string(),
-    })
+    let config = tls::server_config(secret, Arc::new(transport::config()))?;
+    Endpoint::server(config, addr).map_err(|error| NetError::Bind { addr, error })
 }
 
 /// Accepts connections until shutdown, serving each on its own task; then waits for them.
+///
+/// At most [`Shared::max_connections`] are served at once: one more is refused before its
+/// handshake (QUIC `CONNECTION_REFUSED`, which costs one packet); a burst of refusals is
+/// logged once, when it begins, and counted when connections are accepted again.
 pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let mut tasks = tokio::task::JoinSet::new();
+    let slots = Arc::new(Semaphore::new(
+        shared.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    // Connections refused since the last one accepted.
+    let mut refused: u64 = 0;
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if refused == 0 {
+                        tracing::info!(%remote, max = shared.max_connections, "at the connection limit; refusing new connections");
+                    }
+                    refused += 1;
+                    incoming.refuse();
+                    continue;
+                };
+                if refused > 0 {
+                    tracing::info!(refused, "accepting connections again");
+                    refused = 0;
+                }
                 let shared = shared.clone();
                 tasks.spawn(async move {
-                    let remote = incoming.remote_address();
+                    // The slot is free again when this connection is done with.
+                    let _slot = slot;
                     match incoming.await {
                         Ok(conn) => match serve_connection(conn, shared).await {
-                            Err(NetError::Connection(e)) if e.ends_with("(Done)") => {
+                            Err(e) if e.is_closed_with(ErrorCode::Done) => {
                                 tracing::debug!(%remote, "connection closed")
                             }
                             Err(e) => tracing::info!(%remote, error = %e, "connection ended"),
@@ -111,9 +125,7 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
             ErrorCode::NotEnrolled.as_u16().into(),
             b"no Ed25519 client certificate",
         );
-        return Err(NetError::Protocol(
-            "peer presented no Ed25519 certificate".into(),
-        ));
+        return Err(NetError::NoCertificate);
     };
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "connection");
     let state = Arc::new(ConnState {

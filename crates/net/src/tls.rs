@@ -20,8 +20,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use gridsync_core::NodeId;
@@ -33,15 +32,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
-
-/// Interval between QUIC keep-alive packets, so that NAT bindings and the idle timer stay fresh
-/// while a session waits.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-
-/// A connection with no packet from the peer for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_millis(IDLE_TIMEOUT_MS as u64);
-
-const IDLE_TIMEOUT_MS: u32 = 30_000;
 
 /// The name written into our certificates (subject common name and DNS subject alternative
 /// name), and the server name clients pass to `connect`. It carries no trust.
@@ -158,19 +148,33 @@ pub fn server_config(
 /// Client side: presents our certificate and accepts the server only if its certificate's
 /// Ed25519 key is `expected`.
 ///
-/// Against any other server the handshake fails with an error naming both ids
-/// ([`TlsError::NodeIdMismatch`], carried as text in quinn's `ConnectionError`). Pass
-/// [`CERT_NAME`] as the server name to `Endpoint::connect`; it is not checked.
+/// Against any other server the handshake fails ([`TlsError::NodeIdMismatch`] inside the
+/// rustls error; quinn passes it on only as text). [`pinned_client_config`] also says which
+/// node the server proved. Pass [`CERT_NAME`] as the server name to `Endpoint::connect`; it is
+/// not checked.
 pub fn client_config(
     secret: &[u8; 32],
     expected: NodeId,
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ClientConfig, TlsError> {
+    pinned_client_config(secret, expected, transport).map(|(config, _)| config)
+}
+
+/// [`client_config`], with the [`PinCheck`] its verifier records a mismatch in: after a failed
+/// handshake with this configuration, [`PinCheck::mismatch`] says whether the pin was the
+/// reason, and names both node ids.
+pub fn pinned_client_config(
+    secret: &[u8; 32],
+    expected: NodeId,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<(quinn::ClientConfig, PinCheck), TlsError> {
     let provider = provider();
     let (cert, key) = certificate(secret)?;
+    let check = PinCheck::default();
     let verifier = Arc::new(PinnedServerVerifier {
         expected,
         algorithms: provider.signature_verification_algorithms,
+        check: check.clone(),
     });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -183,7 +187,29 @@ pub fn client_config(
 
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     config.transport_config(transport);
-    Ok(config)
+    Ok((config, check))
+}
+
+/// A server proved another node id than the one pinned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinMismatch {
+    /// The pinned node id.
+    pub expected: NodeId,
+    /// The node id in the certificate the server presented.
+    pub got: NodeId,
+}
+
+/// Where a pinned client configuration's verifier records a [`PinMismatch`] (shared by the
+/// clones of it). quinn reduces the verifier's error to text in its `ConnectionError`, so
+/// the typed facts come from here.
+#[derive(Debug, Clone, Default)]
+pub struct PinCheck(Arc<OnceLock<PinMismatch>>);
+
+impl PinCheck {
+    /// The mismatch the verifier found, if it refused a server for its node id.
+    pub fn mismatch(&self) -> Option<PinMismatch> {
+        self.0.get().copied()
+    }
 }
 
 /// The node id of the peer of an established connection, from its certificate's key.
@@ -209,28 +235,6 @@ pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, TlsError> {
         .ok_or(TlsError::NotEd25519)?;
     let key = <[u8; 32]>::try_from(key).map_err(|_| TlsError::NotEd25519)?;
     Ok(NodeId(key))
-}
-
-/// Unacknowledged bytes a node keeps in flight on a connection.
-pub const SEND_WINDOW: u64 = 512 * 1024;
-
-/// The default transport configuration: keep-alive every [`KEEP_ALIVE`], idle timeout
-/// [`IDLE_TIMEOUT`], no path-MTU probing, a send window of [`SEND_WINDOW`]; quinn's defaults
-/// otherwise.
-pub fn transport_config() -> quinn::TransportConfig {
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
-    transport.max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
-    // No path-MTU probing: a handheld opens a connection per sync on a metered mobile link,
-    // and probing cost about 10 KB per connection (measured by the `sync` benchmark) to save
-    // a few percent of header bytes on photos. QUIC's 1200-byte minimum works on every path.
-    transport.mtu_discovery_config(None);
-    // At most this much unacknowledged data in flight: a blob's progress then follows what
-    // the peer received (not what was queued), and a control message is never stuck behind
-    // megabytes of photo. Enough for a mobile link's bandwidth-delay product.
-    transport.send_window(SEND_WINDOW);
-    transport.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
-    transport
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -294,6 +298,7 @@ impl ClientCertVerifier for AnyNodeClientVerifier {
 struct PinnedServerVerifier {
     expected: NodeId,
     algorithms: WebPkiSupportedAlgorithms,
+    check: PinCheck,
 }
 
 impl ServerCertVerifier for PinnedServerVerifier {
@@ -307,6 +312,11 @@ impl ServerCertVerifier for PinnedServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = peer_id(end_entity)?;
         if got != self.expected {
+            // The first mismatch of the connection is the one that failed it.
+            let _ = self.check.0.set(PinMismatch {
+                expected: self.expected,
+                got,
+            });
             return Err(certificate_error(TlsError::NodeIdMismatch {
                 expected: self.expected,
                 got,
@@ -484,12 +494,5 @@ mod tests {
         assert!(text.contains("mismatch"), "{text}");
         assert!(text.contains(&expected.to_hex()), "{text}");
         assert!(text.contains(&got.to_hex()), "{text}");
-    }
-
-    #[test]
-    fn transport_defaults() {
-        assert_eq!(IDLE_TIMEOUT, Duration::from_secs(30));
-        // TransportConfig has no getters; building it must not panic.
-        let _ = transport_config();
     }
 }

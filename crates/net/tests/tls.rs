@@ -24,7 +24,7 @@ fn loopback() -> SocketAddr {
 }
 
 fn transport() -> Arc<quinn::TransportConfig> {
-    Arc::new(tls::transport_config())
+    Arc::new(gridsync_net::transport::config())
 }
 
 fn server(seed: &[u8; 32]) -> (Endpoint, SocketAddr) {
@@ -262,4 +262,38 @@ async fn server_refuses_clients_without_an_ed25519_certificate() {
             other => panic!("{what}: expected a transport close, got {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn connect_names_both_ids_of_a_relay_that_is_not_the_pinned_one() {
+    let (server, addr) = server(&SERVER_SEED);
+    let accept = tokio::spawn(async move { server.accept().await.unwrap().await });
+
+    let wrong = node_id(&CLIENT_B_SEED);
+    let proved = node_id(&SERVER_SEED);
+    let endpoint = gridsync_net::client::endpoint(loopback()).expect("client endpoint");
+    let err = gridsync_net::client::connect(&endpoint, &CLIENT_A_SEED, addr, wrong)
+        .await
+        .expect_err("the pin does not match");
+    match &err {
+        gridsync_net::NetError::WrongRelay {
+            addr: a,
+            expected,
+            got,
+        } => {
+            assert_eq!(*a, addr);
+            assert_eq!(*expected, wrong);
+            assert_eq!(*got, proved);
+        }
+        other => panic!("expected WrongRelay, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the relay at {addr} is not the one pinned (node id mismatch): it proved node id {}, expected {} (check --relay-id)",
+            proved.to_hex(),
+            wrong.to_hex()
+        )
+    );
+    assert!(accept.await.unwrap().is_err());
 }

@@ -135,6 +135,30 @@ impl SessionError {
             SessionError::ClockAhead(_) => ErrorCode::ClockAhead,
         }
     }
+
+    /// The error in words without its code, for a QUIC close, whose code travels beside the
+    /// reason: the receiver says both (`"{reason} ({code:?})"`, which is this error's
+    /// `Display`), so a code is never said twice.
+    pub fn close_reason(&self) -> String {
+        match self {
+            SessionError::Refused { message, .. } => format!("the relay refused: {message}"),
+            SessionError::Aborted { message, .. } => format!("gave up: {message}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Why the driver could not send a blob stream ([`ClientSession::blob_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobFailure {
+    /// Reading the blob's bytes from the local store failed.
+    LocalStore(StorageError),
+    /// The blob is no longer in the local store.
+    Missing,
+    /// The local store holds fewer bytes of the blob than its `size`.
+    Short { size: u64 },
+    /// The stream (or the connection) broke while the blob was being sent.
+    Transport,
 }
 
 /// What the driver must do.
@@ -319,6 +343,49 @@ impl ClientSession {
     /// The control stream's bytes from the parent did not make a frame.
     pub fn frame_error(&mut self, e: &crate::FrameError) -> Vec<ClientAction> {
         self.fail_with_error(SessionError::Malformed(format!("from the relay: {e}")))
+    }
+
+    /// A message to the parent could not be written within [`RESPONSE_TIMEOUT_MS`]: the parent
+    /// stopped reading. Fails with `Timeout` (nothing more is sent: the stream is stuck), even
+    /// a session that had just ended, whose last message (`Bye`, `Error`) is the stuck one.
+    pub fn write_stalled(&mut self, _now_ms: u64) -> Vec<ClientAction> {
+        self.fail_silently(SessionError::Timeout(RESPONSE_TIMEOUT_MS))
+    }
+
+    /// The parent finished its side of the control stream before the session ended. Fails
+    /// with a protocol error (nothing more is sent: the parent reads no more of this session).
+    pub fn stream_ended(&mut self) -> Vec<ClientAction> {
+        self.fail_silently(SessionError::Protocol(
+            "the relay ended the session early".into(),
+        ))
+    }
+
+    /// The driver could not send blob `hash`'s stream. A local store that cannot give the
+    /// bytes fails with `Storage` (transient: the next session offers the blob again); a broken
+    /// stream with `Unexpected`. Nothing more is sent: the driver closes the connection.
+    pub fn blob_failed(&mut self, hash: &BlobHash, failure: BlobFailure) -> Vec<ClientAction> {
+        let e = match failure {
+            BlobFailure::LocalStore(e) => SessionError::Storage(e),
+            BlobFailure::Missing => SessionError::Storage(StorageError::internal(format!(
+                "blob {hash} is no longer in the local store"
+            ))),
+            BlobFailure::Short { size } => SessionError::Storage(StorageError::internal(format!(
+                "blob {hash} is shorter than its {size} bytes"
+            ))),
+            BlobFailure::Transport => SessionError::Aborted {
+                code: ErrorCode::Unexpected,
+                message: format!("the stream of blob {hash} broke"),
+            },
+        };
+        self.fail_silently(e)
+    }
+
+    /// Ends the session with `e` and no `Error` message: the driver cannot send one. Always
+    /// `Failed`, whatever the state: the driver cannot go on.
+    fn fail_silently(&mut self, e: SessionError) -> Vec<ClientAction> {
+        self.state = State::Ended;
+        self.deadline = None;
+        vec![ClientAction::Failed(e)]
     }
 
     fn fail_with_error(&mut self, e: SessionError) -> Vec<ClientAction> {
@@ -824,5 +891,127 @@ impl ClientSession {
             self.summary.blob_bytes_up += bytes;
         }
         self.awaiting.remove(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> ClientSession {
+        let mut s = ClientSession::new(ClientConfig {
+            node: NodeId([1; 32]),
+            role: Role::Device,
+            name: "wang-li".into(),
+            parent: NodeId([2; 32]),
+        });
+        let _ = s.start(1_000);
+        s
+    }
+
+    fn failure(out: &[ClientAction]) -> &SessionError {
+        match out {
+            [ClientAction::Failed(e)] => e,
+            other => panic!("expected one Failed and nothing sent, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stalled_write_times_out_even_after_the_end() {
+        let mut s = session();
+        let out = s.write_stalled(2_000);
+        let e = failure(&out);
+        assert_eq!(e, &SessionError::Timeout(RESPONSE_TIMEOUT_MS));
+        assert_eq!(e.code(), ErrorCode::Timeout);
+        assert_eq!(e.to_string(), "the relay did not answer within 30000 ms");
+        assert!(s.is_ended());
+        assert_eq!(s.poll_timeout(), None);
+        // The stuck message may be the last one (`Bye`, `Error`): still a timeout.
+        assert_eq!(
+            failure(&s.write_stalled(3_000)),
+            &SessionError::Timeout(RESPONSE_TIMEOUT_MS)
+        );
+    }
+
+    #[test]
+    fn a_control_stream_ended_by_the_relay_is_a_protocol_error() {
+        let mut s = session();
+        let out = s.stream_ended();
+        let e = failure(&out);
+        assert_eq!(e.code(), ErrorCode::Unexpected);
+        assert_eq!(
+            e.to_string(),
+            "protocol error: the relay ended the session early"
+        );
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn blob_failures_pick_storage_or_unexpected() {
+        let hash = BlobHash::of(b"photo");
+        let cases = [
+            (
+                BlobFailure::LocalStore(StorageError::internal("disk I/O error")),
+                ErrorCode::Storage,
+                "local store: disk I/O error".to_owned(),
+            ),
+            (
+                BlobFailure::Missing,
+                ErrorCode::Storage,
+                format!("local store: blob {hash} is no longer in the local store"),
+            ),
+            (
+                BlobFailure::Short { size: 4096 },
+                ErrorCode::Storage,
+                format!("local store: blob {hash} is shorter than its 4096 bytes"),
+            ),
+            (
+                BlobFailure::Transport,
+                ErrorCode::Unexpected,
+                format!("gave up: the stream of blob {hash} broke (Unexpected)"),
+            ),
+        ];
+        for (why, code, text) in cases {
+            let mut s = session();
+            let out = s.blob_failed(&hash, why.clone());
+            let e = failure(&out);
+            assert_eq!(e.code(), code, "{why:?}");
+            assert_eq!(e.to_string(), text, "{why:?}");
+            assert!(s.is_ended());
+        }
+    }
+
+    #[test]
+    fn a_close_reason_leaves_the_code_to_the_close() {
+        let refused = SessionError::Refused {
+            code: ErrorCode::NotEnrolled,
+            message: "node 0101 is not enrolled".into(),
+        };
+        assert_eq!(
+            refused.close_reason(),
+            "the relay refused: node 0101 is not enrolled"
+        );
+        let aborted = SessionError::Aborted {
+            code: ErrorCode::ShuttingDown,
+            message: "stopped".into(),
+        };
+        assert_eq!(aborted.close_reason(), "gave up: stopped");
+        // Said with its code, a close reason reads as the error itself.
+        for e in [refused, aborted] {
+            assert_eq!(
+                format!("{} ({:?})", e.close_reason(), e.code()),
+                e.to_string()
+            );
+        }
+        // The others name no code: their reason is their text.
+        for e in [
+            SessionError::Protocol("x".into()),
+            SessionError::Malformed("y".into()),
+            SessionError::OutOfScope("z".into()),
+            SessionError::Storage(StorageError::internal("w")),
+            SessionError::Timeout(RESPONSE_TIMEOUT_MS),
+        ] {
+            assert_eq!(e.close_reason(), e.to_string());
+        }
     }
 }

@@ -120,12 +120,16 @@ pub struct RelayOptions {
     /// A child's session with no message on its control stream for this long ends with
     /// `Timeout` ([`server::CONTROL_IDLE`], 600 s, by default).
     pub session_idle: Duration,
+    /// Connections served at once ([`server::MAX_CONNECTIONS`], 1024, by default): one more
+    /// is refused before its handshake (QUIC `CONNECTION_REFUSED`) and its child retries.
+    pub max_connections: usize,
 }
 
 impl Default for RelayOptions {
     fn default() -> Self {
         Self {
             session_idle: server::CONTROL_IDLE,
+            max_connections: server::MAX_CONNECTIONS,
         }
     }
 }
@@ -154,9 +158,9 @@ pub async fn start_with(
     let endpoint = server::endpoint(&identity.secret, listen)?;
     let local_addr = endpoint
         .local_addr()
-        .map_err(|e| gridsync_net::NetError::Bind {
+        .map_err(|error| gridsync_net::NetError::Bind {
             addr: listen,
-            error: e.to_string(),
+            error,
         })?;
     let (tx, rx) = watch::channel(false);
     let changed = Arc::new(Notify::new());
@@ -166,6 +170,7 @@ pub async fn start_with(
         changed: changed.clone(),
         shutdown: rx.clone(),
         control_idle: options.session_idle,
+        max_connections: options.max_connections,
     });
     tracing::info!(addr = %local_addr, node = %identity.node_id, role = role.as_str(), "relay listening");
     let node_id = identity.node_id;

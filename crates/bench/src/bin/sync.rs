@@ -230,7 +230,7 @@ async fn baseline(secret: &[u8; 32], n: usize) -> Result<(Summary, u64), Error> 
             .verifying_key()
             .to_bytes(),
     );
-    let config = tls::server_config(&server_secret, Arc::new(tls::transport_config()))?;
+    let config = tls::server_config(&server_secret, Arc::new(gridsync_net::transport::config()))?;
     let server = quinn::Endpoint::server(config, (std::net::Ipv4Addr::LOCALHOST, 0).into())?;
     let addr = server.local_addr()?;
     tokio::spawn(async move {

@@ -95,6 +95,10 @@ enum Command {
         /// stream (at least 1).
         #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
         session_idle_secs: u64,
+        /// Serve at most this many connections at once (at least 1); one more is refused
+        /// before its handshake, and its child retries later.
+        #[arg(long, default_value_t = gridsync_net::server::MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections: u64,
     },
     /// List the incidents held here.
     List {
@@ -225,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
             upstream,
             upstream_id,
             session_idle_secs,
+            max_connections,
         } => {
             open_relay(db)?;
             let upstream = match (upstream, upstream_id) {
@@ -236,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let options = gridsync_relay::RelayOptions {
                 session_idle: std::time::Duration::from_secs(session_idle_secs),
+                max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             };
             serve(db, listen, upstream, options)?;
         }
