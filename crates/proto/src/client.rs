@@ -899,12 +899,12 @@ mod tests {
     use super::*;
 
     fn session() -> ClientSession {
-        let mut s = ClientSession::new(ClientConfig {
-            node: NodeId([1; 32]),
-            role: Role::Device,
-            name: "wang-li".into(),
-            parent: NodeId([2; 32]),
-        });
+        let mut s = ClientSession::new(ClientConfig::new(
+            NodeId([1; 32]),
+            Role::Device,
+            "wang-li",
+            NodeId([2; 32]),
+        ));
         let _ = s.start(1_000);
         s
     }

@@ -256,15 +256,12 @@ mod tests {
             message: "not enrolled".to_owned(),
         });
         assert_ne!(not_enrolled, SessionFailure::of(&aborted));
-        let lost = SessionFailure::of(&NetError::Connection("timed out".to_owned()));
+        let lost = SessionFailure::of(&NetError::Connection(quinn::ConnectionError::TimedOut));
         assert_eq!(
             lost,
-            SessionFailure::of(&NetError::Connection("reset".to_owned()))
+            SessionFailure::of(&NetError::Connection(quinn::ConnectionError::Reset))
         );
-        assert_ne!(
-            lost,
-            SessionFailure::of(&NetError::Io("timed out".to_owned()))
-        );
+        assert_ne!(lost, SessionFailure::of(&NetError::NoCertificate));
     }
 
     #[test]
@@ -285,8 +282,11 @@ mod tests {
             );
         }
         assert!(!SessionFailure::of(&NetError::Session(SessionError::Timeout(5_000))).permanent());
-        assert!(!SessionFailure::of(&NetError::Connection("timed out".to_owned())).permanent());
-        assert!(!SessionFailure::of(&NetError::Protocol("bad".to_owned())).permanent());
+        assert!(
+            !SessionFailure::of(&NetError::Connection(quinn::ConnectionError::TimedOut))
+                .permanent()
+        );
+        assert!(!SessionFailure::of(&NetError::NoCertificate).permanent());
     }
 
     #[test]

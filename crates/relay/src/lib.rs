@@ -481,6 +481,7 @@ mod tests {
             changed: Arc::new(Notify::new()),
             shutdown: upstream_shutdown,
             control_idle: server::CONTROL_IDLE,
+            max_connections: server::MAX_CONNECTIONS,
         });
         let (tx, task) = spawn_upstream_loop(target);
         let mut accepted = Vec::new();
