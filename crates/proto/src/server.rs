@@ -83,11 +83,56 @@ pub enum ServerOutput {
     End { code: ErrorCode, reason: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a session is, carrying what is valid there.
+#[derive(Debug)]
 enum State {
+    /// Nothing heard yet: the child's `Hello` is awaited.
     AwaitHello,
-    Ready,
-    Ended,
+    /// The `Hello` was accepted and answered with `Welcome`.
+    Ready(Ready),
+    /// Over; what was granted, if the session got that far.
+    Ended(Option<Granted>),
+}
+
+/// What a `Welcome` granted: the peer as enrolled here, and the version chosen.
+#[derive(Debug, Clone)]
+struct Granted {
+    peer: Enrolled,
+    version: u16,
+}
+
+/// A session past its `Welcome`.
+#[derive(Debug)]
+struct Ready {
+    granted: Granted,
+    /// Blobs this session's offers wanted, by hash: the only blob streams it takes.
+    offered: HashMap<BlobHash, BlobInfo>,
+}
+
+/// Why a message ends the session: the code, and the reason the child is told.
+struct Failure {
+    code: ErrorCode,
+    reason: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, reason: String) -> Self {
+        Self { code, reason }
+    }
+}
+
+impl From<StorageError> for Failure {
+    /// A store's refusal keeps its kind; anything else is a storage failure (and logged).
+    fn from(e: StorageError) -> Self {
+        let code = match e.kind {
+            StorageErrorKind::Equivocation => ErrorCode::Equivocation,
+            StorageErrorKind::Internal => ErrorCode::Storage,
+        };
+        if code == ErrorCode::Storage {
+            tracing::error!(error = %e, "storage failed during a session");
+        }
+        Self::new(code, e.message)
+    }
 }
 
 /// An incoming blob stream being received.
@@ -143,9 +188,7 @@ pub struct ServerStats {
 pub struct ServerSession {
     config: ServerConfig,
     tls_peer: NodeId,
-    peer: Option<Enrolled>,
     state: State,
-    offered: HashMap<BlobHash, BlobInfo>,
     stats: ServerStats,
 }
 
@@ -155,16 +198,19 @@ impl ServerSession {
         Self {
             config,
             tls_peer,
-            peer: None,
             state: State::AwaitHello,
-            offered: HashMap::new(),
             stats: ServerStats::default(),
         }
     }
 
-    /// The peer, once its `Hello` was accepted.
+    /// The peer, once its `Hello` was accepted (also after the session ended).
     pub fn peer(&self) -> Option<&Enrolled> {
-        self.peer.as_ref()
+        match &self.state {
+            State::Ready(Ready { granted, .. }) | State::Ended(Some(granted)) => {
+                Some(&granted.peer)
+            }
+            State::AwaitHello | State::Ended(None) => None,
+        }
     }
 
     /// What this session did so far.
@@ -174,7 +220,7 @@ impl ServerSession {
 
     /// Whether the session is over.
     pub fn is_ended(&self) -> bool {
-        self.state == State::Ended
+        matches!(self.state, State::Ended(_))
     }
 
     /// Ends the session from this side (shutdown, timeout): the message to send, then `End`.
@@ -182,11 +228,20 @@ impl ServerSession {
         self.fail(code, reason.into())
     }
 
+    /// Moves to `Ended`, keeping what was granted.
+    fn end(&mut self) {
+        let granted = match std::mem::replace(&mut self.state, State::Ended(None)) {
+            State::Ready(Ready { granted, .. }) | State::Ended(Some(granted)) => Some(granted),
+            State::AwaitHello | State::Ended(None) => None,
+        };
+        self.state = State::Ended(granted);
+    }
+
     fn fail(&mut self, code: ErrorCode, reason: String) -> Vec<ServerOutput> {
-        if self.state == State::Ended {
+        if self.is_ended() {
             return Vec::new();
         }
-        self.state = State::Ended;
+        self.end();
         tracing::info!(peer = %self.tls_peer.short(), code = ?code, %reason, "session ended with an error");
         vec![
             ServerOutput::Send(Message::Error {
@@ -198,14 +253,8 @@ impl ServerSession {
     }
 
     fn storage_failure(&mut self, e: StorageError) -> Vec<ServerOutput> {
-        let code = match e.kind {
-            StorageErrorKind::Equivocation => ErrorCode::Equivocation,
-            StorageErrorKind::Internal => ErrorCode::Storage,
-        };
-        if code == ErrorCode::Storage {
-            tracing::error!(error = %e, "storage failed during a session");
-        }
-        self.fail(code, e.message)
+        let f = Failure::from(e);
+        self.fail(f.code, f.reason)
     }
 
     /// The control stream's bytes did not make a frame (too long, or malformed).
@@ -240,8 +289,8 @@ impl ServerSession {
         store: &mut dyn SyncStore,
         now_ms: u64,
     ) -> Vec<ServerOutput> {
-        match (self.state, msg) {
-            (State::Ended, _) => Vec::new(),
+        let answer = match (&mut self.state, msg) {
+            (State::Ended(_), _) => return Vec::new(),
             (
                 State::AwaitHello,
                 Message::Hello {
@@ -250,22 +299,26 @@ impl ServerSession {
                     role,
                     name,
                 },
-            ) => self.hello(&versions, node, role, &name, store, now_ms),
-            (State::AwaitHello, other) => self.fail(
+            ) => return self.hello(&versions, node, role, &name, store, now_ms),
+            (State::AwaitHello, other) => Err(Failure::new(
                 ErrorCode::Unexpected,
                 format!("expected Hello first, got {}", other.name()),
-            ),
-            (State::Ready, Message::Events { batch, events }) => {
-                self.events(batch, &events, store, now_ms)
+            )),
+            (State::Ready(ready), Message::Events { batch, events }) => {
+                ready.events(&self.config, &mut self.stats, batch, &events, store, now_ms)
             }
-            (State::Ready, Message::Offer { blobs }) => self.offer(blobs, store),
-            (State::Ready, Message::Pull { cursor }) => self.pull(cursor, store),
-            (State::Ready, Message::Bye) => {
-                self.state = State::Ended;
+            (State::Ready(ready), Message::Offer { blobs }) => {
+                ready.offer(self.config.limits.max_blob, blobs, store)
+            }
+            (State::Ready(ready), Message::Pull { cursor }) => {
+                ready.pull(&mut self.stats, cursor, store)
+            }
+            (State::Ready(ready), Message::Bye) => {
                 let s = &self.stats;
                 if s.events_stored + s.events_down + s.blobs_stored > 0 {
                     tracing::info!(
                         peer = %self.tls_peer.short(),
+                        version = ready.granted.version,
                         events_up = s.events_stored,
                         events_down = s.events_down,
                         blobs_up = s.blobs_stored,
@@ -273,24 +326,26 @@ impl ServerSession {
                         "session done"
                     );
                 }
-                vec![ServerOutput::End {
+                self.end();
+                Ok(vec![ServerOutput::End {
                     code: ErrorCode::Done,
                     reason: "done".into(),
-                }]
+                }])
             }
-            (State::Ready, Message::Error { code, message }) => {
-                self.state = State::Ended;
+            (State::Ready(_), Message::Error { code, message }) => {
+                self.end();
                 tracing::info!(peer = %self.tls_peer.short(), ?code, %message, "child ended the session");
-                vec![ServerOutput::End {
+                Ok(vec![ServerOutput::End {
                     code,
                     reason: message,
-                }]
+                }])
             }
-            (State::Ready, other) => self.fail(
+            (State::Ready(_), other) => Err(Failure::new(
                 ErrorCode::Unexpected,
                 format!("{} is not a message a child sends", other.name()),
-            ),
-        }
+            )),
+        };
+        answer.unwrap_or_else(|f| self.fail(f.code, f.reason))
     }
 
     fn hello(
@@ -375,74 +430,78 @@ impl ServerSession {
             heads,
             limits: self.config.limits,
         };
-        self.peer = Some(enrolled);
-        self.state = State::Ready;
+        self.state = State::Ready(Ready {
+            granted: Granted {
+                peer: enrolled,
+                version,
+            },
+            offered: HashMap::new(),
+        });
         vec![ServerOutput::Send(welcome)]
     }
+}
 
+impl Ready {
+    /// A batch of events: admitted whole and committed, then acknowledged, or the session
+    /// ends with the refusal's code.
     fn events(
-        &mut self,
+        &self,
+        config: &ServerConfig,
+        stats: &mut ServerStats,
         batch: u64,
         bodies: &[Vec<u8>],
         store: &mut dyn SyncStore,
         now_ms: u64,
-    ) -> Vec<ServerOutput> {
-        let Some(peer) = self.peer.clone() else {
-            return self.fail(ErrorCode::Unexpected, "Events before Welcome".into());
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        let peer = &self.granted.peer;
+        let origins = if peer.role == Role::Device && !crate::faults::accept_forged_origin(config) {
+            Origins::Only(peer.node)
+        } else {
+            Origins::Any
         };
-        let origins =
-            if peer.role == Role::Device && !crate::faults::accept_forged_origin(&self.config) {
-                Origins::Only(peer.node)
-            } else {
-                Origins::Any
-            };
         let admission = Admission {
             from: peer.node,
             scope: &peer.scope,
             origins,
-            max_events: self.config.limits.max_batch_events as usize,
-            max_drift_ms: self.config.max_drift_ms,
+            max_events: config.limits.max_batch_events as usize,
+            max_drift_ms: config.max_drift_ms,
         };
-        let batch_events = match admission.admit(bodies, now_ms) {
-            Ok(admitted) => admitted,
-            Err(e) => {
-                let code = e.code();
-                return self.fail(code, refusal(batch, &e));
-            }
-        };
-        match store.commit(&batch_events) {
-            Ok(c) => {
-                self.stats.events_stored += u64::from(c.stored);
-                self.stats.events_duplicate += u64::from(c.duplicates);
-                let mut out = vec![ServerOutput::Send(Message::Ack {
-                    batch,
-                    stored: c.stored,
-                    duplicates: c.duplicates,
-                })];
-                if c.stored > 0 {
-                    out.push(ServerOutput::Committed { stored: c.stored });
-                }
-                out
-            }
-            Err(e) => self.storage_failure(e),
+        let batch_events = admission
+            .admit(bodies, now_ms)
+            .map_err(|e| Failure::new(e.code(), refusal(batch, &e)))?;
+        let c = store.commit(&batch_events)?;
+        stats.events_stored += u64::from(c.stored);
+        stats.events_duplicate += u64::from(c.duplicates);
+        let mut out = vec![ServerOutput::Send(Message::Ack {
+            batch,
+            stored: c.stored,
+            duplicates: c.duplicates,
+        })];
+        if c.stored > 0 {
+            out.push(ServerOutput::Committed { stored: c.stored });
         }
+        Ok(out)
     }
 
     /// Answers an offer: a `BlobRefused` for each offered blob declined for a reason the
     /// child must hear (over `max_blob`: `TooLarge`; named by no event held here:
     /// `OutOfScope`), then `Wants` with the wanted ones in the offer's order. A blob held whole
     /// is neither refused nor wanted. A hash listed twice is answered once.
-    fn offer(&mut self, blobs: Vec<BlobInfo>, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
+    fn offer(
+        &mut self,
+        max_blob: u64,
+        blobs: Vec<BlobInfo>,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ServerOutput>, Failure> {
         if blobs.len() > MAX_OFFER {
-            return self.fail(
+            return Err(Failure::new(
                 ErrorCode::TooLarge,
                 format!(
                     "offer of {} blobs, over the limit of {MAX_OFFER}",
                     blobs.len()
                 ),
-            );
+            ));
         }
-        let max_blob = self.config.limits.max_blob;
         let mut seen = std::collections::HashSet::with_capacity(blobs.len());
         let mut out = Vec::new();
         let mut wants = Vec::new();
@@ -450,10 +509,7 @@ impl ServerSession {
             if !seen.insert(info.hash) {
                 continue;
             }
-            let state = match store.blob_state(&info.hash) {
-                Ok(s) => s,
-                Err(e) => return self.storage_failure(e),
-            };
+            let state = store.blob_state(&info.hash)?;
             let refuse = |code, message| {
                 ServerOutput::Send(Message::BlobRefused {
                     hash: info.hash,
@@ -493,26 +549,28 @@ impl ServerSession {
             });
         }
         out.push(ServerOutput::Send(Message::Wants { wants }));
-        out
+        Ok(out)
     }
 
-    fn pull(&mut self, cursor: u64, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
-        let Some(peer) = self.peer.clone() else {
-            return self.fail(ErrorCode::Unexpected, "Pull before Welcome".into());
-        };
-        match store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES) {
-            Ok(page) => {
-                self.stats.events_down += page.events.len() as u64;
-                vec![ServerOutput::Send(Message::Down {
-                    events: page.events,
-                    cursor: page.cursor,
-                    more: page.more,
-                })]
-            }
-            Err(e) => self.storage_failure(e),
-        }
+    /// The next page of the peer's scope after `cursor`, leaving out what it sent.
+    fn pull(
+        &self,
+        stats: &mut ServerStats,
+        cursor: u64,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        let peer = &self.granted.peer;
+        let page = store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES)?;
+        stats.events_down += page.events.len() as u64;
+        Ok(vec![ServerOutput::Send(Message::Down {
+            events: page.events,
+            cursor: page.cursor,
+            more: page.more,
+        })])
     }
+}
 
+impl ServerSession {
     /// A blob stream's header arrived: checks it against this session's offer and what is
     /// held, and returns the sink to feed the stream's bytes to.
     pub fn blob_begin(
@@ -525,13 +583,13 @@ impl ServerSession {
             code,
             reason,
         };
-        if self.state != State::Ready {
+        let State::Ready(ready) = &self.state else {
             return Err(refuse(
                 ErrorCode::Unexpected,
                 "blob stream outside a session".into(),
             ));
-        }
-        let Some(offered) = self.offered.get(&header.hash) else {
+        };
+        let Some(offered) = ready.offered.get(&header.hash) else {
             return Err(refuse(
                 ErrorCode::Unexpected,
                 "blob was not offered in this session".into(),
@@ -624,7 +682,9 @@ impl ServerSession {
         };
         match store.blob_finish(&h.hash, &check) {
             Ok(BlobFinish::Stored) => {
-                self.offered.remove(&h.hash);
+                if let State::Ready(ready) = &mut self.state {
+                    ready.offered.remove(&h.hash);
+                }
                 self.stats.blobs_stored += 1;
                 self.stats.blob_bytes += h.size;
                 vec![
