@@ -19,9 +19,13 @@ pub mod admit;
 pub mod client;
 mod faults;
 pub mod frame;
+#[cfg(any(test, feature = "memory"))]
+pub mod memory;
 pub mod message;
 pub mod server;
 pub mod storage;
+#[cfg(test)]
+mod testkit;
 
 #[cfg(feature = "faults")]
 pub use faults::Faults;
