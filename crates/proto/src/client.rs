@@ -1012,3 +1012,579 @@ impl Cx<'_> {
         blobs.awaiting.remove(hash)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::server::{ServerConfig, ServerSession};
+    use crate::testkit::*;
+
+    /// The `Welcome` the relay would send: version 1, the device's grid, no heads.
+    fn welcome(limits: Limits) -> Message {
+        welcome_as(1, RELAY, GRID, limits)
+    }
+
+    fn welcome_as(version: u16, node: NodeId, scope: &str, limits: Limits) -> Message {
+        Message::Welcome {
+            version,
+            node,
+            role: Role::Street,
+            name: "street-002".into(),
+            scope: scope.into(),
+            now_ms: NOW,
+            heads: Vec::new(),
+            limits,
+        }
+    }
+
+    fn limits() -> Limits {
+        relay_config().limits
+    }
+
+    /// A device session started and welcomed over `store`; the actions of the `Welcome`.
+    fn welcomed(store: &mut MemoryStore, limits: Limits) -> (ClientSession, Vec<ClientAction>) {
+        let mut s = ClientSession::new(device_config());
+        s.start(NOW);
+        let actions = s.handle(welcome(limits), store, NOW);
+        (s, actions)
+    }
+
+    /// The protocol error a session failed with.
+    fn protocol_error(actions: &[ClientAction]) -> &str {
+        match failure(actions) {
+            Some(SessionError::Protocol(what)) => what,
+            other => panic!("not a protocol error: {other:?} in {actions:?}"),
+        }
+    }
+
+    #[test]
+    fn a_device_uploads_its_events_and_photos_then_downloads_its_grid() {
+        let (photo_bytes, thumb) = (&b"the photo's bytes"[..], &b"thumb"[..]);
+        let events = [
+            comment(DEVICE, 1, GRID, "bags by the gate"),
+            photo(DEVICE, 2, GRID, photo_bytes, thumb),
+        ];
+        let mut device = device_store(
+            &events,
+            &[(BlobKind::Photo, photo_bytes), (BlobKind::Thumb, thumb)],
+        );
+        let mut relay = relay_store();
+        let theirs = comment(OTHER, 1, GRID, "seen it too");
+        relay.append(std::slice::from_ref(&theirs)).unwrap();
+        let mut child = ClientSession::new(device_config());
+        let mut parent = ServerSession::new(relay_config(), DEVICE);
+        let run = run(&mut child, &mut parent, &mut device, &mut relay, NOW);
+        assert!(run.failed.is_none(), "{run:?}");
+        let summary = run.finished.expect("finished");
+        assert_eq!(
+            summary,
+            Summary {
+                events_up: 2,
+                events_dup: 0,
+                events_down: 1,
+                blobs_up: 2,
+                blob_bytes_up: (photo_bytes.len() + thumb.len()) as u64,
+                blobs_refused: 0,
+                round_trips: 3,
+            }
+        );
+        assert_eq!(run.server_end.map(|e| e.0), Some(ErrorCode::Done));
+        // The thumbnail went first.
+        let offer = run.messages.iter().find_map(|(up, m)| match m {
+            Message::Offer { blobs } if *up => Some(blobs.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            offer
+                .expect("an offer")
+                .iter()
+                .map(|b| b.kind)
+                .collect::<Vec<_>>(),
+            vec![BlobKind::Thumb, BlobKind::Photo]
+        );
+        assert_eq!(relay.event(&DEVICE, 2), Some(&events[1]));
+        assert_eq!(relay.blob(&BlobHash::of(photo_bytes)), Some(photo_bytes));
+        assert_eq!(device.event(&OTHER, 1), Some(&theirs));
+        assert_eq!(device.via(&OTHER, 1), Some(RELAY));
+        assert_eq!(device.acked(&RELAY), 2);
+        assert!(device.is_sent(&RELAY, &BlobHash::of(thumb)));
+        assert!(child.is_ended() && child.poll_timeout().is_none());
+        assert_eq!(child.scope(), Some(&scope(GRID)));
+
+        // Again: nothing to upload, offer or download; only the pull.
+        let mut child = ClientSession::new(device_config());
+        let mut parent = ServerSession::new(relay_config(), DEVICE);
+        let again = crate::testkit::run(&mut child, &mut parent, &mut device, &mut relay, NOW);
+        let summary = again.finished.expect("finished");
+        assert_eq!(
+            summary,
+            Summary {
+                round_trips: 1,
+                ..Summary::default()
+            }
+        );
+    }
+
+    #[test]
+    fn batches_stay_within_the_parents_window_and_acks_record_own_progress() {
+        let events: Vec<_> = (1..=3)
+            .map(|seq| comment(DEVICE, seq, GRID, "one of three"))
+            .collect();
+        let mut store = device_store(&events, &[]);
+        let one_by_two = Limits {
+            max_batch_events: 1,
+            window: 2,
+            ..limits()
+        };
+        let (mut s, actions) = welcomed(&mut store, one_by_two);
+        let batches: Vec<u64> = child_sent(&actions)
+            .iter()
+            .map(|m| match m {
+                Message::Events { batch, events } if events.len() == 1 => *batch,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(batches, vec![1, 2]);
+        let ack = |batch| Message::Ack {
+            batch,
+            stored: 1,
+            duplicates: 0,
+        };
+        let actions = s.handle(ack(1), &mut store, NOW);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::Events { acked: 1, total: 2 }),
+                ClientAction::Send(Message::Events {
+                    batch: 3,
+                    events: vec![body(&events[2])]
+                })
+            ]
+        );
+        assert_eq!(store.acked(&RELAY), 1);
+        let actions = s.handle(ack(1), &mut store, NOW);
+        assert_eq!(
+            protocol_error(&actions),
+            "Ack for batch 1, which is not in flight"
+        );
+        assert_eq!(store.acked(&RELAY), 1);
+    }
+
+    #[test]
+    fn a_welcome_that_does_not_add_up_fails_the_session() {
+        let cases: Vec<(Message, &str)> = vec![
+            (
+                welcome_as(9, RELAY, GRID, limits()),
+                "the relay chose version 9, which this build does not speak",
+            ),
+            (
+                welcome_as(1, OTHER, GRID, limits()),
+                "the relay says it is 03030303, not the pinned 01010101",
+            ),
+            (
+                welcome_as(1, RELAY, "110101//014", limits()),
+                "the relay granted a malformed scope \"110101//014\"",
+            ),
+            (
+                Message::Ack {
+                    batch: 1,
+                    stored: 0,
+                    duplicates: 0,
+                },
+                "unexpected Ack while AwaitWelcome",
+            ),
+        ];
+        for (msg, what) in cases {
+            let mut store = MemoryStore::new();
+            let mut s = ClientSession::new(device_config());
+            s.start(NOW);
+            let actions = s.handle(msg, &mut store, NOW);
+            assert_eq!(protocol_error(&actions), what);
+            assert!(matches!(
+                child_sent(&actions)[..],
+                [Message::Error {
+                    code: ErrorCode::Unexpected,
+                    ..
+                }]
+            ));
+            assert!(s.is_ended() && s.scope().is_none());
+        }
+    }
+
+    #[test]
+    fn an_own_event_outside_the_granted_grid_fails_before_anything_is_sent() {
+        let mut store = device_store(&[comment(DEVICE, 1, NEXT_GRID, "moved")], &[]);
+        let (s, actions) = welcomed(&mut store, limits());
+        assert!(
+            matches!(
+                failure(&actions),
+                Some(SessionError::OutOfScope(m)) if m.starts_with("this device's event 1 is in grid 110101/002/014/04, but the relay enrolled it for 110101/002/014/03")
+            ),
+            "{actions:?}"
+        );
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn the_parents_error_fails_the_session_without_an_answer() {
+        let mut store = MemoryStore::new();
+        let mut s = ClientSession::new(device_config());
+        s.start(NOW);
+        let refused = Message::Error {
+            code: ErrorCode::NotEnrolled,
+            message: "who are you".into(),
+        };
+        let actions = s.handle(refused, &mut store, NOW);
+        assert_eq!(
+            actions,
+            vec![ClientAction::Failed(SessionError::Refused {
+                code: ErrorCode::NotEnrolled,
+                message: "who are you".into()
+            })]
+        );
+        assert!(s.is_ended());
+        assert!(s.handle(welcome(limits()), &mut store, NOW).is_empty());
+    }
+
+    /// A device holding blobs `a` (thumbnail) and `b` (photo), welcomed: its offer is out.
+    fn offering() -> (ClientSession, MemoryStore, BlobInfo, BlobInfo) {
+        let mut store = device_store(
+            &[],
+            &[(BlobKind::Photo, b"photo b"), (BlobKind::Thumb, b"a")],
+        );
+        let (s, actions) = welcomed(&mut store, limits());
+        let [Message::Offer { blobs }] = &child_sent(&actions)[..] else {
+            panic!("{actions:?}")
+        };
+        let [a, b] = blobs[..] else {
+            panic!("{blobs:?}")
+        };
+        assert_eq!((a.kind, b.kind), (BlobKind::Thumb, BlobKind::Photo));
+        (s, store, a, b)
+    }
+
+    fn want(i: BlobInfo, offset: u64) -> Want {
+        Want {
+            hash: i.hash,
+            offset,
+        }
+    }
+
+    #[test]
+    fn wants_send_what_is_wanted_and_mark_the_rest_held() {
+        let (mut s, mut store, a, b) = offering();
+        let actions = s.handle(
+            Message::Wants {
+                wants: vec![want(b, 2)],
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::BlobStarted {
+                    hash: b.hash,
+                    kind: b.kind,
+                    size: 7,
+                    offset: 2
+                }),
+                ClientAction::SendBlob(BlobHeader {
+                    hash: b.hash,
+                    kind: b.kind,
+                    size: 7,
+                    offset: 2
+                })
+            ]
+        );
+        assert!(store.is_sent(&RELAY, &a.hash) && !store.is_sent(&RELAY, &b.hash));
+        // No timeout while a stream is out; the clock runs again once it is sent.
+        assert_eq!(s.poll_timeout(), None);
+        s.blob_sent(&b.hash, NOW + 10);
+        assert_eq!(s.poll_timeout(), Some(NOW + 10 + RESPONSE_TIMEOUT_MS));
+        let actions = s.handle(Message::BlobStored { hash: b.hash }, &mut store, NOW + 20);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::BlobStored {
+                    hash: b.hash,
+                    kind: b.kind,
+                    size: 7
+                }),
+                ClientAction::Send(Message::Pull { cursor: 0 })
+            ]
+        );
+        assert!(store.is_sent(&RELAY, &b.hash));
+        assert_eq!((s.summary().blobs_up, s.summary().blob_bytes_up), (1, 5));
+    }
+
+    #[test]
+    fn a_blob_refused_or_partly_stored_is_kept_for_next_time() {
+        let (mut s, mut store, a, b) = offering();
+        let refused = |i: BlobInfo| Message::BlobRefused {
+            hash: i.hash,
+            code: ErrorCode::TooLarge,
+            message: "too big".into(),
+        };
+        assert!(s.handle(refused(a), &mut store, NOW).is_empty());
+        s.handle(
+            Message::Wants {
+                wants: vec![want(b, 0)],
+            },
+            &mut store,
+            NOW,
+        );
+        let actions = s.handle(
+            Message::BlobPartial {
+                hash: b.hash,
+                held: 3,
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(
+            actions,
+            vec![ClientAction::Send(Message::Pull { cursor: 0 })]
+        );
+        assert!(!store.is_sent(&RELAY, &a.hash) && !store.is_sent(&RELAY, &b.hash));
+        let summary = s.summary();
+        assert_eq!((summary.blobs_refused, summary.blob_bytes_up), (1, 3));
+    }
+
+    #[test]
+    fn answers_to_an_offer_that_do_not_add_up_fail_the_session() {
+        let stranger = BlobHash::of(b"not offered");
+        type Case = fn(BlobInfo, BlobInfo, BlobHash) -> (Vec<Message>, String);
+        let cases: Vec<Case> = vec![
+            |_, _, x| {
+                (
+                    vec![Message::BlobRefused {
+                        hash: x,
+                        code: ErrorCode::OutOfScope,
+                        message: "no".into(),
+                    }],
+                    format!("BlobRefused for blob {x}, which was not offered"),
+                )
+            },
+            |a, _, _| {
+                let r = Message::BlobRefused {
+                    hash: a.hash,
+                    code: ErrorCode::OutOfScope,
+                    message: "no".into(),
+                };
+                (
+                    vec![r.clone(), r],
+                    format!("the relay refused blob {} twice", a.hash),
+                )
+            },
+            |_, _, x| {
+                (
+                    vec![Message::Wants {
+                        wants: vec![Want { hash: x, offset: 0 }],
+                    }],
+                    format!("the relay wants blob {x}, which was not offered"),
+                )
+            },
+            |a, _, _| {
+                (
+                    vec![
+                        Message::BlobRefused {
+                            hash: a.hash,
+                            code: ErrorCode::OutOfScope,
+                            message: "no".into(),
+                        },
+                        Message::Wants {
+                            wants: vec![want(a, 0)],
+                        },
+                    ],
+                    format!("the relay wants blob {}, which it refused", a.hash),
+                )
+            },
+            |_, b, _| {
+                (
+                    vec![Message::Wants {
+                        wants: vec![want(b, 8)],
+                    }],
+                    format!("the relay wants blob {} from byte 8, past its end", b.hash),
+                )
+            },
+            |_, b, _| {
+                (
+                    vec![Message::Wants {
+                        wants: vec![want(b, 0), want(b, 1)],
+                    }],
+                    format!("the relay wants blob {} twice", b.hash),
+                )
+            },
+            |_, b, _| {
+                (
+                    vec![
+                        Message::Wants { wants: vec![] },
+                        Message::BlobStored { hash: b.hash },
+                    ],
+                    "unexpected BlobStored while Pulling".to_string(),
+                )
+            },
+            |a, b, _| {
+                (
+                    vec![
+                        Message::Wants {
+                            wants: vec![want(b, 0)],
+                        },
+                        Message::BlobStored { hash: a.hash },
+                    ],
+                    format!("BlobStored for blob {}, which was not sent", a.hash),
+                )
+            },
+        ];
+        for case in cases {
+            let (mut s, mut store, a, b) = offering();
+            let (msgs, what) = case(a, b, stranger);
+            let mut last = Vec::new();
+            for m in msgs {
+                last = s.handle(m, &mut store, NOW);
+            }
+            assert_eq!(protocol_error(&last), what);
+        }
+    }
+
+    /// A device with nothing to upload or offer, welcomed: its first `Pull` is out.
+    fn pulling() -> (ClientSession, MemoryStore) {
+        let mut store = MemoryStore::new();
+        let (s, actions) = welcomed(&mut store, limits());
+        assert_eq!(child_sent(&actions), vec![&Message::Pull { cursor: 0 }]);
+        (s, store)
+    }
+
+    #[test]
+    fn a_download_is_stored_page_by_page_and_ends_with_bye() {
+        let (mut s, mut store) = pulling();
+        let first = comment(OTHER, 1, GRID, "first");
+        let down = |events: Vec<Vec<u8>>, cursor, more| Message::Down {
+            events,
+            cursor,
+            more,
+        };
+        let actions = s.handle(down(vec![body(&first)], 5, true), &mut store, NOW);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::Downloaded { events: 1 }),
+                ClientAction::Send(Message::Pull { cursor: 5 })
+            ]
+        );
+        assert_eq!(store.down_cursor(&RELAY).unwrap(), 5);
+        let actions = s.handle(down(vec![body(&first)], 6, false), &mut store, NOW);
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    ClientAction::Progress(Progress::Downloaded { events: 1 }),
+                    ClientAction::Send(Message::Bye),
+                    ClientAction::Finished(Summary {
+                        events_down: 1,
+                        round_trips: 2,
+                        ..
+                    })
+                ]
+            ),
+            "{actions:?}"
+        );
+        assert_eq!(store.down_cursor(&RELAY).unwrap(), 6);
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn a_download_page_that_never_advances_fails_the_session() {
+        let (mut s, mut store) = pulling();
+        let stalled = Message::Down {
+            events: Vec::new(),
+            cursor: 0,
+            more: true,
+        };
+        for _ in 0..MAX_STALLED_PAGES {
+            let actions = s.handle(stalled.clone(), &mut store, NOW);
+            assert_eq!(child_sent(&actions), vec![&Message::Pull { cursor: 0 }]);
+        }
+        let actions = s.handle(stalled, &mut store, NOW);
+        assert_eq!(
+            protocol_error(&actions),
+            "Down says more after cursor 0, but the cursor does not advance"
+        );
+    }
+
+    #[test]
+    fn a_download_page_outside_the_scope_is_refused_whole() {
+        let (mut s, mut store) = pulling();
+        let page = Message::Down {
+            events: vec![
+                body(&comment(OTHER, 1, GRID, "fine")),
+                body(&comment(OTHER, 2, NEXT_GRID, "not for this device")),
+            ],
+            cursor: 2,
+            more: false,
+        };
+        let actions = s.handle(page, &mut store, NOW);
+        assert_eq!(
+            protocol_error(&actions),
+            "the relay sent event 03030303/2 of grid 110101/002/014/04, outside this node's scope"
+        );
+        assert_eq!(store.events().count(), 0);
+        assert_eq!(store.down_cursor(&RELAY).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_silent_parent_times_the_session_out_and_each_answer_resets_the_clock() {
+        let mut store = MemoryStore::new();
+        let mut s = ClientSession::new(device_config());
+        assert_eq!(s.poll_timeout(), None, "nothing awaited before the start");
+        s.start(NOW);
+        assert_eq!(s.poll_timeout(), Some(NOW + RESPONSE_TIMEOUT_MS));
+        s.handle(welcome(limits()), &mut store, NOW + 5);
+        assert!(s.handle_timeout(NOW + RESPONSE_TIMEOUT_MS).is_empty());
+        let actions = s.handle_timeout(NOW + 5 + RESPONSE_TIMEOUT_MS);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Send(Message::Error {
+                    code: ErrorCode::Timeout,
+                    message: format!("the relay did not answer within {RESPONSE_TIMEOUT_MS} ms")
+                }),
+                ClientAction::Failed(SessionError::Timeout(RESPONSE_TIMEOUT_MS))
+            ]
+        );
+        assert!(s.is_ended() && s.poll_timeout().is_none());
+        assert_eq!(s.scope(), Some(&scope(GRID)), "kept after the end");
+        assert!(s.abort(ErrorCode::ShuttingDown, "late").is_empty());
+    }
+
+    #[test]
+    fn a_relay_session_uploads_only_what_its_parent_lacks_in_scope() {
+        // A street relay syncing with its district: it forwards its street's events, not
+        // those of other streets, and not what the district holds already.
+        let street = NodeId([4; 32]);
+        let mut relay = MemoryStore::new();
+        relay
+            .append(&[
+                comment(DEVICE, 1, GRID, "held up there"),
+                comment(DEVICE, 2, GRID, "new"),
+                comment(OTHER, 1, "110101/003/001/01", "another street"),
+            ])
+            .unwrap();
+        let mut district = MemoryStore::new();
+        district.enroll(street, Role::Street, scope(STREET));
+        district
+            .append(&[comment(DEVICE, 1, GRID, "held up there")])
+            .unwrap();
+        let mut child =
+            ClientSession::new(ClientConfig::new(street, Role::Street, "street-002", RELAY));
+        let mut parent =
+            ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), street);
+        let run = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        let summary = run.finished.expect("finished");
+        assert_eq!((summary.events_up, summary.events_down), (1, 0));
+        assert!(district.event(&DEVICE, 2).is_some() && district.event(&OTHER, 1).is_none());
+        assert_eq!(district.via(&DEVICE, 2), Some(street));
+    }
+}

@@ -148,8 +148,8 @@ impl MemoryStore {
     }
 
     fn store_blob(&mut self, hash: BlobHash, kind: BlobKind, data: Vec<u8>) {
-        if !self.blobs.contains_key(&hash) {
-            self.blobs.insert(hash, Blob { kind, data });
+        if let std::collections::btree_map::Entry::Vacant(v) = self.blobs.entry(hash) {
+            v.insert(Blob { kind, data });
             self.blob_order.push(hash);
         }
     }
@@ -174,14 +174,16 @@ impl MemoryStore {
             };
             match existing {
                 Some(b) if *b == body => out.duplicates += 1,
-                Some(_) => return Err(StorageError {
-                    kind: StorageErrorKind::Equivocation,
-                    message: format!(
+                Some(_) => {
+                    return Err(StorageError {
+                        kind: StorageErrorKind::Equivocation,
+                        message: format!(
                         "event {}/{} is already stored with different content; refusing the batch",
                         e.origin.short(),
                         e.seq
                     ),
-                }),
+                    })
+                }
                 None => {
                     fresh.insert(key, (e, body));
                     order.push(key);
