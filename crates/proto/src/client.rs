@@ -13,7 +13,9 @@ use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
 
 use crate::admit::{Admission, AdmitError, Origins};
 
-use crate::message::{BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role};
+use crate::message::{
+    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want,
+};
 use crate::storage::{StorageError, SyncStore};
 
 /// How long the child waits for an answer on the control stream before giving up.
@@ -177,23 +179,59 @@ pub enum ClientAction {
     Failed(SessionError),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+/// Where a session is, carrying what is valid there.
+#[derive(Debug)]
+enum Phase {
+    /// Made; [`ClientSession::start`] not called yet.
+    New,
+    /// `Hello` sent; the parent's `Welcome` is awaited.
     AwaitWelcome,
-    Uploading,
-    Offering,
-    Blobs,
-    Pulling,
-    Ended,
+    /// Welcomed: what the parent granted, and how far the session got.
+    Granted(Granted, Step),
+    /// Over (finished or failed); what was granted, if the session got that far.
+    Ended(Option<Granted>),
 }
 
-/// One session with the parent.
+impl Phase {
+    /// The phase's name, as errors say where a message was unexpected.
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::New => "New",
+            Phase::AwaitWelcome => "AwaitWelcome",
+            Phase::Granted(_, Step::Uploading(_)) => "Uploading",
+            Phase::Granted(_, Step::Offering(_)) => "Offering",
+            Phase::Granted(_, Step::Blobs(_)) => "Blobs",
+            Phase::Granted(_, Step::Pulling(_)) => "Pulling",
+            Phase::Ended(_) => "Ended",
+        }
+    }
+}
+
+/// What the parent's `Welcome` granted.
+#[derive(Debug, Clone)]
+struct Granted {
+    /// The scope this node may send events of and downloads.
+    scope: Scope,
+    /// The parent's limits for batches and blobs.
+    limits: Limits,
+}
+
+/// The steps of a welcomed session, in their fixed order (an offer and its blobs may repeat).
 #[derive(Debug)]
-pub struct ClientSession {
-    config: ClientConfig,
-    state: State,
-    scope: Option<Scope>,
-    limits: Option<Limits>,
+enum Step {
+    /// Sending events in acknowledged batches.
+    Uploading(Upload),
+    /// An offer sent; its `Wants` (and any `BlobRefused` before it) awaited.
+    Offering(Offer),
+    /// Wanted blobs sent; the parent's answer for each awaited.
+    Blobs(Blobs),
+    /// Downloading the scope's events.
+    Pulling(Pull),
+}
+
+/// The upload of events.
+#[derive(Debug)]
+struct Upload {
     /// Origins still to upload, with the last sequence number sent (or held by the parent).
     queue: VecDeque<(NodeId, u64)>,
     next_batch: u64,
@@ -201,26 +239,83 @@ pub struct ClientSession {
     in_flight: BTreeMap<u64, u64>,
     to_upload: u64,
     acked: u64,
-    /// The current offer, in order, until the parent answers it.
-    offered: Vec<BlobInfo>,
+}
+
+/// What the offers of one session share.
+#[derive(Debug, Default)]
+struct Offers {
     /// Whether the last offer took as many blobs as an offer may (more may be left).
-    offer_was_full: bool,
+    was_full: bool,
     /// Blobs of this session the parent refused (answering the offer, or their stream) or
     /// stored only in part: never offered again in this session, so the next offer moves on
     /// to other blobs and the offers end. The next session offers them again.
     declined: BTreeSet<BlobHash>,
+}
+
+/// An offer awaiting its answer.
+#[derive(Debug)]
+struct Offer {
+    /// The blobs offered, in order.
+    blobs: Vec<BlobInfo>,
+    offers: Offers,
+}
+
+/// The wanted blobs of an offer, being sent.
+#[derive(Debug)]
+struct Blobs {
     /// Blobs sent and awaiting `BlobStored`/`BlobRefused`/`BlobPartial`.
     awaiting: BTreeMap<BlobHash, BlobInfo>,
-    /// Blobs being sent by the driver, with the bytes their streams carry.
-    sending: BTreeMap<BlobHash, u64>,
-    deadline: Option<u64>,
+    offers: Offers,
+}
+
+/// The download.
+#[derive(Debug)]
+struct Pull {
     /// The cursor of the last `Pull`.
-    pull_cursor: u64,
+    cursor: u64,
     /// `Down` pages in a row that said "more" without moving the cursor.
-    stalled_pages: u32,
+    stalled: u32,
+}
+
+/// One session with the parent.
+#[derive(Debug)]
+pub struct ClientSession {
+    config: ClientConfig,
+    phase: Phase,
+    /// Blob streams the driver is sending, with the bytes each carries. Not part of a step:
+    /// the driver may report a stream finished after the parent answered for it, or after
+    /// the session ended.
+    sending: BTreeMap<BlobHash, u64>,
+    /// When the awaited answer is overdue (from [`ClientSession::start`] on, until the end).
+    deadline: u64,
     summary: Summary,
 }
 
+/// Where a message leaves the session.
+enum Next {
+    /// In the same phase (its data updated in place).
+    Stay,
+    /// On to this step.
+    Step(Step),
+    /// Welcomed: granted this, now at this step.
+    Welcomed(Granted, Step),
+    /// The download is complete (`Bye` and `Finished` are out).
+    Finished,
+    /// The parent ended the session with an error.
+    Refused(SessionError),
+    /// A message this phase does not take.
+    Unexpected(String),
+}
+
+/// What a message handler works with besides its phase's data.
+struct Cx<'a> {
+    config: &'a ClientConfig,
+    summary: &'a mut Summary,
+    sending: &'a mut BTreeMap<BlobHash, u64>,
+    store: &'a mut dyn SyncStore,
+    /// What the driver must do, so far.
+    out: Vec<ClientAction>,
+}
 /// How a downloaded page refused at admission fails the session, in the words of a download.
 fn download_refusal(e: AdmitError) -> SessionError {
     match e {
@@ -267,22 +362,9 @@ impl ClientSession {
     pub fn new(config: ClientConfig) -> Self {
         Self {
             config,
-            state: State::AwaitWelcome,
-            scope: None,
-            limits: None,
-            queue: VecDeque::new(),
-            next_batch: 1,
-            in_flight: BTreeMap::new(),
-            to_upload: 0,
-            acked: 0,
-            offered: Vec::new(),
-            offer_was_full: false,
-            declined: BTreeSet::new(),
-            awaiting: BTreeMap::new(),
+            phase: Phase::New,
             sending: BTreeMap::new(),
-            deadline: None,
-            pull_cursor: 0,
-            stalled_pages: 0,
+            deadline: 0,
             summary: Summary::default(),
         }
     }
@@ -294,17 +376,23 @@ impl ClientSession {
 
     /// Whether the session is over.
     pub fn is_ended(&self) -> bool {
-        self.state == State::Ended
+        matches!(self.phase, Phase::Ended(_))
     }
 
-    /// The scope the parent granted, once welcomed.
+    /// The scope the parent granted, once welcomed (also after the session ended).
     pub fn scope(&self) -> Option<&Scope> {
-        self.scope.as_ref()
+        match &self.phase {
+            Phase::Granted(g, _) | Phase::Ended(Some(g)) => Some(&g.scope),
+            Phase::New | Phase::AwaitWelcome | Phase::Ended(None) => None,
+        }
     }
 
     /// The first message.
     pub fn start(&mut self, now_ms: u64) -> Vec<ClientAction> {
-        self.deadline = Some(now_ms + RESPONSE_TIMEOUT_MS);
+        self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+        if let Phase::New = self.phase {
+            self.phase = Phase::AwaitWelcome;
+        }
         vec![ClientAction::Send(Message::Hello {
             versions: crate::VERSIONS.to_vec(),
             node: self.config.node,
@@ -315,10 +403,12 @@ impl ClientSession {
 
     /// When [`ClientSession::handle_timeout`] must be called, if a reply is awaited.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.state == State::Ended || !self.sending.is_empty() {
-            return None;
+        match self.phase {
+            Phase::AwaitWelcome | Phase::Granted(..) if self.sending.is_empty() => {
+                Some(self.deadline)
+            }
+            _ => None,
         }
-        self.deadline
     }
 
     /// Ends the session if the awaited reply is overdue.
@@ -383,16 +473,24 @@ impl ClientSession {
     /// Ends the session with `e` and no `Error` message: the driver cannot send one. Always
     /// `Failed`, whatever the state: the driver cannot go on.
     fn fail_silently(&mut self, e: SessionError) -> Vec<ClientAction> {
-        self.state = State::Ended;
-        self.deadline = None;
+        self.end();
         vec![ClientAction::Failed(e)]
     }
 
+    /// Moves to `Ended`, keeping what was granted.
+    fn end(&mut self) {
+        let granted = match std::mem::replace(&mut self.phase, Phase::Ended(None)) {
+            Phase::Granted(g, _) | Phase::Ended(Some(g)) => Some(g),
+            Phase::New | Phase::AwaitWelcome | Phase::Ended(None) => None,
+        };
+        self.phase = Phase::Ended(granted);
+    }
+
     fn fail_with_error(&mut self, e: SessionError) -> Vec<ClientAction> {
-        if self.state == State::Ended {
+        if self.is_ended() {
             return Vec::new();
         }
-        self.state = State::Ended;
+        self.end();
         vec![
             ClientAction::Send(Message::Error {
                 code: e.code(),
@@ -417,31 +515,33 @@ impl ClientSession {
             Ok(out) => out,
             Err(e) => self.fail_with_error(e),
         };
-        if self.state != State::Ended {
-            self.deadline = Some(now_ms + RESPONSE_TIMEOUT_MS);
+        if !self.is_ended() {
+            self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
         }
         out
     }
 
+    /// One message, to the handler of the phase that takes it.
     fn dispatch(
         &mut self,
         msg: Message,
         store: &mut dyn SyncStore,
         now_ms: u64,
     ) -> Result<Vec<ClientAction>, SessionError> {
-        if self.state == State::Ended {
-            return Ok(Vec::new());
-        }
-        if let Message::Error { code, message } = msg {
-            self.state = State::Ended;
-            return Ok(vec![ClientAction::Failed(SessionError::Refused {
-                code,
-                message,
-            })]);
-        }
-        match (self.state, msg) {
+        let mut cx = Cx {
+            config: &self.config,
+            summary: &mut self.summary,
+            sending: &mut self.sending,
+            store,
+            out: Vec::new(),
+        };
+        let next = match (&mut self.phase, msg) {
+            (Phase::Ended(_), _) => return Ok(Vec::new()),
+            (_, Message::Error { code, message }) => {
+                Next::Refused(SessionError::Refused { code, message })
+            }
             (
-                State::AwaitWelcome,
+                Phase::AwaitWelcome,
                 Message::Welcome {
                     version,
                     node,
@@ -451,254 +551,72 @@ impl ClientSession {
                     limits,
                     ..
                 },
-            ) => {
-                if !crate::VERSIONS.contains(&version) {
-                    return Ok(self.protocol(format!(
-                        "the relay chose version {version}, which this build does not speak"
-                    )));
-                }
-                if node != self.config.parent {
-                    return Ok(self.protocol(format!(
-                        "the relay says it is {}, not the pinned {}",
-                        node.short(),
-                        self.config.parent.short()
-                    )));
-                }
-                let Ok(scope) = scope.parse::<Scope>() else {
-                    return Ok(
-                        self.protocol(format!("the relay granted a malformed scope {scope:?}"))
-                    );
-                };
-                let mut out = vec![ClientAction::Progress(Progress::Welcomed {
-                    parent: name,
-                    scope: scope.to_string(),
-                })];
-                self.scope = Some(scope);
-                self.limits = Some(limits);
-                self.plan_upload(&heads, store)?;
-                self.state = State::Uploading;
-                out.extend(self.pump_upload(store)?);
-                Ok(out)
-            }
+            ) => cx.welcome(version, node, name, &scope, &heads, limits)?,
             (
-                State::Uploading,
+                Phase::Granted(g, Step::Uploading(up)),
                 Message::Ack {
                     batch,
                     stored,
                     duplicates,
                 },
-            ) => {
-                let Some(own_max) = self.in_flight.remove(&batch) else {
-                    return Ok(
-                        self.protocol(format!("Ack for batch {batch}, which is not in flight"))
-                    );
-                };
-                self.summary.events_up += u64::from(stored);
-                self.summary.events_dup += u64::from(duplicates);
-                self.acked += u64::from(stored) + u64::from(duplicates);
-                if own_max > 0 {
-                    store.own_acked(&self.config.parent, own_max)?;
-                }
-                let mut out = vec![ClientAction::Progress(Progress::Events {
-                    acked: self.acked,
-                    total: self.to_upload.max(self.acked),
-                })];
-                out.extend(self.pump_upload(store)?);
-                Ok(out)
-            }
+            ) => cx.ack(g, up, batch, stored, duplicates)?,
             (
-                State::Offering,
+                Phase::Granted(_, Step::Offering(offer)),
                 Message::BlobRefused {
                     hash,
                     code,
                     message,
                 },
-            ) => {
-                // The parent declines an offered blob (too large, or named by no event it
-                // holds) before its `Wants`: kept here, offered again next session.
-                if !self.offered.iter().any(|i| i.hash == hash) {
-                    return Ok(self.protocol(format!(
-                        "BlobRefused for blob {hash}, which was not offered"
-                    )));
-                }
-                if !self.declined.insert(hash) {
-                    return Ok(self.protocol(format!("the relay refused blob {hash} twice")));
-                }
-                tracing::warn!(%hash, ?code, %message, "the relay declined an offered blob; it stays here and is offered again next time");
-                self.summary.blobs_refused += 1;
-                Ok(Vec::new())
+            ) => cx.refused_at_offer(offer, hash, code, &message)?,
+            (Phase::Granted(_, Step::Offering(offer)), Message::Wants { wants }) => {
+                cx.wants(offer, &wants)?
             }
-            (State::Offering, Message::Wants { wants }) => {
-                let offered = std::mem::take(&mut self.offered);
-                let mut sends = Vec::new();
-                for w in &wants {
-                    let Some(info) = offered.iter().find(|i| i.hash == w.hash).copied() else {
-                        return Ok(self.protocol(format!(
-                            "the relay wants blob {}, which was not offered",
-                            w.hash
-                        )));
-                    };
-                    if self.declined.contains(&w.hash) {
-                        return Ok(self.protocol(format!(
-                            "the relay wants blob {}, which it refused",
-                            w.hash
-                        )));
-                    }
-                    if w.offset > info.size {
-                        return Ok(self.protocol(format!(
-                            "the relay wants blob {} from byte {}, past its end",
-                            w.hash, w.offset
-                        )));
-                    }
-                    if sends
-                        .iter()
-                        .any(|(i, _): &(BlobInfo, u64)| i.hash == w.hash)
-                    {
-                        return Ok(self.protocol(format!("the relay wants blob {} twice", w.hash)));
-                    }
-                    sends.push((info, w.offset));
-                }
-                // Offered, neither wanted nor refused: the parent holds them.
-                for info in &offered {
-                    if !self.declined.contains(&info.hash)
-                        && !sends.iter().any(|(i, _)| i.hash == info.hash)
-                    {
-                        store.mark_blob_sent(&self.config.parent, &info.hash)?;
-                    }
-                }
-                // In the offer's order: thumbnails first.
-                sends.sort_by_key(|(i, _)| offered.iter().position(|o| o.hash == i.hash));
-                let mut out = Vec::new();
-                for (info, offset) in sends {
-                    self.awaiting.insert(info.hash, info);
-                    self.sending.insert(info.hash, info.size - offset);
-                    out.push(ClientAction::Progress(Progress::BlobStarted {
-                        hash: info.hash,
-                        kind: info.kind,
-                        size: info.size,
-                        offset,
-                    }));
-                    out.push(ClientAction::SendBlob(BlobHeader {
-                        hash: info.hash,
-                        kind: info.kind,
-                        size: info.size,
-                        offset,
-                    }));
-                }
-                self.state = State::Blobs;
-                out.extend(self.after_blobs(store)?);
-                Ok(out)
-            }
-            (State::Blobs, Message::BlobStored { hash }) => {
-                let Some(info) = self.take_awaited(&hash) else {
-                    return Ok(
-                        self.protocol(format!("BlobStored for blob {hash}, which was not sent"))
-                    );
-                };
-                store.mark_blob_sent(&self.config.parent, &hash)?;
-                self.summary.blobs_up += 1;
-                let mut out = vec![ClientAction::Progress(Progress::BlobStored {
-                    hash,
-                    kind: info.kind,
-                    size: info.size,
-                })];
-                out.extend(self.after_blobs(store)?);
-                Ok(out)
+            (Phase::Granted(_, Step::Blobs(blobs)), Message::BlobStored { hash }) => {
+                cx.blob_stored(blobs, hash)?
             }
             (
-                State::Blobs,
+                Phase::Granted(_, Step::Blobs(blobs)),
                 Message::BlobRefused {
                     hash,
                     code,
                     message,
                 },
-            ) => {
-                if self.take_awaited(&hash).is_none() {
-                    return Ok(
-                        self.protocol(format!("BlobRefused for blob {hash}, which was not sent"))
-                    );
-                }
-                tracing::warn!(%hash, ?code, %message, "the relay refused a blob; it stays here and is offered again next time");
-                self.summary.blobs_refused += 1;
-                self.declined.insert(hash);
-                self.after_blobs(store)
-            }
-            (State::Blobs, Message::BlobPartial { hash, held }) => {
-                // The stream carried only the bytes from its start up to `held`.
-                if let (Some(remaining), Some(info)) =
-                    (self.sending.remove(&hash), self.awaiting.get(&hash))
-                {
-                    let start = info.size - remaining;
-                    self.summary.blob_bytes_up += held.saturating_sub(start);
-                }
-                if self.take_awaited(&hash).is_none() {
-                    return Ok(
-                        self.protocol(format!("BlobPartial for blob {hash}, which was not sent"))
-                    );
-                }
-                tracing::info!(%hash, held, "the relay holds part of a blob; the rest goes next time");
-                self.declined.insert(hash);
-                self.after_blobs(store)
+            ) => cx.blob_refused(blobs, hash, code, &message)?,
+            (Phase::Granted(_, Step::Blobs(blobs)), Message::BlobPartial { hash, held }) => {
+                cx.blob_partial(blobs, hash, held)?
             }
             (
-                State::Pulling,
+                Phase::Granted(g, Step::Pulling(pull)),
                 Message::Down {
                     events,
                     cursor,
                     more,
                 },
-            ) => {
-                // The same admission a parent applies to an upload, before anything is stored.
-                let Some(scope) = self.scope.as_ref() else {
-                    return Ok(self.protocol("Down before Welcome".into()));
-                };
-                let admission = Admission {
-                    from: self.config.parent,
-                    scope,
-                    origins: Origins::Any,
-                    max_events: usize::MAX,
-                    max_drift_ms: self.config.max_drift_ms,
-                };
-                let decoded = match admission.admit(&events, now_ms) {
-                    Ok(admitted) => admitted,
-                    Err(e) => return Ok(self.fail_with_error(download_refusal(e))),
-                };
-                // A page that says "more" without moving the cursor would loop forever; one
-                // or two (a duplicated page) are harmless.
-                if more && cursor <= self.pull_cursor {
-                    self.stalled_pages += 1;
-                    if self.stalled_pages > MAX_STALLED_PAGES {
-                        return Ok(self.protocol(format!(
-                            "Down says more after cursor {cursor}, but the cursor does not advance"
-                        )));
-                    }
-                } else {
-                    self.stalled_pages = 0;
+            ) => cx.down(g, pull, &events, cursor, more, now_ms)?,
+            (phase, other) => Next::Unexpected(format!(
+                "unexpected {} while {}",
+                other.name(),
+                phase.name()
+            )),
+        };
+        let mut out = cx.out;
+        match next {
+            Next::Stay => {}
+            Next::Step(step) => {
+                // Only the handlers of a granted phase move on to a step.
+                if let Phase::Granted(_, now) = &mut self.phase {
+                    *now = step;
                 }
-                // Nothing new and the cursor where it was: no write (and no disk flush) at all.
-                if !decoded.is_empty() || cursor > self.pull_cursor {
-                    let c = store.commit_download(&decoded, cursor)?;
-                    self.summary.events_down += u64::from(c.stored);
-                }
-                self.pull_cursor = cursor;
-                let mut out = vec![ClientAction::Progress(Progress::Downloaded {
-                    events: self.summary.events_down,
-                })];
-                if more {
-                    self.summary.round_trips += 1;
-                    out.push(ClientAction::Send(Message::Pull { cursor }));
-                } else {
-                    self.state = State::Ended;
-                    self.deadline = None;
-                    out.push(ClientAction::Send(Message::Bye));
-                    out.push(ClientAction::Finished(self.summary.clone()));
-                }
-                Ok(out)
             }
-            (state, other) => {
-                Ok(self.protocol(format!("unexpected {} while {state:?}", other.name())))
+            Next::Welcomed(granted, step) => self.phase = Phase::Granted(granted, step),
+            Next::Finished => self.end(),
+            Next::Refused(e) => {
+                self.end();
+                out.push(ClientAction::Failed(e));
             }
+            Next::Unexpected(what) => out.extend(self.protocol(what)),
         }
+        Ok(out)
     }
 
     /// The driver finished sending blob `hash`'s stream (or gave up on it).
@@ -706,17 +624,282 @@ impl ClientSession {
         if let Some(bytes) = self.sending.remove(hash) {
             self.summary.blob_bytes_up += bytes;
         }
-        if self.state != State::Ended {
-            self.deadline = Some(now_ms + RESPONSE_TIMEOUT_MS);
+        if !self.is_ended() {
+            self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+        }
+    }
+}
+
+impl Cx<'_> {
+    /// `Welcome`: checks what the parent says it is and granted, then plans the upload and
+    /// starts it.
+    fn welcome(
+        &mut self,
+        version: u16,
+        node: NodeId,
+        name: String,
+        scope: &str,
+        heads: &[Head],
+        limits: Limits,
+    ) -> Result<Next, SessionError> {
+        if !crate::VERSIONS.contains(&version) {
+            return Err(SessionError::Protocol(format!(
+                "the relay chose version {version}, which this build does not speak"
+            )));
+        }
+        if node != self.config.parent {
+            return Err(SessionError::Protocol(format!(
+                "the relay says it is {}, not the pinned {}",
+                node.short(),
+                self.config.parent.short()
+            )));
+        }
+        let Ok(scope) = scope.parse::<Scope>() else {
+            return Err(SessionError::Protocol(format!(
+                "the relay granted a malformed scope {scope:?}"
+            )));
+        };
+        self.out.push(ClientAction::Progress(Progress::Welcomed {
+            parent: name,
+            scope: scope.to_string(),
+        }));
+        let granted = Granted { scope, limits };
+        let mut up = self.plan_upload(heads)?;
+        let step = match self.pump_upload(&granted, &mut up)? {
+            Next::Step(step) => step,
+            _ => Step::Uploading(up),
+        };
+        Ok(Next::Welcomed(granted, step))
+    }
+
+    /// `Ack` of a batch in flight: records what the parent now holds of this node's own
+    /// events, and sends more.
+    fn ack(
+        &mut self,
+        g: &Granted,
+        up: &mut Upload,
+        batch: u64,
+        stored: u32,
+        duplicates: u32,
+    ) -> Result<Next, SessionError> {
+        let Some(own_max) = up.in_flight.remove(&batch) else {
+            return Err(SessionError::Protocol(format!(
+                "Ack for batch {batch}, which is not in flight"
+            )));
+        };
+        self.summary.events_up += u64::from(stored);
+        self.summary.events_dup += u64::from(duplicates);
+        up.acked += u64::from(stored) + u64::from(duplicates);
+        if own_max > 0 {
+            self.store.own_acked(&self.config.parent, own_max)?;
+        }
+        self.out.push(ClientAction::Progress(Progress::Events {
+            acked: up.acked,
+            total: up.to_upload.max(up.acked),
+        }));
+        self.pump_upload(g, up)
+    }
+
+    /// `BlobRefused` before the `Wants`: the parent declines an offered blob (too large, or
+    /// named by no event it holds). It stays here and is offered again next session.
+    fn refused_at_offer(
+        &mut self,
+        offer: &mut Offer,
+        hash: BlobHash,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<Next, SessionError> {
+        if !offer.blobs.iter().any(|i| i.hash == hash) {
+            return Err(SessionError::Protocol(format!(
+                "BlobRefused for blob {hash}, which was not offered"
+            )));
+        }
+        if !offer.offers.declined.insert(hash) {
+            return Err(SessionError::Protocol(format!(
+                "the relay refused blob {hash} twice"
+            )));
+        }
+        tracing::warn!(%hash, ?code, %message, "the relay declined an offered blob; it stays here and is offered again next time");
+        self.summary.blobs_refused += 1;
+        Ok(Next::Stay)
+    }
+
+    /// `Wants`: sends the wanted blobs from their offsets, and marks sent those offered and
+    /// neither wanted nor refused (the parent holds them).
+    fn wants(&mut self, offer: &mut Offer, wants: &[Want]) -> Result<Next, SessionError> {
+        let offered = std::mem::take(&mut offer.blobs);
+        let offers = std::mem::take(&mut offer.offers);
+        let mut sends: Vec<(BlobInfo, u64)> = Vec::new();
+        for w in wants {
+            let Some(info) = offered.iter().find(|i| i.hash == w.hash).copied() else {
+                return Err(SessionError::Protocol(format!(
+                    "the relay wants blob {}, which was not offered",
+                    w.hash
+                )));
+            };
+            if offers.declined.contains(&w.hash) {
+                return Err(SessionError::Protocol(format!(
+                    "the relay wants blob {}, which it refused",
+                    w.hash
+                )));
+            }
+            if w.offset > info.size {
+                return Err(SessionError::Protocol(format!(
+                    "the relay wants blob {} from byte {}, past its end",
+                    w.hash, w.offset
+                )));
+            }
+            if sends.iter().any(|(i, _)| i.hash == w.hash) {
+                return Err(SessionError::Protocol(format!(
+                    "the relay wants blob {} twice",
+                    w.hash
+                )));
+            }
+            sends.push((info, w.offset));
+        }
+        for info in &offered {
+            if !offers.declined.contains(&info.hash)
+                && !sends.iter().any(|(i, _)| i.hash == info.hash)
+            {
+                self.store.mark_blob_sent(&self.config.parent, &info.hash)?;
+            }
+        }
+        // In the offer's order: thumbnails first.
+        sends.sort_by_key(|(i, _)| offered.iter().position(|o| o.hash == i.hash));
+        let mut awaiting = BTreeMap::new();
+        for (info, offset) in sends {
+            awaiting.insert(info.hash, info);
+            self.sending.insert(info.hash, info.size - offset);
+            self.out.push(ClientAction::Progress(Progress::BlobStarted {
+                hash: info.hash,
+                kind: info.kind,
+                size: info.size,
+                offset,
+            }));
+            self.out.push(ClientAction::SendBlob(BlobHeader {
+                hash: info.hash,
+                kind: info.kind,
+                size: info.size,
+                offset,
+            }));
+        }
+        self.after_blobs(Blobs { awaiting, offers }).map(Next::Step)
+    }
+
+    /// `BlobStored`: the parent holds a blob sent (it is not offered to it again).
+    fn blob_stored(&mut self, blobs: &mut Blobs, hash: BlobHash) -> Result<Next, SessionError> {
+        let Some(info) = self.take_awaited(blobs, &hash) else {
+            return Err(SessionError::Protocol(format!(
+                "BlobStored for blob {hash}, which was not sent"
+            )));
+        };
+        self.store.mark_blob_sent(&self.config.parent, &hash)?;
+        self.summary.blobs_up += 1;
+        self.out.push(ClientAction::Progress(Progress::BlobStored {
+            hash,
+            kind: info.kind,
+            size: info.size,
+        }));
+        self.blob_answered(blobs)
+    }
+
+    /// `BlobRefused` of a blob sent: kept here, offered again next session.
+    fn blob_refused(
+        &mut self,
+        blobs: &mut Blobs,
+        hash: BlobHash,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<Next, SessionError> {
+        if self.take_awaited(blobs, &hash).is_none() {
+            return Err(SessionError::Protocol(format!(
+                "BlobRefused for blob {hash}, which was not sent"
+            )));
+        }
+        tracing::warn!(%hash, ?code, %message, "the relay refused a blob; it stays here and is offered again next time");
+        self.summary.blobs_refused += 1;
+        blobs.offers.declined.insert(hash);
+        self.blob_answered(blobs)
+    }
+
+    /// `BlobPartial`: the parent holds the first `held` bytes of a blob sent; the rest goes
+    /// next session.
+    fn blob_partial(
+        &mut self,
+        blobs: &mut Blobs,
+        hash: BlobHash,
+        held: u64,
+    ) -> Result<Next, SessionError> {
+        // The stream carried only the bytes from its start up to `held`.
+        let remaining = self.sending.remove(&hash);
+        if let (Some(remaining), Some(info)) = (remaining, blobs.awaiting.get(&hash)) {
+            let start = info.size - remaining;
+            self.summary.blob_bytes_up += held.saturating_sub(start);
+        }
+        if self.take_awaited(blobs, &hash).is_none() {
+            return Err(SessionError::Protocol(format!(
+                "BlobPartial for blob {hash}, which was not sent"
+            )));
+        }
+        tracing::info!(%hash, held, "the relay holds part of a blob; the rest goes next time");
+        blobs.offers.declined.insert(hash);
+        self.blob_answered(blobs)
+    }
+
+    /// `Down`: admits the page as a parent admits an upload, stores it with the new cursor,
+    /// and pulls again or, at the end, says `Bye`.
+    fn down(
+        &mut self,
+        g: &Granted,
+        pull: &mut Pull,
+        events: &[Vec<u8>],
+        cursor: u64,
+        more: bool,
+        now_ms: u64,
+    ) -> Result<Next, SessionError> {
+        // The same admission a parent applies to an upload, before anything is stored.
+        let admission = Admission {
+            from: self.config.parent,
+            scope: &g.scope,
+            origins: Origins::Any,
+            max_events: usize::MAX,
+            max_drift_ms: self.config.max_drift_ms,
+        };
+        let decoded = admission.admit(events, now_ms).map_err(download_refusal)?;
+        // A page that says "more" without moving the cursor would loop forever; one or two
+        // (a duplicated page) are harmless.
+        if more && cursor <= pull.cursor {
+            pull.stalled += 1;
+            if pull.stalled > MAX_STALLED_PAGES {
+                return Err(SessionError::Protocol(format!(
+                    "Down says more after cursor {cursor}, but the cursor does not advance"
+                )));
+            }
+        } else {
+            pull.stalled = 0;
+        }
+        // Nothing new and the cursor where it was: no write (and no disk flush) at all.
+        if !decoded.is_empty() || cursor > pull.cursor {
+            let c = self.store.commit_download(&decoded, cursor)?;
+            self.summary.events_down += u64::from(c.stored);
+        }
+        pull.cursor = cursor;
+        self.out.push(ClientAction::Progress(Progress::Downloaded {
+            events: self.summary.events_down,
+        }));
+        if more {
+            self.summary.round_trips += 1;
+            self.out.push(ClientAction::Send(Message::Pull { cursor }));
+            Ok(Next::Stay)
+        } else {
+            self.out.push(ClientAction::Send(Message::Bye));
+            self.out.push(ClientAction::Finished(self.summary.clone()));
+            Ok(Next::Finished)
         }
     }
 
     /// Works out, from the parent's heads, which origins to upload from where.
-    fn plan_upload(
-        &mut self,
-        heads: &[Head],
-        store: &mut dyn SyncStore,
-    ) -> Result<(), SessionError> {
+    fn plan_upload(&mut self, heads: &[Head]) -> Result<Upload, SessionError> {
         let head_of = |origin: &NodeId| {
             heads
                 .iter()
@@ -728,83 +911,75 @@ impl ClientSession {
         // (nothing below the head is sent again, so nothing else would acknowledge it).
         let own_head = head_of(&self.config.node);
         if own_head > 0 {
-            store.own_acked(&self.config.parent, own_head)?;
+            self.store.own_acked(&self.config.parent, own_head)?;
         }
         let origins = match self.config.role {
             Role::Device => vec![self.config.node],
-            Role::Street | Role::District => store.origins()?,
+            Role::Street | Role::District => self.store.origins()?,
         };
-        for origin in origins {
-            self.queue.push_back((origin, head_of(&origin)));
-        }
-        Ok(())
+        Ok(Upload {
+            queue: origins.into_iter().map(|o| (o, head_of(&o))).collect(),
+            next_batch: 1,
+            in_flight: BTreeMap::new(),
+            to_upload: 0,
+            acked: 0,
+        })
     }
 
     /// Sends batches while the window has room; moves on to blobs when all are acknowledged.
-    fn pump_upload(
-        &mut self,
-        store: &mut dyn SyncStore,
-    ) -> Result<Vec<ClientAction>, SessionError> {
-        let limits = self.limits.unwrap_or(Limits {
-            max_frame: crate::MAX_FRAME,
-            max_batch_events: BATCH_EVENTS as u32,
-            window: 1,
-            max_blob: 0,
-        });
-        let max_events = BATCH_EVENTS.min(limits.max_batch_events.max(1) as usize);
-        let max_bytes = BATCH_BYTES.min(limits.max_frame as usize / 2);
-        let window = limits.window.clamp(1, 64) as usize;
-        let mut out = Vec::new();
-        while self.in_flight.len() < window {
-            let (bodies, own_max) = self.next_batch(store, max_events, max_bytes)?;
+    fn pump_upload(&mut self, g: &Granted, up: &mut Upload) -> Result<Next, SessionError> {
+        let max_events = BATCH_EVENTS.min(g.limits.max_batch_events.max(1) as usize);
+        let max_bytes = BATCH_BYTES.min(g.limits.max_frame as usize / 2);
+        let window = g.limits.window.clamp(1, 64) as usize;
+        while up.in_flight.len() < window {
+            let (bodies, own_max) = self.next_batch(g, up, max_events, max_bytes)?;
             if bodies.is_empty() {
                 break;
             }
-            let batch = self.next_batch;
-            self.next_batch += 1;
-            self.to_upload += bodies.len() as u64;
-            self.in_flight.insert(batch, own_max);
+            let batch = up.next_batch;
+            up.next_batch += 1;
+            up.to_upload += bodies.len() as u64;
+            up.in_flight.insert(batch, own_max);
             self.summary.round_trips += 1;
-            out.push(ClientAction::Send(Message::Events {
+            self.out.push(ClientAction::Send(Message::Events {
                 batch,
                 events: bodies,
             }));
         }
-        if self.in_flight.is_empty() && self.queue.is_empty() {
-            out.extend(self.start_offer(store)?);
+        if up.in_flight.is_empty() && up.queue.is_empty() {
+            return self.start_offer(Offers::default()).map(Next::Step);
         }
-        Ok(out)
+        Ok(Next::Stay)
     }
 
     /// The next batch: events of the queued origins past what the parent holds, inside the
     /// granted scope (events outside it are the parent's business, not this one's).
     fn next_batch(
         &mut self,
-        store: &mut dyn SyncStore,
+        g: &Granted,
+        up: &mut Upload,
         max_events: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Vec<u8>>, u64), SessionError> {
         let mut bodies = Vec::new();
         let mut bytes = 0;
         let mut own_max = 0;
-        while let Some((origin, after)) = self.queue.front().copied() {
+        while let Some((origin, after)) = up.queue.front().copied() {
             if bodies.len() >= max_events || bytes >= max_bytes {
                 break;
             }
             let want = max_events - bodies.len();
-            let events: Vec<Event> = store.events_after(&origin, after, want)?;
+            let events: Vec<Event> = self.store.events_after(&origin, after, want)?;
             let exhausted = events.len() < want;
             let mut last = after;
             let mut stopped_early = false;
             for e in events {
-                if !self.scope.as_ref().is_some_and(|s| s.contains(&e.grid)) {
+                if !g.scope.contains(&e.grid) {
                     if self.config.role == Role::Device && origin == self.config.node {
                         return Err(SessionError::OutOfScope(format!(
                             "this device's event {} is in grid {}, but the relay enrolled it for {}; \
                              re-enroll the device for its grid",
-                            e.seq,
-                            e.grid,
-                            self.scope.as_ref().map_or_else(String::new, |s| s.to_string())
+                            e.seq, e.grid, g.scope
                         )));
                     }
                     // Another origin's event outside the parent's scope: not its business.
@@ -830,8 +1005,8 @@ impl ClientSession {
                 }
             }
             if exhausted && !stopped_early {
-                self.queue.pop_front();
-            } else if let Some(front) = self.queue.front_mut() {
+                up.queue.pop_front();
+            } else if let Some(front) = up.queue.front_mut() {
                 front.1 = last;
             }
         }
@@ -839,63 +1014,650 @@ impl ClientSession {
     }
 
     /// Offers the next unsent blobs, leaving out those declined in this session (each offer
-    /// thus holds blobs not offered before in it, and the offers end).
-    fn start_offer(
-        &mut self,
-        store: &mut dyn SyncStore,
-    ) -> Result<Vec<ClientAction>, SessionError> {
-        let limit = OFFER_BLOBS + self.declined.len();
-        let unsent = store.unsent_blobs(&self.config.parent, limit)?;
-        self.offer_was_full = unsent.len() >= limit;
+    /// thus holds blobs not offered before in it, and the offers end); pulls if none is left.
+    fn start_offer(&mut self, mut offers: Offers) -> Result<Step, SessionError> {
+        let limit = OFFER_BLOBS + offers.declined.len();
+        let unsent = self.store.unsent_blobs(&self.config.parent, limit)?;
+        offers.was_full = unsent.len() >= limit;
         let blobs: Vec<BlobInfo> = unsent
             .into_iter()
-            .filter(|b| !self.declined.contains(&b.hash))
+            .filter(|b| !offers.declined.contains(&b.hash))
             .take(OFFER_BLOBS)
             .collect();
         if blobs.is_empty() {
-            return self.start_pull(store);
+            return self.start_pull();
         }
-        self.offered = blobs.clone();
-        self.state = State::Offering;
         self.summary.round_trips += 1;
-        Ok(vec![ClientAction::Send(Message::Offer { blobs })])
+        self.out.push(ClientAction::Send(Message::Offer {
+            blobs: blobs.clone(),
+        }));
+        Ok(Step::Offering(Offer { blobs, offers }))
     }
 
-    fn after_blobs(
-        &mut self,
-        store: &mut dyn SyncStore,
-    ) -> Result<Vec<ClientAction>, SessionError> {
-        if !self.awaiting.is_empty() {
-            return Ok(Vec::new());
+    /// A blob's answer arrived: once every blob sent is answered, on to the next offer or
+    /// the download.
+    fn blob_answered(&mut self, blobs: &mut Blobs) -> Result<Next, SessionError> {
+        if !blobs.awaiting.is_empty() {
+            return Ok(Next::Stay);
+        }
+        let offers = std::mem::take(&mut blobs.offers);
+        self.after_blobs(Blobs {
+            awaiting: BTreeMap::new(),
+            offers,
+        })
+        .map(Next::Step)
+    }
+
+    /// The step after sending an offer's blobs: awaiting their answers, the next offer, or
+    /// the download.
+    fn after_blobs(&mut self, blobs: Blobs) -> Result<Step, SessionError> {
+        if !blobs.awaiting.is_empty() {
+            return Ok(Step::Blobs(blobs));
         }
         // More may be left: offer the next ones. Blobs refused or partly stored in this
         // session are left out of it, so this cannot loop; they go first next session.
-        if self.offer_was_full {
-            return self.start_offer(store);
+        if blobs.offers.was_full {
+            return self.start_offer(blobs.offers);
         }
-        self.start_pull(store)
+        self.start_pull()
     }
 
-    fn start_pull(&mut self, store: &mut dyn SyncStore) -> Result<Vec<ClientAction>, SessionError> {
-        let cursor = store.down_cursor(&self.config.parent)?;
-        self.pull_cursor = cursor;
-        self.state = State::Pulling;
+    fn start_pull(&mut self) -> Result<Step, SessionError> {
+        let cursor = self.store.down_cursor(&self.config.parent)?;
         self.summary.round_trips += 1;
-        Ok(vec![ClientAction::Send(Message::Pull { cursor })])
+        self.out.push(ClientAction::Send(Message::Pull { cursor }));
+        Ok(Step::Pulling(Pull { cursor, stalled: 0 }))
     }
 
     /// The parent answered for blob `hash` (possibly before the driver reported its stream
     /// finished: the parent had all its bytes, so they count as sent).
-    fn take_awaited(&mut self, hash: &BlobHash) -> Option<BlobInfo> {
+    fn take_awaited(&mut self, blobs: &mut Blobs, hash: &BlobHash) -> Option<BlobInfo> {
         if let Some(bytes) = self.sending.remove(hash) {
             self.summary.blob_bytes_up += bytes;
         }
-        self.awaiting.remove(hash)
+        blobs.awaiting.remove(hash)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::server::{ServerConfig, ServerSession};
+    use crate::testkit::*;
+
+    /// The `Welcome` the relay would send: version 1, the device's grid, no heads.
+    fn welcome(limits: Limits) -> Message {
+        welcome_as(1, RELAY, GRID, limits)
+    }
+
+    fn welcome_as(version: u16, node: NodeId, scope: &str, limits: Limits) -> Message {
+        Message::Welcome {
+            version,
+            node,
+            role: Role::Street,
+            name: "street-002".into(),
+            scope: scope.into(),
+            now_ms: NOW,
+            heads: Vec::new(),
+            limits,
+        }
+    }
+
+    fn limits() -> Limits {
+        relay_config().limits
+    }
+
+    /// A device session started and welcomed over `store`; the actions of the `Welcome`.
+    fn welcomed(store: &mut MemoryStore, limits: Limits) -> (ClientSession, Vec<ClientAction>) {
+        let mut s = ClientSession::new(device_config());
+        s.start(NOW);
+        let actions = s.handle(welcome(limits), store, NOW);
+        (s, actions)
+    }
+
+    /// The protocol error a session failed with.
+    fn protocol_error(actions: &[ClientAction]) -> &str {
+        match failure(actions) {
+            Some(SessionError::Protocol(what)) => what,
+            other => panic!("not a protocol error: {other:?} in {actions:?}"),
+        }
+    }
+
+    #[test]
+    fn a_device_uploads_its_events_and_photos_then_downloads_its_grid() {
+        let (photo_bytes, thumb) = (&b"the photo's bytes"[..], &b"thumb"[..]);
+        let events = [
+            comment(DEVICE, 1, GRID, "bags by the gate"),
+            photo(DEVICE, 2, GRID, photo_bytes, thumb),
+        ];
+        let mut device = device_store(
+            &events,
+            &[(BlobKind::Photo, photo_bytes), (BlobKind::Thumb, thumb)],
+        );
+        let mut relay = relay_store();
+        let theirs = comment(OTHER, 1, GRID, "seen it too");
+        relay.append(std::slice::from_ref(&theirs)).unwrap();
+        let mut child = ClientSession::new(device_config());
+        let mut parent = ServerSession::new(relay_config(), DEVICE);
+        let run = run(&mut child, &mut parent, &mut device, &mut relay, NOW);
+        assert!(run.failed.is_none(), "{run:?}");
+        let summary = run.finished.expect("finished");
+        assert_eq!(
+            summary,
+            Summary {
+                events_up: 2,
+                events_dup: 0,
+                events_down: 1,
+                blobs_up: 2,
+                blob_bytes_up: (photo_bytes.len() + thumb.len()) as u64,
+                blobs_refused: 0,
+                round_trips: 3,
+            }
+        );
+        assert_eq!(run.server_end.map(|e| e.0), Some(ErrorCode::Done));
+        // The thumbnail went first.
+        let offer = run.messages.iter().find_map(|(up, m)| match m {
+            Message::Offer { blobs } if *up => Some(blobs.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            offer
+                .expect("an offer")
+                .iter()
+                .map(|b| b.kind)
+                .collect::<Vec<_>>(),
+            vec![BlobKind::Thumb, BlobKind::Photo]
+        );
+        assert_eq!(relay.event(&DEVICE, 2), Some(&events[1]));
+        assert_eq!(relay.blob(&BlobHash::of(photo_bytes)), Some(photo_bytes));
+        assert_eq!(device.event(&OTHER, 1), Some(&theirs));
+        assert_eq!(device.via(&OTHER, 1), Some(RELAY));
+        assert_eq!(device.acked(&RELAY), 2);
+        assert!(device.is_sent(&RELAY, &BlobHash::of(thumb)));
+        assert!(child.is_ended() && child.poll_timeout().is_none());
+        assert_eq!(child.scope(), Some(&scope(GRID)));
+
+        // Again: nothing to upload, offer or download; only the pull.
+        let mut child = ClientSession::new(device_config());
+        let mut parent = ServerSession::new(relay_config(), DEVICE);
+        let again = crate::testkit::run(&mut child, &mut parent, &mut device, &mut relay, NOW);
+        let summary = again.finished.expect("finished");
+        assert_eq!(
+            summary,
+            Summary {
+                round_trips: 1,
+                ..Summary::default()
+            }
+        );
+    }
+
+    #[test]
+    fn batches_stay_within_the_parents_window_and_acks_record_own_progress() {
+        let events: Vec<_> = (1..=3)
+            .map(|seq| comment(DEVICE, seq, GRID, "one of three"))
+            .collect();
+        let mut store = device_store(&events, &[]);
+        let one_by_two = Limits {
+            max_batch_events: 1,
+            window: 2,
+            ..limits()
+        };
+        let (mut s, actions) = welcomed(&mut store, one_by_two);
+        let batches: Vec<u64> = child_sent(&actions)
+            .iter()
+            .map(|m| match m {
+                Message::Events { batch, events } if events.len() == 1 => *batch,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(batches, vec![1, 2]);
+        let ack = |batch| Message::Ack {
+            batch,
+            stored: 1,
+            duplicates: 0,
+        };
+        let actions = s.handle(ack(1), &mut store, NOW);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::Events { acked: 1, total: 2 }),
+                ClientAction::Send(Message::Events {
+                    batch: 3,
+                    events: vec![body(&events[2])]
+                })
+            ]
+        );
+        assert_eq!(store.acked(&RELAY), 1);
+        let actions = s.handle(ack(1), &mut store, NOW);
+        assert_eq!(
+            protocol_error(&actions),
+            "Ack for batch 1, which is not in flight"
+        );
+        assert_eq!(store.acked(&RELAY), 1);
+    }
+
+    #[test]
+    fn a_welcome_that_does_not_add_up_fails_the_session() {
+        let cases: Vec<(Message, &str)> = vec![
+            (
+                welcome_as(9, RELAY, GRID, limits()),
+                "the relay chose version 9, which this build does not speak",
+            ),
+            (
+                welcome_as(1, OTHER, GRID, limits()),
+                "the relay says it is 03030303, not the pinned 01010101",
+            ),
+            (
+                welcome_as(1, RELAY, "110101//014", limits()),
+                "the relay granted a malformed scope \"110101//014\"",
+            ),
+            (
+                Message::Ack {
+                    batch: 1,
+                    stored: 0,
+                    duplicates: 0,
+                },
+                "unexpected Ack while AwaitWelcome",
+            ),
+        ];
+        for (msg, what) in cases {
+            let mut store = MemoryStore::new();
+            let mut s = ClientSession::new(device_config());
+            s.start(NOW);
+            let actions = s.handle(msg, &mut store, NOW);
+            assert_eq!(protocol_error(&actions), what);
+            assert!(matches!(
+                child_sent(&actions)[..],
+                [Message::Error {
+                    code: ErrorCode::Unexpected,
+                    ..
+                }]
+            ));
+            assert!(s.is_ended() && s.scope().is_none());
+        }
+    }
+
+    #[test]
+    fn an_own_event_outside_the_granted_grid_fails_before_anything_is_sent() {
+        let mut store = device_store(&[comment(DEVICE, 1, NEXT_GRID, "moved")], &[]);
+        let (s, actions) = welcomed(&mut store, limits());
+        assert!(
+            matches!(
+                failure(&actions),
+                Some(SessionError::OutOfScope(m)) if m.starts_with("this device's event 1 is in grid 110101/002/014/04, but the relay enrolled it for 110101/002/014/03")
+            ),
+            "{actions:?}"
+        );
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn the_parents_error_fails_the_session_without_an_answer() {
+        let mut store = MemoryStore::new();
+        let mut s = ClientSession::new(device_config());
+        s.start(NOW);
+        let refused = Message::Error {
+            code: ErrorCode::NotEnrolled,
+            message: "who are you".into(),
+        };
+        let actions = s.handle(refused, &mut store, NOW);
+        assert_eq!(
+            actions,
+            vec![ClientAction::Failed(SessionError::Refused {
+                code: ErrorCode::NotEnrolled,
+                message: "who are you".into()
+            })]
+        );
+        assert!(s.is_ended());
+        assert!(s.handle(welcome(limits()), &mut store, NOW).is_empty());
+    }
+
+    /// A device holding blobs `a` (thumbnail) and `b` (photo), welcomed: its offer is out.
+    fn offering() -> (ClientSession, MemoryStore, BlobInfo, BlobInfo) {
+        let mut store = device_store(
+            &[],
+            &[(BlobKind::Photo, b"photo b"), (BlobKind::Thumb, b"a")],
+        );
+        let (s, actions) = welcomed(&mut store, limits());
+        let [Message::Offer { blobs }] = &child_sent(&actions)[..] else {
+            panic!("{actions:?}")
+        };
+        let [a, b] = blobs[..] else {
+            panic!("{blobs:?}")
+        };
+        assert_eq!((a.kind, b.kind), (BlobKind::Thumb, BlobKind::Photo));
+        (s, store, a, b)
+    }
+
+    fn want(i: BlobInfo, offset: u64) -> Want {
+        Want {
+            hash: i.hash,
+            offset,
+        }
+    }
+
+    #[test]
+    fn wants_send_what_is_wanted_and_mark_the_rest_held() {
+        let (mut s, mut store, a, b) = offering();
+        let actions = s.handle(
+            Message::Wants {
+                wants: vec![want(b, 2)],
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::BlobStarted {
+                    hash: b.hash,
+                    kind: b.kind,
+                    size: 7,
+                    offset: 2
+                }),
+                ClientAction::SendBlob(BlobHeader {
+                    hash: b.hash,
+                    kind: b.kind,
+                    size: 7,
+                    offset: 2
+                })
+            ]
+        );
+        assert!(store.is_sent(&RELAY, &a.hash) && !store.is_sent(&RELAY, &b.hash));
+        // No timeout while a stream is out; the clock runs again once it is sent.
+        assert_eq!(s.poll_timeout(), None);
+        s.blob_sent(&b.hash, NOW + 10);
+        assert_eq!(s.poll_timeout(), Some(NOW + 10 + RESPONSE_TIMEOUT_MS));
+        let actions = s.handle(Message::BlobStored { hash: b.hash }, &mut store, NOW + 20);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::BlobStored {
+                    hash: b.hash,
+                    kind: b.kind,
+                    size: 7
+                }),
+                ClientAction::Send(Message::Pull { cursor: 0 })
+            ]
+        );
+        assert!(store.is_sent(&RELAY, &b.hash));
+        assert_eq!((s.summary().blobs_up, s.summary().blob_bytes_up), (1, 5));
+    }
+
+    #[test]
+    fn a_blob_refused_or_partly_stored_is_kept_for_next_time() {
+        let (mut s, mut store, a, b) = offering();
+        let refused = |i: BlobInfo| Message::BlobRefused {
+            hash: i.hash,
+            code: ErrorCode::TooLarge,
+            message: "too big".into(),
+        };
+        assert!(s.handle(refused(a), &mut store, NOW).is_empty());
+        s.handle(
+            Message::Wants {
+                wants: vec![want(b, 0)],
+            },
+            &mut store,
+            NOW,
+        );
+        let actions = s.handle(
+            Message::BlobPartial {
+                hash: b.hash,
+                held: 3,
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(
+            actions,
+            vec![ClientAction::Send(Message::Pull { cursor: 0 })]
+        );
+        assert!(!store.is_sent(&RELAY, &a.hash) && !store.is_sent(&RELAY, &b.hash));
+        let summary = s.summary();
+        assert_eq!((summary.blobs_refused, summary.blob_bytes_up), (1, 3));
+    }
+
+    #[test]
+    fn answers_to_an_offer_that_do_not_add_up_fail_the_session() {
+        let stranger = BlobHash::of(b"not offered");
+        type Case = fn(BlobInfo, BlobInfo, BlobHash) -> (Vec<Message>, String);
+        let cases: Vec<Case> = vec![
+            |_, _, x| {
+                (
+                    vec![Message::BlobRefused {
+                        hash: x,
+                        code: ErrorCode::OutOfScope,
+                        message: "no".into(),
+                    }],
+                    format!("BlobRefused for blob {x}, which was not offered"),
+                )
+            },
+            |a, _, _| {
+                let r = Message::BlobRefused {
+                    hash: a.hash,
+                    code: ErrorCode::OutOfScope,
+                    message: "no".into(),
+                };
+                (
+                    vec![r.clone(), r],
+                    format!("the relay refused blob {} twice", a.hash),
+                )
+            },
+            |_, _, x| {
+                (
+                    vec![Message::Wants {
+                        wants: vec![Want { hash: x, offset: 0 }],
+                    }],
+                    format!("the relay wants blob {x}, which was not offered"),
+                )
+            },
+            |a, _, _| {
+                (
+                    vec![
+                        Message::BlobRefused {
+                            hash: a.hash,
+                            code: ErrorCode::OutOfScope,
+                            message: "no".into(),
+                        },
+                        Message::Wants {
+                            wants: vec![want(a, 0)],
+                        },
+                    ],
+                    format!("the relay wants blob {}, which it refused", a.hash),
+                )
+            },
+            |_, b, _| {
+                (
+                    vec![Message::Wants {
+                        wants: vec![want(b, 8)],
+                    }],
+                    format!("the relay wants blob {} from byte 8, past its end", b.hash),
+                )
+            },
+            |_, b, _| {
+                (
+                    vec![Message::Wants {
+                        wants: vec![want(b, 0), want(b, 1)],
+                    }],
+                    format!("the relay wants blob {} twice", b.hash),
+                )
+            },
+            |_, b, _| {
+                (
+                    vec![
+                        Message::Wants { wants: vec![] },
+                        Message::BlobStored { hash: b.hash },
+                    ],
+                    "unexpected BlobStored while Pulling".to_string(),
+                )
+            },
+            |a, b, _| {
+                (
+                    vec![
+                        Message::Wants {
+                            wants: vec![want(b, 0)],
+                        },
+                        Message::BlobStored { hash: a.hash },
+                    ],
+                    format!("BlobStored for blob {}, which was not sent", a.hash),
+                )
+            },
+        ];
+        for case in cases {
+            let (mut s, mut store, a, b) = offering();
+            let (msgs, what) = case(a, b, stranger);
+            let mut last = Vec::new();
+            for m in msgs {
+                last = s.handle(m, &mut store, NOW);
+            }
+            assert_eq!(protocol_error(&last), what);
+        }
+    }
+
+    /// A device with nothing to upload or offer, welcomed: its first `Pull` is out.
+    fn pulling() -> (ClientSession, MemoryStore) {
+        let mut store = MemoryStore::new();
+        let (s, actions) = welcomed(&mut store, limits());
+        assert_eq!(child_sent(&actions), vec![&Message::Pull { cursor: 0 }]);
+        (s, store)
+    }
+
+    #[test]
+    fn a_download_is_stored_page_by_page_and_ends_with_bye() {
+        let (mut s, mut store) = pulling();
+        let first = comment(OTHER, 1, GRID, "first");
+        let down = |events: Vec<Vec<u8>>, cursor, more| Message::Down {
+            events,
+            cursor,
+            more,
+        };
+        let actions = s.handle(down(vec![body(&first)], 5, true), &mut store, NOW);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Progress(Progress::Downloaded { events: 1 }),
+                ClientAction::Send(Message::Pull { cursor: 5 })
+            ]
+        );
+        assert_eq!(store.down_cursor(&RELAY).unwrap(), 5);
+        let actions = s.handle(down(vec![body(&first)], 6, false), &mut store, NOW);
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    ClientAction::Progress(Progress::Downloaded { events: 1 }),
+                    ClientAction::Send(Message::Bye),
+                    ClientAction::Finished(Summary {
+                        events_down: 1,
+                        round_trips: 2,
+                        ..
+                    })
+                ]
+            ),
+            "{actions:?}"
+        );
+        assert_eq!(store.down_cursor(&RELAY).unwrap(), 6);
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn a_download_page_that_never_advances_fails_the_session() {
+        let (mut s, mut store) = pulling();
+        let stalled = Message::Down {
+            events: Vec::new(),
+            cursor: 0,
+            more: true,
+        };
+        for _ in 0..MAX_STALLED_PAGES {
+            let actions = s.handle(stalled.clone(), &mut store, NOW);
+            assert_eq!(child_sent(&actions), vec![&Message::Pull { cursor: 0 }]);
+        }
+        let actions = s.handle(stalled, &mut store, NOW);
+        assert_eq!(
+            protocol_error(&actions),
+            "Down says more after cursor 0, but the cursor does not advance"
+        );
+    }
+
+    #[test]
+    fn a_download_page_outside_the_scope_is_refused_whole() {
+        let (mut s, mut store) = pulling();
+        let page = Message::Down {
+            events: vec![
+                body(&comment(OTHER, 1, GRID, "fine")),
+                body(&comment(OTHER, 2, NEXT_GRID, "not for this device")),
+            ],
+            cursor: 2,
+            more: false,
+        };
+        let actions = s.handle(page, &mut store, NOW);
+        assert_eq!(
+            protocol_error(&actions),
+            "the relay sent event 03030303/2 of grid 110101/002/014/04, outside this node's scope"
+        );
+        assert_eq!(store.events().count(), 0);
+        assert_eq!(store.down_cursor(&RELAY).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_silent_parent_times_the_session_out_and_each_answer_resets_the_clock() {
+        let mut store = MemoryStore::new();
+        let mut s = ClientSession::new(device_config());
+        assert_eq!(s.poll_timeout(), None, "nothing awaited before the start");
+        s.start(NOW);
+        assert_eq!(s.poll_timeout(), Some(NOW + RESPONSE_TIMEOUT_MS));
+        s.handle(welcome(limits()), &mut store, NOW + 5);
+        assert!(s.handle_timeout(NOW + RESPONSE_TIMEOUT_MS).is_empty());
+        let actions = s.handle_timeout(NOW + 5 + RESPONSE_TIMEOUT_MS);
+        assert_eq!(
+            actions,
+            vec![
+                ClientAction::Send(Message::Error {
+                    code: ErrorCode::Timeout,
+                    message: format!("the relay did not answer within {RESPONSE_TIMEOUT_MS} ms")
+                }),
+                ClientAction::Failed(SessionError::Timeout(RESPONSE_TIMEOUT_MS))
+            ]
+        );
+        assert!(s.is_ended() && s.poll_timeout().is_none());
+        assert_eq!(s.scope(), Some(&scope(GRID)), "kept after the end");
+        assert!(s.abort(ErrorCode::ShuttingDown, "late").is_empty());
+    }
+
+    #[test]
+    fn a_relay_session_uploads_only_what_its_parent_lacks_in_scope() {
+        // A street relay syncing with its district: it forwards its street's events, not
+        // those of other streets, and not what the district holds already.
+        let street = NodeId([4; 32]);
+        let mut relay = MemoryStore::new();
+        relay
+            .append(&[
+                comment(DEVICE, 1, GRID, "held up there"),
+                comment(DEVICE, 2, GRID, "new"),
+                comment(OTHER, 1, "110101/003/001/01", "another street"),
+            ])
+            .unwrap();
+        let mut district = MemoryStore::new();
+        district.enroll(street, Role::Street, scope(STREET));
+        district
+            .append(&[comment(DEVICE, 1, GRID, "held up there")])
+            .unwrap();
+        let mut child =
+            ClientSession::new(ClientConfig::new(street, Role::Street, "street-002", RELAY));
+        let mut parent =
+            ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), street);
+        let run = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        let summary = run.finished.expect("finished");
+        assert_eq!((summary.events_up, summary.events_down), (1, 0));
+        assert!(district.event(&DEVICE, 2).is_some() && district.event(&OTHER, 1).is_none());
+        assert_eq!(district.via(&DEVICE, 2), Some(street));
+    }
+}
+
+#[cfg(test)]
+/// The driver's failures, as the session decides them.
+mod driver_failures {
     use super::*;
 
     fn session() -> ClientSession {

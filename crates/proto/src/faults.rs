@@ -32,112 +32,13 @@ pub(crate) fn accept_forged_origin(_config: &ServerConfig) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use gridsync_core::{codec, BlobHash, Event, Hlc, IncidentId, NodeId, Payload, Scope};
+    use gridsync_core::{codec, Event, Hlc, IncidentId, NodeId, Payload};
 
     use super::*;
+    use crate::memory::MemoryStore;
     use crate::server::{ServerOutput, ServerSession};
-    use crate::storage::{BlobState, Committed, Enrolled, Page, StorageError, SyncStore};
-    use crate::{BlobInfo, BlobKind, ErrorCode, Head, Message, Role};
-
-    const DEVICE: NodeId = NodeId([2; 32]);
-    const OTHER: NodeId = NodeId([3; 32]);
-    const GRID: &str = "110101/002/014/03";
-
-    /// Just enough of a store for a device's upload: it is enrolled, and commits count.
-    #[derive(Default)]
-    struct UploadStore {
-        committed: Vec<Event>,
-    }
-
-    impl SyncStore for UploadStore {
-        fn enrolled(&self, node: &NodeId) -> Result<Option<Enrolled>, StorageError> {
-            Ok((*node == DEVICE).then(|| Enrolled {
-                node: DEVICE,
-                role: Role::Device,
-                scope: GRID.parse::<Scope>().expect("scope"),
-            }))
-        }
-        fn heads(&self, _: &Enrolled) -> Result<Vec<Head>, StorageError> {
-            Ok(Vec::new())
-        }
-        fn commit(&mut self, batch: &crate::Admitted) -> Result<Committed, StorageError> {
-            self.committed.extend_from_slice(batch.events());
-            Ok(Committed {
-                stored: batch.len() as u32,
-                duplicates: 0,
-            })
-        }
-        fn blob_state(&self, _: &BlobHash) -> Result<BlobState, StorageError> {
-            Ok(BlobState::Unreferenced)
-        }
-        fn blob_write(
-            &mut self,
-            _: &BlobHash,
-            _: BlobKind,
-            _: u64,
-            _: u64,
-            _: &[u8],
-        ) -> Result<(), StorageError> {
-            Err(StorageError::internal("not in this test"))
-        }
-        fn blob_finish(
-            &mut self,
-            _: &BlobHash,
-            _: &dyn Fn(&[u8]) -> Result<(), String>,
-        ) -> Result<crate::BlobFinish, StorageError> {
-            Err(StorageError::internal("not in this test"))
-        }
-        fn blob_discard(&mut self, _: &BlobHash) -> Result<(), StorageError> {
-            Err(StorageError::internal("not in this test"))
-        }
-        fn page(
-            &self,
-            _: &Scope,
-            _: &NodeId,
-            cursor: u64,
-            _: usize,
-            _: usize,
-        ) -> Result<Page, StorageError> {
-            Ok(Page {
-                events: Vec::new(),
-                cursor,
-                more: false,
-            })
-        }
-        fn origins(&self) -> Result<Vec<NodeId>, StorageError> {
-            Ok(Vec::new())
-        }
-        fn events_after(&self, _: &NodeId, _: u64, _: usize) -> Result<Vec<Event>, StorageError> {
-            Ok(Vec::new())
-        }
-        fn unsent_blobs(&self, _: &NodeId, _: usize) -> Result<Vec<BlobInfo>, StorageError> {
-            Ok(Vec::new())
-        }
-        fn mark_blob_sent(&mut self, _: &NodeId, _: &BlobHash) -> Result<(), StorageError> {
-            Ok(())
-        }
-        fn read_blob(
-            &self,
-            _: &BlobHash,
-            _: u64,
-            _: usize,
-        ) -> Result<Option<Vec<u8>>, StorageError> {
-            Ok(None)
-        }
-        fn down_cursor(&self, _: &NodeId) -> Result<u64, StorageError> {
-            Ok(0)
-        }
-        fn commit_download(
-            &mut self,
-            _: &crate::Admitted,
-            _: u64,
-        ) -> Result<Committed, StorageError> {
-            Err(StorageError::internal("not in this test"))
-        }
-        fn own_acked(&mut self, _: &NodeId, _: u64) -> Result<(), StorageError> {
-            Ok(())
-        }
-    }
+    use crate::testkit::{relay_store, DEVICE, GRID, OTHER};
+    use crate::{ErrorCode, Message, Role};
 
     const NOW: u64 = 1_790_000_000_000;
 
@@ -158,7 +59,7 @@ mod tests {
     }
 
     /// Sends a `Hello` and one batch of `body` as the device; returns what the batch got.
-    fn upload(config: ServerConfig, body: Vec<u8>, store: &mut UploadStore) -> Vec<ServerOutput> {
+    fn upload(config: ServerConfig, body: Vec<u8>, store: &mut MemoryStore) -> Vec<ServerOutput> {
         let mut s = ServerSession::new(config, DEVICE);
         let hello = Message::Hello {
             versions: crate::VERSIONS.to_vec(),
@@ -204,10 +105,10 @@ mod tests {
 
     #[test]
     fn a_foreign_origin_from_a_device_is_refused_by_default() {
-        let mut store = UploadStore::default();
+        let mut store = relay_store();
         let out = upload(config(), event_of(OTHER), &mut store);
         assert!(refused_out_of_scope(&out), "{out:?}");
-        assert!(store.committed.is_empty());
+        assert_eq!(store.events().count(), 0);
         // The device's own event goes through.
         let out = upload(config(), event_of(DEVICE), &mut store);
         assert!(is_ack(&out), "{out:?}");
@@ -223,13 +124,13 @@ mod tests {
     #[cfg(feature = "faults")]
     #[test]
     fn the_forged_origin_fault_acknowledges_a_foreign_origin() {
-        let mut store = UploadStore::default();
+        let mut store = relay_store();
         let mut faulty = config();
         faulty.faults.accept_forged_origin = true;
         let out = upload(faulty, event_of(OTHER), &mut store);
         assert!(is_ack(&out), "{out:?}");
-        assert_eq!(store.committed.len(), 1);
-        assert_eq!(store.committed[0].origin, OTHER);
+        assert_eq!(store.events().count(), 1);
+        assert_eq!(store.via(&OTHER, 1), Some(DEVICE));
         // The other checks still hold: an event outside the device's grid is refused.
         let mut faulty = config();
         faulty.faults.accept_forged_origin = true;
@@ -238,6 +139,6 @@ mod tests {
         let body = codec::encode_event(&outside).expect("encodes");
         let out = upload(faulty, body, &mut store);
         assert!(refused_out_of_scope(&out), "{out:?}");
-        assert_eq!(store.committed.len(), 1);
+        assert_eq!(store.events().count(), 1);
     }
 }

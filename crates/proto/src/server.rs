@@ -83,11 +83,56 @@ pub enum ServerOutput {
     End { code: ErrorCode, reason: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a session is, carrying what is valid there.
+#[derive(Debug)]
 enum State {
+    /// Nothing heard yet: the child's `Hello` is awaited.
     AwaitHello,
-    Ready,
-    Ended,
+    /// The `Hello` was accepted and answered with `Welcome`.
+    Ready(Ready),
+    /// Over; what was granted, if the session got that far.
+    Ended(Option<Granted>),
+}
+
+/// What a `Welcome` granted: the peer as enrolled here, and the version chosen.
+#[derive(Debug, Clone)]
+struct Granted {
+    peer: Enrolled,
+    version: u16,
+}
+
+/// A session past its `Welcome`.
+#[derive(Debug)]
+struct Ready {
+    granted: Granted,
+    /// Blobs this session's offers wanted, by hash: the only blob streams it takes.
+    offered: HashMap<BlobHash, BlobInfo>,
+}
+
+/// Why a message ends the session: the code, and the reason the child is told.
+struct Failure {
+    code: ErrorCode,
+    reason: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, reason: String) -> Self {
+        Self { code, reason }
+    }
+}
+
+impl From<StorageError> for Failure {
+    /// A store's refusal keeps its kind; anything else is a storage failure (and logged).
+    fn from(e: StorageError) -> Self {
+        let code = match e.kind {
+            StorageErrorKind::Equivocation => ErrorCode::Equivocation,
+            StorageErrorKind::Internal => ErrorCode::Storage,
+        };
+        if code == ErrorCode::Storage {
+            tracing::error!(error = %e, "storage failed during a session");
+        }
+        Self::new(code, e.message)
+    }
 }
 
 /// An incoming blob stream being received.
@@ -143,9 +188,7 @@ pub struct ServerStats {
 pub struct ServerSession {
     config: ServerConfig,
     tls_peer: NodeId,
-    peer: Option<Enrolled>,
     state: State,
-    offered: HashMap<BlobHash, BlobInfo>,
     stats: ServerStats,
 }
 
@@ -155,16 +198,19 @@ impl ServerSession {
         Self {
             config,
             tls_peer,
-            peer: None,
             state: State::AwaitHello,
-            offered: HashMap::new(),
             stats: ServerStats::default(),
         }
     }
 
-    /// The peer, once its `Hello` was accepted.
+    /// The peer, once its `Hello` was accepted (also after the session ended).
     pub fn peer(&self) -> Option<&Enrolled> {
-        self.peer.as_ref()
+        match &self.state {
+            State::Ready(Ready { granted, .. }) | State::Ended(Some(granted)) => {
+                Some(&granted.peer)
+            }
+            State::AwaitHello | State::Ended(None) => None,
+        }
     }
 
     /// What this session did so far.
@@ -174,7 +220,7 @@ impl ServerSession {
 
     /// Whether the session is over.
     pub fn is_ended(&self) -> bool {
-        self.state == State::Ended
+        matches!(self.state, State::Ended(_))
     }
 
     /// Ends the session from this side (shutdown, timeout): the message to send, then `End`.
@@ -182,11 +228,20 @@ impl ServerSession {
         self.fail(code, reason.into())
     }
 
+    /// Moves to `Ended`, keeping what was granted.
+    fn end(&mut self) {
+        let granted = match std::mem::replace(&mut self.state, State::Ended(None)) {
+            State::Ready(Ready { granted, .. }) | State::Ended(Some(granted)) => Some(granted),
+            State::AwaitHello | State::Ended(None) => None,
+        };
+        self.state = State::Ended(granted);
+    }
+
     fn fail(&mut self, code: ErrorCode, reason: String) -> Vec<ServerOutput> {
-        if self.state == State::Ended {
+        if self.is_ended() {
             return Vec::new();
         }
-        self.state = State::Ended;
+        self.end();
         tracing::info!(peer = %self.tls_peer.short(), code = ?code, %reason, "session ended with an error");
         vec![
             ServerOutput::Send(Message::Error {
@@ -198,14 +253,8 @@ impl ServerSession {
     }
 
     fn storage_failure(&mut self, e: StorageError) -> Vec<ServerOutput> {
-        let code = match e.kind {
-            StorageErrorKind::Equivocation => ErrorCode::Equivocation,
-            StorageErrorKind::Internal => ErrorCode::Storage,
-        };
-        if code == ErrorCode::Storage {
-            tracing::error!(error = %e, "storage failed during a session");
-        }
-        self.fail(code, e.message)
+        let f = Failure::from(e);
+        self.fail(f.code, f.reason)
     }
 
     /// The control stream's bytes did not make a frame (too long, or malformed).
@@ -240,8 +289,8 @@ impl ServerSession {
         store: &mut dyn SyncStore,
         now_ms: u64,
     ) -> Vec<ServerOutput> {
-        match (self.state, msg) {
-            (State::Ended, _) => Vec::new(),
+        let answer = match (&mut self.state, msg) {
+            (State::Ended(_), _) => return Vec::new(),
             (
                 State::AwaitHello,
                 Message::Hello {
@@ -250,22 +299,26 @@ impl ServerSession {
                     role,
                     name,
                 },
-            ) => self.hello(&versions, node, role, &name, store, now_ms),
-            (State::AwaitHello, other) => self.fail(
+            ) => return self.hello(&versions, node, role, &name, store, now_ms),
+            (State::AwaitHello, other) => Err(Failure::new(
                 ErrorCode::Unexpected,
                 format!("expected Hello first, got {}", other.name()),
-            ),
-            (State::Ready, Message::Events { batch, events }) => {
-                self.events(batch, &events, store, now_ms)
+            )),
+            (State::Ready(ready), Message::Events { batch, events }) => {
+                ready.events(&self.config, &mut self.stats, batch, &events, store, now_ms)
             }
-            (State::Ready, Message::Offer { blobs }) => self.offer(blobs, store),
-            (State::Ready, Message::Pull { cursor }) => self.pull(cursor, store),
-            (State::Ready, Message::Bye) => {
-                self.state = State::Ended;
+            (State::Ready(ready), Message::Offer { blobs }) => {
+                ready.offer(self.config.limits.max_blob, blobs, store)
+            }
+            (State::Ready(ready), Message::Pull { cursor }) => {
+                ready.pull(&mut self.stats, cursor, store)
+            }
+            (State::Ready(ready), Message::Bye) => {
                 let s = &self.stats;
                 if s.events_stored + s.events_down + s.blobs_stored > 0 {
                     tracing::info!(
                         peer = %self.tls_peer.short(),
+                        version = ready.granted.version,
                         events_up = s.events_stored,
                         events_down = s.events_down,
                         blobs_up = s.blobs_stored,
@@ -273,24 +326,26 @@ impl ServerSession {
                         "session done"
                     );
                 }
-                vec![ServerOutput::End {
+                self.end();
+                Ok(vec![ServerOutput::End {
                     code: ErrorCode::Done,
                     reason: "done".into(),
-                }]
+                }])
             }
-            (State::Ready, Message::Error { code, message }) => {
-                self.state = State::Ended;
+            (State::Ready(_), Message::Error { code, message }) => {
+                self.end();
                 tracing::info!(peer = %self.tls_peer.short(), ?code, %message, "child ended the session");
-                vec![ServerOutput::End {
+                Ok(vec![ServerOutput::End {
                     code,
                     reason: message,
-                }]
+                }])
             }
-            (State::Ready, other) => self.fail(
+            (State::Ready(_), other) => Err(Failure::new(
                 ErrorCode::Unexpected,
                 format!("{} is not a message a child sends", other.name()),
-            ),
-        }
+            )),
+        };
+        answer.unwrap_or_else(|f| self.fail(f.code, f.reason))
     }
 
     fn hello(
@@ -375,74 +430,78 @@ impl ServerSession {
             heads,
             limits: self.config.limits,
         };
-        self.peer = Some(enrolled);
-        self.state = State::Ready;
+        self.state = State::Ready(Ready {
+            granted: Granted {
+                peer: enrolled,
+                version,
+            },
+            offered: HashMap::new(),
+        });
         vec![ServerOutput::Send(welcome)]
     }
+}
 
+impl Ready {
+    /// A batch of events: admitted whole and committed, then acknowledged, or the session
+    /// ends with the refusal's code.
     fn events(
-        &mut self,
+        &self,
+        config: &ServerConfig,
+        stats: &mut ServerStats,
         batch: u64,
         bodies: &[Vec<u8>],
         store: &mut dyn SyncStore,
         now_ms: u64,
-    ) -> Vec<ServerOutput> {
-        let Some(peer) = self.peer.clone() else {
-            return self.fail(ErrorCode::Unexpected, "Events before Welcome".into());
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        let peer = &self.granted.peer;
+        let origins = if peer.role == Role::Device && !crate::faults::accept_forged_origin(config) {
+            Origins::Only(peer.node)
+        } else {
+            Origins::Any
         };
-        let origins =
-            if peer.role == Role::Device && !crate::faults::accept_forged_origin(&self.config) {
-                Origins::Only(peer.node)
-            } else {
-                Origins::Any
-            };
         let admission = Admission {
             from: peer.node,
             scope: &peer.scope,
             origins,
-            max_events: self.config.limits.max_batch_events as usize,
-            max_drift_ms: self.config.max_drift_ms,
+            max_events: config.limits.max_batch_events as usize,
+            max_drift_ms: config.max_drift_ms,
         };
-        let batch_events = match admission.admit(bodies, now_ms) {
-            Ok(admitted) => admitted,
-            Err(e) => {
-                let code = e.code();
-                return self.fail(code, refusal(batch, &e));
-            }
-        };
-        match store.commit(&batch_events) {
-            Ok(c) => {
-                self.stats.events_stored += u64::from(c.stored);
-                self.stats.events_duplicate += u64::from(c.duplicates);
-                let mut out = vec![ServerOutput::Send(Message::Ack {
-                    batch,
-                    stored: c.stored,
-                    duplicates: c.duplicates,
-                })];
-                if c.stored > 0 {
-                    out.push(ServerOutput::Committed { stored: c.stored });
-                }
-                out
-            }
-            Err(e) => self.storage_failure(e),
+        let batch_events = admission
+            .admit(bodies, now_ms)
+            .map_err(|e| Failure::new(e.code(), refusal(batch, &e)))?;
+        let c = store.commit(&batch_events)?;
+        stats.events_stored += u64::from(c.stored);
+        stats.events_duplicate += u64::from(c.duplicates);
+        let mut out = vec![ServerOutput::Send(Message::Ack {
+            batch,
+            stored: c.stored,
+            duplicates: c.duplicates,
+        })];
+        if c.stored > 0 {
+            out.push(ServerOutput::Committed { stored: c.stored });
         }
+        Ok(out)
     }
 
     /// Answers an offer: a `BlobRefused` for each offered blob declined for a reason the
     /// child must hear (over `max_blob`: `TooLarge`; named by no event held here:
     /// `OutOfScope`), then `Wants` with the wanted ones in the offer's order. A blob held whole
     /// is neither refused nor wanted. A hash listed twice is answered once.
-    fn offer(&mut self, blobs: Vec<BlobInfo>, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
+    fn offer(
+        &mut self,
+        max_blob: u64,
+        blobs: Vec<BlobInfo>,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ServerOutput>, Failure> {
         if blobs.len() > MAX_OFFER {
-            return self.fail(
+            return Err(Failure::new(
                 ErrorCode::TooLarge,
                 format!(
                     "offer of {} blobs, over the limit of {MAX_OFFER}",
                     blobs.len()
                 ),
-            );
+            ));
         }
-        let max_blob = self.config.limits.max_blob;
         let mut seen = std::collections::HashSet::with_capacity(blobs.len());
         let mut out = Vec::new();
         let mut wants = Vec::new();
@@ -450,10 +509,7 @@ impl ServerSession {
             if !seen.insert(info.hash) {
                 continue;
             }
-            let state = match store.blob_state(&info.hash) {
-                Ok(s) => s,
-                Err(e) => return self.storage_failure(e),
-            };
+            let state = store.blob_state(&info.hash)?;
             let refuse = |code, message| {
                 ServerOutput::Send(Message::BlobRefused {
                     hash: info.hash,
@@ -493,26 +549,28 @@ impl ServerSession {
             });
         }
         out.push(ServerOutput::Send(Message::Wants { wants }));
-        out
+        Ok(out)
     }
 
-    fn pull(&mut self, cursor: u64, store: &mut dyn SyncStore) -> Vec<ServerOutput> {
-        let Some(peer) = self.peer.clone() else {
-            return self.fail(ErrorCode::Unexpected, "Pull before Welcome".into());
-        };
-        match store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES) {
-            Ok(page) => {
-                self.stats.events_down += page.events.len() as u64;
-                vec![ServerOutput::Send(Message::Down {
-                    events: page.events,
-                    cursor: page.cursor,
-                    more: page.more,
-                })]
-            }
-            Err(e) => self.storage_failure(e),
-        }
+    /// The next page of the peer's scope after `cursor`, leaving out what it sent.
+    fn pull(
+        &self,
+        stats: &mut ServerStats,
+        cursor: u64,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        let peer = &self.granted.peer;
+        let page = store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES)?;
+        stats.events_down += page.events.len() as u64;
+        Ok(vec![ServerOutput::Send(Message::Down {
+            events: page.events,
+            cursor: page.cursor,
+            more: page.more,
+        })])
     }
+}
 
+impl ServerSession {
     /// A blob stream's header arrived: checks it against this session's offer and what is
     /// held, and returns the sink to feed the stream's bytes to.
     pub fn blob_begin(
@@ -525,13 +583,13 @@ impl ServerSession {
             code,
             reason,
         };
-        if self.state != State::Ready {
+        let State::Ready(ready) = &self.state else {
             return Err(refuse(
                 ErrorCode::Unexpected,
                 "blob stream outside a session".into(),
             ));
-        }
-        let Some(offered) = self.offered.get(&header.hash) else {
+        };
+        let Some(offered) = ready.offered.get(&header.hash) else {
             return Err(refuse(
                 ErrorCode::Unexpected,
                 "blob was not offered in this session".into(),
@@ -624,7 +682,9 @@ impl ServerSession {
         };
         match store.blob_finish(&h.hash, &check) {
             Ok(BlobFinish::Stored) => {
-                self.offered.remove(&h.hash);
+                if let State::Ready(ready) = &mut self.state {
+                    ready.offered.remove(&h.hash);
+                }
                 self.stats.blobs_stored += 1;
                 self.stats.blob_bytes += h.size;
                 vec![
@@ -706,29 +766,17 @@ pub fn frame_error_code(e: &crate::FrameError) -> ErrorCode {
 
 #[cfg(test)]
 mod tests {
+    use gridsync_core::Event;
+
     use super::*;
+    use crate::memory::MemoryStore;
+    use crate::testkit::*;
 
     fn session() -> ServerSession {
         ServerSession::new(
             ServerConfig::new(NodeId([1; 32]), Role::Street, "street-002"),
             NodeId([2; 32]),
         )
-    }
-
-    fn ended_with(out: &[ServerOutput]) -> Option<ErrorCode> {
-        let sent = out.iter().find_map(|o| match o {
-            ServerOutput::Send(Message::Error { code, .. }) => Some(*code),
-            _ => None,
-        });
-        let ended = out.iter().find_map(|o| match o {
-            ServerOutput::End { code, .. } => Some(*code),
-            _ => None,
-        });
-        assert_eq!(
-            sent, ended,
-            "the Error sent and the End must agree: {out:?}"
-        );
-        ended
     }
 
     #[test]
@@ -761,5 +809,550 @@ mod tests {
             Some(ErrorCode::TooLarge)
         );
         assert_eq!(ended_with(&session().idle(600)), Some(ErrorCode::Timeout));
+    }
+
+    /// A session with the device over `store`, past its `Welcome`.
+    fn welcomed(config: ServerConfig, store: &mut MemoryStore) -> ServerSession {
+        let mut s = ServerSession::new(config, DEVICE);
+        let out = s.handle(hello(DEVICE, Role::Device), store, NOW);
+        assert!(
+            matches!(sent(&out)[..], [Message::Welcome { .. }]),
+            "{out:?}"
+        );
+        s
+    }
+
+    fn batch(events: &[Event]) -> Message {
+        Message::Events {
+            batch: 1,
+            events: events.iter().map(body).collect(),
+        }
+    }
+
+    /// The reason an `End` gave.
+    fn end_reason(out: &[ServerOutput]) -> &str {
+        out.iter()
+            .find_map(|o| match o {
+                ServerOutput::End { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .expect("an End")
+    }
+
+    #[test]
+    fn hello_gets_the_highest_common_version_the_scope_and_the_heads() {
+        let mut store = relay_store();
+        store
+            .append(&[
+                comment(DEVICE, 1, GRID, "1"),
+                comment(DEVICE, 2, GRID, "2"),
+                comment(DEVICE, 4, GRID, "4"),
+            ])
+            .unwrap();
+        let mut s = ServerSession::new(relay_config(), DEVICE);
+        assert!(s.peer().is_none());
+        let hello = Message::Hello {
+            versions: vec![9, 1, 0],
+            node: DEVICE,
+            role: Role::Device,
+            name: "patrol-7".into(),
+        };
+        let out = s.handle(hello, &mut store, NOW);
+        let [Message::Welcome {
+            version,
+            node,
+            scope,
+            now_ms,
+            heads,
+            limits,
+            ..
+        }] = sent(&out)[..]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (*version, *node, scope.as_str(), *now_ms),
+            (1, RELAY, GRID, NOW)
+        );
+        assert_eq!(
+            heads,
+            &vec![Head {
+                origin: DEVICE,
+                seq: 2
+            }]
+        );
+        assert_eq!(limits, &relay_config().limits);
+        assert_eq!(s.peer().map(|p| p.role), Some(Role::Device));
+        // A second Hello is not a message a child sends once welcomed.
+        let out = s.handle(hello_again(), &mut store, NOW);
+        assert_eq!(ended_with(&out), Some(ErrorCode::Unexpected));
+        assert_eq!(end_reason(&out), "Hello is not a message a child sends");
+        assert_eq!(s.peer().map(|p| p.node), Some(DEVICE), "kept after the end");
+    }
+
+    fn hello_again() -> Message {
+        hello(DEVICE, Role::Device)
+    }
+
+    #[test]
+    fn each_refused_hello_ends_the_session_with_its_code() {
+        let too_long = Message::Hello {
+            versions: vec![1],
+            node: DEVICE,
+            role: Role::Device,
+            name: "x".repeat(MAX_NAME_BYTES + 1),
+        };
+        let cases: Vec<(NodeId, Message, ErrorCode, &str)> = vec![
+            (
+                DEVICE,
+                Message::Hello {
+                    versions: vec![7, 8],
+                    node: DEVICE,
+                    role: Role::Device,
+                    name: "patrol-7".into(),
+                },
+                ErrorCode::Version,
+                "no common protocol version: you speak [7, 8], this relay [1]",
+            ),
+            (
+                OTHER,
+                hello(OTHER, Role::Device),
+                ErrorCode::NotEnrolled,
+                "node 03030303 is not enrolled at this relay",
+            ),
+            (
+                DEVICE,
+                hello(DEVICE, Role::Street),
+                ErrorCode::WrongRole,
+                "node 02020202 is enrolled as a device but connected as a street",
+            ),
+            (
+                OTHER,
+                hello(DEVICE, Role::Device),
+                ErrorCode::WrongRole,
+                "Hello names node 02020202 but the TLS certificate is 03030303",
+            ),
+            (
+                DEVICE,
+                too_long,
+                ErrorCode::Malformed,
+                "Hello name of 129 bytes, over the limit of 128",
+            ),
+            (
+                DEVICE,
+                Message::Pull { cursor: 0 },
+                ErrorCode::Unexpected,
+                "expected Hello first, got Pull",
+            ),
+        ];
+        for (tls_peer, msg, code, reason) in cases {
+            let mut store = relay_store();
+            let mut s = ServerSession::new(relay_config(), tls_peer);
+            let out = s.handle(msg, &mut store, NOW);
+            assert_eq!(ended_with(&out), Some(code), "{reason}");
+            assert!(end_reason(&out).starts_with(reason), "{out:?}");
+            assert!(s.is_ended() && s.peer().is_none());
+            assert!(s.handle(hello_again(), &mut store, NOW).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_batch_is_committed_then_acknowledged_and_again_as_duplicates() {
+        let mut store = relay_store();
+        let mut s = welcomed(relay_config(), &mut store);
+        let events = [comment(DEVICE, 1, GRID, "a"), comment(DEVICE, 2, GRID, "b")];
+        let out = s.handle(batch(&events), &mut store, NOW);
+        assert_eq!(
+            out,
+            vec![
+                ServerOutput::Send(Message::Ack {
+                    batch: 1,
+                    stored: 2,
+                    duplicates: 0
+                }),
+                ServerOutput::Committed { stored: 2 }
+            ]
+        );
+        assert_eq!(store.via(&DEVICE, 2), Some(DEVICE));
+        let out = s.handle(batch(&events), &mut store, NOW);
+        assert_eq!(
+            out,
+            vec![ServerOutput::Send(Message::Ack {
+                batch: 1,
+                stored: 0,
+                duplicates: 2
+            })]
+        );
+        assert_eq!(
+            (s.stats().events_stored, s.stats().events_duplicate),
+            (2, 2)
+        );
+        assert_eq!(
+            s.handle(Message::Bye, &mut store, NOW),
+            vec![ServerOutput::End {
+                code: ErrorCode::Done,
+                reason: "done".into()
+            }]
+        );
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn a_batch_refused_at_admission_ends_the_session_and_stores_nothing() {
+        let mut ahead = comment(DEVICE, 1, GRID, "from the future");
+        ahead.hlc = gridsync_core::Hlc::new(NOW + 3_600_000, 0);
+        let mut one_a_batch = relay_config();
+        one_a_batch.limits.max_batch_events = 1;
+        let cases: Vec<(ServerConfig, Message, ErrorCode, &str)> = vec![
+            (
+                relay_config(),
+                batch(&[comment(DEVICE, 1, GRID, "mine"), comment(OTHER, 1, GRID, "not mine")]),
+                ErrorCode::OutOfScope,
+                "batch 1: event 03030303/1 is not the device's own; a device sends only its own events",
+            ),
+            (
+                relay_config(),
+                batch(&[comment(DEVICE, 1, NEXT_GRID, "next door")]),
+                ErrorCode::OutOfScope,
+                "batch 1: event 02020202/1 is in grid 110101/002/014/04, outside the enrolled scope 110101/002/014/03",
+            ),
+            (
+                one_a_batch,
+                batch(&[comment(DEVICE, 1, GRID, "a"), comment(DEVICE, 2, GRID, "b")]),
+                ErrorCode::TooLarge,
+                "batch 1 has 2 events, over the limit of 1",
+            ),
+            (
+                relay_config(),
+                Message::Events {
+                    batch: 1,
+                    events: vec![vec![1, 2, 3]],
+                },
+                ErrorCode::Malformed,
+                "batch 1, event 0: ",
+            ),
+            (
+                relay_config(),
+                batch(&[ahead]),
+                ErrorCode::ClockAhead,
+                "event 02020202/1 refused: timestamp ",
+            ),
+        ];
+        for (config, msg, code, reason) in cases {
+            let mut store = relay_store();
+            let mut s = welcomed(config, &mut store);
+            let out = s.handle(msg, &mut store, NOW);
+            assert_eq!(ended_with(&out), Some(code), "{reason}");
+            assert!(end_reason(&out).starts_with(reason), "{out:?}");
+            assert!(s.is_ended());
+            assert_eq!(store.events().count(), 0);
+        }
+    }
+
+    #[test]
+    fn an_equivocating_batch_ends_the_session_with_the_stores_refusal() {
+        let mut store = relay_store();
+        store.append(&[comment(DEVICE, 1, GRID, "first")]).unwrap();
+        let mut s = welcomed(relay_config(), &mut store);
+        let out = s.handle(
+            batch(&[
+                comment(DEVICE, 2, GRID, "new"),
+                comment(DEVICE, 1, GRID, "forged"),
+            ]),
+            &mut store,
+            NOW,
+        );
+        assert_eq!(ended_with(&out), Some(ErrorCode::Equivocation));
+        assert_eq!(
+            end_reason(&out),
+            "event 02020202/1 is already stored with different content; refusing the batch"
+        );
+        assert!(store.event(&DEVICE, 2).is_none());
+    }
+
+    /// A relay holding a device's photo event for `photo`/`thumb`, welcomed.
+    fn with_photo(
+        config: ServerConfig,
+        photo_bytes: &[u8],
+        thumb: &[u8],
+    ) -> (ServerSession, MemoryStore) {
+        let mut store = relay_store();
+        store
+            .append(&[photo(DEVICE, 1, GRID, photo_bytes, thumb)])
+            .unwrap();
+        let s = welcomed(config, &mut store);
+        (s, store)
+    }
+
+    fn info(kind: BlobKind, bytes: &[u8]) -> BlobInfo {
+        BlobInfo {
+            hash: BlobHash::of(bytes),
+            kind,
+            size: bytes.len() as u64,
+        }
+    }
+
+    #[test]
+    fn an_offer_is_answered_once_per_blob_in_its_order() {
+        let (big, thumb, partial) = (&[7u8; 64][..], &b"thumb"[..], &b"half sent photo"[..]);
+        let mut config = relay_config();
+        config.limits.max_blob = 32;
+        let mut store = relay_store();
+        store
+            .append(&[
+                photo(DEVICE, 1, GRID, big, thumb),
+                photo(DEVICE, 2, GRID, partial, b"held thumb"),
+            ])
+            .unwrap();
+        let held = store.add_blob(BlobKind::Thumb, b"held thumb".to_vec());
+        let p = info(BlobKind::Photo, partial);
+        store
+            .blob_write(&p.hash, p.kind, p.size, 0, &partial[..4])
+            .unwrap();
+        let mut s = welcomed(config, &mut store);
+        let stranger = info(BlobKind::Photo, b"named by nothing");
+        let offer = vec![
+            info(BlobKind::Thumb, thumb),
+            BlobInfo {
+                hash: held,
+                kind: BlobKind::Thumb,
+                size: 10,
+            },
+            stranger,
+            info(BlobKind::Thumb, thumb),
+            info(BlobKind::Photo, big),
+            p,
+        ];
+        let out = s.handle(Message::Offer { blobs: offer }, &mut store, NOW);
+        let refused = |hash, code, message: &str| Message::BlobRefused {
+            hash,
+            code,
+            message: message.into(),
+        };
+        assert_eq!(
+            sent(&out),
+            vec![
+                &refused(
+                    stranger.hash,
+                    ErrorCode::OutOfScope,
+                    "no event held here names this blob; send the event first"
+                ),
+                &refused(
+                    BlobHash::of(big),
+                    ErrorCode::TooLarge,
+                    "blob of 64 bytes, over this relay's limit of 32"
+                ),
+                &Message::Wants {
+                    wants: vec![
+                        Want {
+                            hash: BlobHash::of(thumb),
+                            offset: 0
+                        },
+                        Want {
+                            hash: p.hash,
+                            offset: 4
+                        }
+                    ]
+                }
+            ]
+        );
+        assert!(!s.is_ended());
+        // An offer over the limit ends the session.
+        let flood = vec![info(BlobKind::Thumb, thumb); MAX_OFFER + 1];
+        let out = s.handle(Message::Offer { blobs: flood }, &mut store, NOW);
+        assert_eq!(ended_with(&out), Some(ErrorCode::TooLarge));
+    }
+
+    /// Offers `blob` and returns the session and store, the blob wanted.
+    fn offered(config: ServerConfig, blob: &[u8]) -> (ServerSession, MemoryStore, BlobInfo) {
+        let (mut s, mut store) = with_photo(config, blob, b"thumb");
+        let i = info(BlobKind::Photo, blob);
+        let out = s.handle(Message::Offer { blobs: vec![i] }, &mut store, NOW);
+        assert!(matches!(&sent(&out)[..], [Message::Wants { wants }] if wants.len() == 1));
+        (s, store, i)
+    }
+
+    fn header(i: BlobInfo, offset: u64) -> BlobHeader {
+        BlobHeader {
+            hash: i.hash,
+            kind: i.kind,
+            size: i.size,
+            offset,
+        }
+    }
+
+    #[test]
+    fn a_blob_stream_must_match_an_offer_and_what_is_held() {
+        let bytes = b"a photo of the gate";
+        let mut store = relay_store();
+        let mut before = ServerSession::new(relay_config(), DEVICE);
+        let i = info(BlobKind::Photo, bytes);
+        let e = before.blob_begin(header(i, 0), &mut store).unwrap_err();
+        assert_eq!(
+            (e.code, e.reason.as_str()),
+            (ErrorCode::Unexpected, "blob stream outside a session")
+        );
+
+        let (mut s, mut store, i) = offered(relay_config(), bytes);
+        let other = info(BlobKind::Photo, b"never offered");
+        let e = s.blob_begin(header(other, 0), &mut store).unwrap_err();
+        assert_eq!(e.reason, "blob was not offered in this session");
+        let mut bigger = header(i, 0);
+        bigger.size += 1;
+        let e = s.blob_begin(bigger, &mut store).unwrap_err();
+        assert_eq!(e.reason, "header says 20 bytes, the offer 19");
+        let e = s.blob_begin(header(i, 5), &mut store).unwrap_err();
+        assert_eq!(e.reason, "stream starts at byte 5, but only 0 are held");
+        assert_eq!(
+            s.blob_refused(&e),
+            vec![ServerOutput::Send(Message::BlobRefused {
+                hash: i.hash,
+                code: ErrorCode::Unexpected,
+                message: e.reason.clone()
+            })]
+        );
+        assert!(!s.is_ended(), "a refused stream does not end the session");
+    }
+
+    #[test]
+    fn a_blob_is_stored_in_parts_across_streams() {
+        let bytes = b"a photo of the gate";
+        let (mut s, mut store, i) = offered(relay_config(), bytes);
+        let mut sink = s.blob_begin(header(i, 0), &mut store).unwrap();
+        s.blob_data(&mut sink, &bytes[..7], &mut store).unwrap();
+        assert_eq!(
+            s.blob_end(sink, &mut store),
+            vec![ServerOutput::Send(Message::BlobPartial {
+                hash: i.hash,
+                held: 7
+            })]
+        );
+        let mut sink = s.blob_begin(header(i, 7), &mut store).unwrap();
+        assert!(sink.fits(12) && !sink.fits(13));
+        s.blob_data(&mut sink, &bytes[7..], &mut store).unwrap();
+        assert_eq!(
+            s.blob_end(sink, &mut store),
+            vec![
+                ServerOutput::Send(Message::BlobStored { hash: i.hash }),
+                ServerOutput::BlobCommitted {
+                    hash: i.hash,
+                    bytes: 19
+                }
+            ]
+        );
+        assert_eq!(store.blob(&i.hash), Some(&bytes[..]));
+        assert_eq!((s.stats().blobs_stored, s.stats().blob_bytes), (1, 19));
+        // Stored: the offer is spent.
+        let e = s.blob_begin(header(i, 0), &mut store).unwrap_err();
+        assert_eq!(e.reason, "blob was not offered in this session");
+    }
+
+    #[test]
+    fn a_stream_past_the_blobs_size_discards_the_partial() {
+        let bytes = b"a photo of the gate";
+        let (mut s, mut store, i) = offered(relay_config(), bytes);
+        let mut sink = s.blob_begin(header(i, 0), &mut store).unwrap();
+        s.blob_data(&mut sink, &bytes[..10], &mut store).unwrap();
+        let e = s.blob_data(&mut sink, &[0; 10], &mut store).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BlobMismatch);
+        assert_eq!(
+            e.reason,
+            "stream runs past the blob's 19 bytes; the partial upload is discarded, resend from offset 0"
+        );
+        assert_eq!(store.blob_state(&i.hash).unwrap(), BlobState::Missing);
+    }
+
+    #[test]
+    fn bytes_that_do_not_hash_right_or_fail_the_check_are_refused() {
+        let bytes = b"a photo of the gate";
+        let (mut s, mut store, i) = offered(relay_config(), bytes);
+        let mut sink = s.blob_begin(header(i, 0), &mut store).unwrap();
+        s.blob_data(&mut sink, &[b'x'; 19], &mut store).unwrap();
+        let out = s.blob_end(sink, &mut store);
+        assert_eq!(
+            out,
+            vec![ServerOutput::Send(Message::BlobRefused {
+                hash: i.hash,
+                code: ErrorCode::BlobMismatch,
+                message: format!("the 19 bytes received do not hash to {}", i.hash)
+            })]
+        );
+        assert_eq!(store.blob_state(&i.hash).unwrap(), BlobState::Missing);
+
+        let mut strict = relay_config();
+        strict.blob_check = Some(|kind, bytes| {
+            assert_eq!(BlobHash::of(bytes), BlobHash::of(b"a photo of the gate"));
+            Err(format!("a {kind:?} that is no JPEG"))
+        });
+        let (mut s, mut store, i) = offered(strict, bytes);
+        let mut sink = s.blob_begin(header(i, 0), &mut store).unwrap();
+        s.blob_data(&mut sink, bytes, &mut store).unwrap();
+        assert_eq!(
+            s.blob_end(sink, &mut store),
+            vec![ServerOutput::Send(Message::BlobRefused {
+                hash: i.hash,
+                code: ErrorCode::BlobMismatch,
+                message: "not a photo gridsync stores: a Photo that is no JPEG".into()
+            })]
+        );
+        assert_eq!(store.blob(&i.hash), None);
+        assert_eq!(s.stats().blobs_stored, 0);
+    }
+
+    #[test]
+    fn a_pull_pages_the_scope_without_the_childs_own_events() {
+        let mut store = relay_store();
+        let mut s = welcomed(relay_config(), &mut store);
+        let mine = comment(DEVICE, 1, GRID, "mine");
+        s.handle(batch(std::slice::from_ref(&mine)), &mut store, NOW);
+        let theirs = comment(OTHER, 1, GRID, "theirs");
+        store
+            .append(&[theirs.clone(), comment(OTHER, 2, NEXT_GRID, "next grid")])
+            .unwrap();
+        let out = s.handle(Message::Pull { cursor: 0 }, &mut store, NOW);
+        assert_eq!(
+            sent(&out),
+            vec![&Message::Down {
+                events: vec![body(&theirs)],
+                cursor: 3,
+                more: false
+            }]
+        );
+        let out = s.handle(Message::Pull { cursor: 3 }, &mut store, NOW);
+        assert_eq!(
+            sent(&out),
+            vec![&Message::Down {
+                events: Vec::new(),
+                cursor: 3,
+                more: false
+            }]
+        );
+        assert_eq!(s.stats().events_down, 1);
+    }
+
+    #[test]
+    fn the_childs_error_ends_the_session_and_parent_messages_are_unexpected() {
+        let mut store = relay_store();
+        let mut s = welcomed(relay_config(), &mut store);
+        let out = s.handle(
+            Message::Error {
+                code: ErrorCode::ShuttingDown,
+                message: "bye for now".into(),
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(
+            out,
+            vec![ServerOutput::End {
+                code: ErrorCode::ShuttingDown,
+                reason: "bye for now".into()
+            }]
+        );
+        assert!(s.is_ended());
+        let mut s = welcomed(relay_config(), &mut store);
+        let out = s.handle(Message::Wants { wants: vec![] }, &mut store, NOW);
+        assert_eq!(ended_with(&out), Some(ErrorCode::Unexpected));
+        assert_eq!(end_reason(&out), "Wants is not a message a child sends");
     }
 }
