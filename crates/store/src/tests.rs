@@ -1,7 +1,10 @@
 use super::*;
+use gridsync_core::codec;
 use gridsync_core::{
     command, Category, GridCode, PhotoKind, PhotoMeta, Report, Severity, Status, Writer,
 };
+use gridsync_core::{BlobHash, Event, Hlc, IncidentId, IncidentState, NodeId};
+use rusqlite::params;
 
 const NOW: u64 = 1_764_000_000_000;
 
