@@ -28,6 +28,8 @@ pub enum StoreError {
     },
     #[error("{path}: the store has no node identity yet (run `init`)")]
     NoIdentity { path: PathBuf },
+    #[error("{path}: cannot store the node identity: {why}")]
+    BadIdentity { path: PathBuf, why: String },
     #[error(
         "{path}: event {origin}/{seq} is already stored with different content; refusing the batch"
     )]
@@ -167,6 +169,7 @@ pub(crate) fn without_path(e: &StoreError) -> String {
         | StoreError::Exists { .. }
         | StoreError::NotAStore { .. }
         | StoreError::NewerSchema { .. }
-        | StoreError::NoIdentity { .. } => "the store is not usable".to_owned(),
+        | StoreError::NoIdentity { .. }
+        | StoreError::BadIdentity { .. } => "the store is not usable".to_owned(),
     }
 }

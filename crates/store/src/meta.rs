@@ -1,7 +1,12 @@
 //! The node's own facts: its [`Identity`] and its clock (the `meta` table), its sync cursors
 //! (the `cursors` table) and the sequence number its next event gets.
+//!
+//! The identity is stored as text (`node_role`, `node_scope`) and read back typed: a role this
+//! build does not know, a scope that is not one, or a device without a grid is a
+//! [`StoreError::CorruptRow`], never a panic.
 
-use gridsync_core::{Hlc, NodeId};
+use gridsync_core::{GridCode, Hlc, NodeId, Scope};
+use gridsync_proto::Role;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::sql;
@@ -16,6 +21,11 @@ pub const ACKED_OWN_SEQ: &str = "acked_own_seq";
 pub const DOWN: &str = "down";
 
 /// The node's own identity as kept in its store.
+///
+/// `scope` is `None` for a relay created without one (every relay is today: it learns what it
+/// serves from its enrollment at its parent, and the store keeps an empty text); a device's is
+/// always its grid (four segments), which [`Store::set_identity`] and [`Store::identity`]
+/// check.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The Ed25519 secret key seed.
@@ -24,10 +34,20 @@ pub struct Identity {
     pub node_id: NodeId,
     /// Device, officer or sub-center name: the `author` of the node's events.
     pub name: String,
-    /// `device`, `street` or `district`.
-    pub role: String,
-    /// A device's grid, or a relay's scope.
-    pub scope: String,
+    /// Device, street or district.
+    pub role: Role,
+    /// A device's grid, or a relay's scope if it was given one.
+    pub scope: Option<Scope>,
+}
+
+impl Identity {
+    /// A device's grid (`None` for a relay).
+    pub fn grid(&self) -> Option<GridCode> {
+        if self.role != Role::Device {
+            return None;
+        }
+        self.scope.as_ref().and_then(|s| s.as_str().parse().ok())
+    }
 }
 
 impl std::fmt::Debug for Identity {
@@ -41,16 +61,35 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// Whether `scope` suits `role`: a device's must be a grid; a relay's may be any scope, or none.
+fn check_scope(role: Role, scope: Option<&Scope>) -> std::result::Result<(), String> {
+    match (role, scope) {
+        (Role::Device, None) => Err("a device has no grid".to_owned()),
+        (Role::Device, Some(s)) if s.as_str().parse::<GridCode>().is_err() => {
+            Err(format!("a device's grid {s:?} has not four segments"))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Store {
-    /// Records the node's identity. Fails if one is already there.
+    /// Records the node's identity. Fails if one is already there, or if a device's scope is
+    /// not a grid.
     pub fn set_identity(&mut self, id: &Identity) -> Result<()> {
+        check_scope(id.role, id.scope.as_ref()).map_err(|why| StoreError::BadIdentity {
+            path: self.path.clone(),
+            why,
+        })?;
         let tx = begin(&mut self.conn, &self.path)?;
         let rows: [(&str, &[u8]); 5] = [
             ("node_secret", &id.secret),
             ("node_id", &id.node_id.0),
             ("node_name", id.name.as_bytes()),
-            ("node_role", id.role.as_bytes()),
-            ("node_scope", id.scope.as_bytes()),
+            ("node_role", id.role.as_str().as_bytes()),
+            (
+                "node_scope",
+                id.scope.as_ref().map_or("", Scope::as_str).as_bytes(),
+            ),
         ];
         for (k, v) in rows {
             exec(
@@ -87,12 +126,28 @@ impl Store {
             let v = self.meta(key)?.ok_or_else(missing)?;
             v.try_into().map_err(|_| missing())
         };
+        let role = text("node_role")?;
+        let role = Role::from_name(&role).ok_or_else(|| {
+            self.corrupt(format!(
+                "node role {role:?} is not device, street or district"
+            ))
+        })?;
+        let scope = text("node_scope")?;
+        let scope = match scope.as_str() {
+            "" => None,
+            s => Some(
+                s.parse::<Scope>()
+                    .map_err(|e| self.corrupt(format!("node scope: {e}")))?,
+            ),
+        };
+        check_scope(role, scope.as_ref())
+            .map_err(|why| self.corrupt(format!("node scope: {why}")))?;
         Ok(Identity {
             secret: bytes32("node_secret")?,
             node_id: NodeId(bytes32("node_id")?),
             name: text("node_name")?,
-            role: text("node_role")?,
-            scope: text("node_scope")?,
+            role,
+            scope,
         })
     }
 
@@ -212,4 +267,77 @@ fn decode_hlc(v: &[u8]) -> Option<Hlc> {
         u64::from_be_bytes(wall),
         u32::from_be_bytes(logical),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(role: Role, scope: &str) -> Identity {
+        Identity {
+            secret: [1; 32],
+            node_id: NodeId([2; 32]),
+            name: "n".into(),
+            role,
+            scope: (!scope.is_empty()).then(|| scope.parse().unwrap()),
+        }
+    }
+
+    fn set_meta(s: &Store, key: &str, value: &str) {
+        s.conn
+            .execute(
+                "UPDATE meta SET value = ?2 WHERE key = ?1",
+                params![key, value.as_bytes()],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_relay_without_a_scope_and_a_device_with_its_grid_round_trip() {
+        for id in [
+            identity(Role::Street, ""),
+            identity(Role::District, "110101"),
+            identity(Role::Device, "110101/002/014/03"),
+        ] {
+            let mut s = Store::in_memory().unwrap();
+            s.set_identity(&id).unwrap();
+            assert_eq!(s.identity().unwrap(), id);
+        }
+        let device = identity(Role::Device, "110101/002/014/03");
+        assert_eq!(device.grid().unwrap().as_str(), "110101/002/014/03");
+        assert_eq!(identity(Role::Street, "110101/002").grid(), None);
+    }
+
+    #[test]
+    fn a_device_without_a_grid_is_not_stored() {
+        for scope in ["", "110101/002"] {
+            let mut s = Store::in_memory().unwrap();
+            let err = s.set_identity(&identity(Role::Device, scope)).unwrap_err();
+            assert!(matches!(err, StoreError::BadIdentity { .. }), "{err}");
+            assert!(matches!(s.identity(), Err(StoreError::NoIdentity { .. })));
+        }
+    }
+
+    #[test]
+    fn an_unknown_role_or_a_bad_scope_read_back_is_a_corrupt_row() {
+        let cases = [
+            ("node_role", "mayor", "node role \"mayor\""),
+            ("node_scope", "110101//x", "node scope"),
+            ("node_scope", "110101/002", "four segments"),
+            ("node_scope", "", "a device has no grid"),
+        ];
+        for (key, value, want) in cases {
+            let mut s = Store::in_memory().unwrap();
+            s.set_identity(&identity(Role::Device, "110101/002/014/03"))
+                .unwrap();
+            set_meta(&s, key, value);
+            match s.identity() {
+                Err(e @ StoreError::CorruptRow { .. }) => {
+                    assert!(e.to_string().contains(want), "{e}");
+                    assert_eq!(e.to_string().lines().count(), 1, "{e}");
+                }
+                other => panic!("{key}={value:?}: expected CorruptRow, got {other:?}"),
+            }
+        }
+    }
 }

@@ -62,8 +62,8 @@ fn create_then_open_and_identity_round_trips() {
         secret: [9; 32],
         node_id: NodeId([1; 32]),
         name: "patrol-7".into(),
-        role: "device".into(),
-        scope: "110101/002/014/03".into(),
+        role: gridsync_proto::Role::Device,
+        scope: Some("110101/002/014/03".parse().unwrap()),
     };
     Store::create(&path).unwrap().set_identity(&id).unwrap();
     assert!(matches!(
