@@ -208,12 +208,12 @@ fn serve(db: &Path, listen: SocketAddr, fault: Fault, idle: Option<Duration>) ->
     runtime.block_on(async {
         let store = Store::open(db)?;
         let identity = store.identity()?;
-        let role = match Role::from_name(&identity.role) {
-            Some(role @ (Role::Street | Role::District)) => role,
-            _ => bail!(
+        let role = match identity.role {
+            role @ (Role::Street | Role::District) => role,
+            Role::Device => bail!(
                 "{}: this store's role is {:?}; a relay runs on a store made by `gridsync-relay init`",
                 db.display(),
-                identity.role
+                identity.role.as_str()
             ),
         };
         let (store, flushable) = session_store(store, fault);

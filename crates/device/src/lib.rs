@@ -49,7 +49,7 @@ use gridsync_core::event::CategoryError;
 use gridsync_core::ids::GridError;
 use gridsync_core::{
     BlobHash, Category, GridCode, IncidentId, IncidentState, Location, LocationSource, Millis,
-    NodeId, Payload, PhotoKind, PhotoMeta, Report, Severity, Writer,
+    NodeId, Payload, PhotoKind, PhotoMeta, Report, Scope, Severity, Writer,
 };
 use gridsync_media::{Limits, MediaError, ProcessedPhoto};
 use gridsync_store::{BlobKind, Identity, NewBlob, Pending, Store, StoreError};
@@ -200,10 +200,15 @@ impl<E: Env> Device<E> {
     /// Creates a store at `path` with a new node identity of `role` (`device`, `street` or
     /// `district`) and `scope` (a device's grid; a relay's scope, empty until enrolled).
     pub fn init_node(path: &Path, name: &str, role: &str, scope: &str, mut env: E) -> Result<Self> {
-        if Role::from_name(role).ok_or_else(|| DeviceError::Role(role.to_owned()))? == Role::Device
-        {
+        let role = Role::from_name(role).ok_or_else(|| DeviceError::Role(role.to_owned()))?;
+        if role == Role::Device {
             scope.parse::<GridCode>()?;
         }
+        // A relay is created without a scope (it learns what it serves from its parent).
+        let scope = match scope.trim() {
+            "" => None,
+            s => Some(s.parse::<Scope>()?),
+        };
         let name = name.trim();
         if name.is_empty() || name.len() > gridsync_core::event::limits::MAX_AUTHOR_BYTES {
             return Err(DeviceError::Name(name.to_owned()));
@@ -215,8 +220,8 @@ impl<E: Env> Device<E> {
             secret,
             node_id,
             name: name.to_owned(),
-            role: role.to_owned(),
-            scope: scope.to_owned(),
+            role,
+            scope,
         };
         create_store_atomically(path, &identity, &mut env)?;
         Self::open_with(path, env)
@@ -226,11 +231,8 @@ impl<E: Env> Device<E> {
     pub fn open_with(path: &Path, env: E) -> Result<Self> {
         let store = Store::open(path)?;
         let identity = store.identity()?;
-        let grid = match Role::from_name(&identity.role) {
-            Some(Role::Device) => Some(identity.scope.parse()?),
-            Some(_) => None,
-            None => return Err(DeviceError::Role(identity.role)),
-        };
+        // The store checked that a device's identity has a grid.
+        let grid = identity.grid();
         Ok(Self {
             store,
             identity,
@@ -267,7 +269,7 @@ impl<E: Env> Device<E> {
 
     /// The node's role: `device`, `street` or `district`.
     pub fn role(&self) -> &str {
-        &self.identity.role
+        self.identity.role.as_str()
     }
 
     /// The node's identity (including its secret key, for the sync transport).

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use gridsync_core::NodeId;
 use gridsync_net::client::{self, SyncOptions, SyncProgress, SyncReport};
 use gridsync_proto::client::ClientConfig;
-use gridsync_proto::Role;
 use gridsync_store::Store;
 
 use crate::{Device, DeviceError, Env, Result};
@@ -33,8 +32,7 @@ impl<E: Env> Device<E> {
         options: &SyncOptions,
         progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport> {
-        let role = Role::from_name(&self.identity.role)
-            .ok_or_else(|| DeviceError::Role(self.identity.role.clone()))?;
+        let role = self.identity.role;
         sync_store(
             self.store.path(),
             &self.identity.secret,

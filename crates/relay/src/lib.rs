@@ -75,11 +75,11 @@ pub fn server_config(node: NodeId, role: Role, name: impl Into<String>) -> Serve
 
 /// The role of a relay store's identity.
 pub fn role_of(identity: &Identity, path: &Path) -> Result<Role, RelayError> {
-    match Role::from_name(&identity.role) {
-        Some(role @ (Role::Street | Role::District)) => Ok(role),
-        _ => Err(RelayError::NotARelay {
+    match identity.role {
+        role @ (Role::Street | Role::District) => Ok(role),
+        Role::Device => Err(RelayError::NotARelay {
             path: path.to_owned(),
-            role: identity.role.clone(),
+            role: identity.role.as_str().to_owned(),
         }),
     }
 }

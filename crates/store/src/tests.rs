@@ -1,7 +1,10 @@
 use super::*;
+use gridsync_core::codec;
 use gridsync_core::{
     command, Category, GridCode, PhotoKind, PhotoMeta, Report, Severity, Status, Writer,
 };
+use gridsync_core::{BlobHash, Event, Hlc, IncidentId, IncidentState, NodeId};
+use rusqlite::params;
 
 const NOW: u64 = 1_764_000_000_000;
 
@@ -59,8 +62,8 @@ fn create_then_open_and_identity_round_trips() {
         secret: [9; 32],
         node_id: NodeId([1; 32]),
         name: "patrol-7".into(),
-        role: "device".into(),
-        scope: "110101/002/014/03".into(),
+        role: gridsync_proto::Role::Device,
+        scope: Some("110101/002/014/03".parse().unwrap()),
     };
     Store::create(&path).unwrap().set_identity(&id).unwrap();
     assert!(matches!(

@@ -78,14 +78,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn identity(seed: u8, name: &str, role: &str, scope: &str) -> Identity {
+fn identity(seed: u8, name: &str, role: Role, scope: Option<Scope>) -> Identity {
     let secret = [seed; 32];
     Identity {
         secret,
         node_id: NodeId(SigningKey::from_bytes(&secret).verifying_key().to_bytes()),
         name: name.into(),
-        role: role.into(),
-        scope: scope.into(),
+        role,
+        scope,
     }
 }
 
@@ -119,13 +119,13 @@ impl Reporter {
 
 /// A device store and its relay's store, both holding `size` events of the device.
 fn build(dir: &Path, size: usize) -> Result<(Identity, Identity, Reporter), Error> {
-    let device = identity(7, "patrol-7", "device", GRID);
-    let relay = identity(9, "street-002", "street", "");
+    let grid: GridCode = GRID.parse()?;
+    let device = identity(7, "patrol-7", Role::Device, Some(Scope::from(&grid)));
+    let relay = identity(9, "street-002", Role::Street, None);
     let mut d = Store::create(&dir.join("device.db"))?;
     d.set_identity(&device)?;
     let mut r = Store::create(&dir.join("relay.db"))?;
     r.set_identity(&relay)?;
-    let grid: GridCode = GRID.parse()?;
     r.enroll(&device.node_id, Role::Device, &Scope::from(&grid), now_ms())?;
     let mut reporter = Reporter {
         writer: Writer::new(device.node_id, device.name.clone(), 1, Hlc::default()),

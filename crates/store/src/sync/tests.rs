@@ -1,8 +1,16 @@
-use super::*;
+use crate::blobs::{PARTIAL_SQL, REFERENCED_SQL, UNSENT_SQL};
+use crate::peers::SCOPE_HEADS_SQL;
+use crate::read::{EVENTS_AFTER_SQL, PAGE_SQL};
 use crate::tests::admitted;
-use crate::{BlobKind, NewBlob, SCHEMA_VERSION};
+use crate::{BlobKind, NewBlob, PeerRow, Store, StoreError, PAGE_EXAMINE, SCHEMA_VERSION};
 use gridsync_core::{codec, Hlc, IncidentId, Payload, PhotoKind, PhotoMeta, Writer};
+use gridsync_core::{BlobHash, Event, GridCode, NodeId, Scope};
+use gridsync_proto::{
+    BlobFinish, BlobInfo, BlobState, Committed, Enrolled, Head, Page, Role, StorageError,
+    StorageErrorKind, SyncStore,
+};
 use rusqlite::StatementStatus;
+use rusqlite::{params, Connection};
 
 const NOW: u64 = 1_764_000_000_000;
 
@@ -96,7 +104,7 @@ fn drain(
     let mut all = Vec::new();
     let mut pages = 0;
     loop {
-        let page = s.page(sc, except, cursor, max_events, max_bytes).unwrap();
+        let page = SyncStore::page(s, sc, except, cursor, max_events, max_bytes).unwrap();
         pages += 1;
         assert!(page.events.len() <= max_events.max(1));
         assert!(page.cursor >= cursor, "the cursor never goes back");
@@ -206,7 +214,10 @@ fn a_version_1_store_migrates_and_backfills_origin_grids() {
         role: Role::Street,
         scope: scope("110101/002"),
     };
-    assert_eq!(s.heads(&street).unwrap(), vec![Head { origin: a, seq: 2 }]);
+    assert_eq!(
+        SyncStore::heads(&s, &street).unwrap(),
+        vec![Head { origin: a, seq: 2 }]
+    );
     let (got, _, _) = drain(&s, &scope("110101"), &a, 0, 100, 1 << 20);
     assert_eq!(got.len(), 3, "old events (via NULL) go to every child");
 }
@@ -217,7 +228,7 @@ fn a_version_1_store_migrates_and_backfills_origin_grids() {
 fn enroll_revoke_and_re_enroll() {
     let mut s = Store::in_memory().unwrap();
     let (dev, street) = (node(1), node(2));
-    assert_eq!(s.enrolled(&dev).unwrap(), None);
+    assert_eq!(SyncStore::enrolled(&s, &dev).unwrap(), None);
     let err = s
         .enroll(&dev, Role::Device, &scope("110101/002"), NOW)
         .unwrap_err();
@@ -229,7 +240,7 @@ fn enroll_revoke_and_re_enroll() {
     s.enroll(&street, Role::Street, &scope("110101/002"), NOW + 1)
         .unwrap();
     assert_eq!(
-        s.enrolled(&dev).unwrap(),
+        SyncStore::enrolled(&s, &dev).unwrap(),
         Some(Enrolled {
             node: dev,
             role: Role::Device,
@@ -240,7 +251,7 @@ fn enroll_revoke_and_re_enroll() {
     assert!(s.revoke(&dev, NOW + 5).unwrap());
     assert!(!s.revoke(&dev, NOW + 6).unwrap(), "already revoked");
     assert!(!s.revoke(&node(7), NOW).unwrap(), "never enrolled");
-    assert_eq!(s.enrolled(&dev).unwrap(), None);
+    assert_eq!(SyncStore::enrolled(&s, &dev).unwrap(), None);
     assert_eq!(
         s.peers().unwrap(),
         vec![
@@ -264,7 +275,7 @@ fn enroll_revoke_and_re_enroll() {
     // Re-enrolling lifts the revocation and replaces role and scope.
     s.enroll(&dev, Role::Device, &scope("110101/002/014/04"), NOW + 10)
         .unwrap();
-    let again = s.enrolled(&dev).unwrap().unwrap();
+    let again = SyncStore::enrolled(&s, &dev).unwrap().unwrap();
     assert_eq!(again.scope, scope("110101/002/014/04"));
     let row = s
         .peers()
@@ -286,11 +297,15 @@ fn a_devices_heads_are_its_own_origin_only() {
         role: Role::Device,
         scope: scope("110101/002/014/03"),
     };
-    assert_eq!(s.heads(&device).unwrap(), vec![], "nothing held: no head");
+    assert_eq!(
+        SyncStore::heads(&s, &device).unwrap(),
+        vec![],
+        "nothing held: no head"
+    );
     s.append(&comments(other, "110101/002/014/03", 3), &[], None)
         .unwrap();
     assert_eq!(
-        s.heads(&device).unwrap(),
+        SyncStore::heads(&s, &device).unwrap(),
         vec![],
         "others' events are not its"
     );
@@ -302,7 +317,7 @@ fn a_devices_heads_are_its_own_origin_only() {
     )
     .unwrap();
     assert_eq!(
-        s.heads(&device).unwrap(),
+        SyncStore::heads(&s, &device).unwrap(),
         vec![Head {
             origin: dev,
             seq: 2
@@ -336,11 +351,14 @@ fn a_relays_heads_cover_its_scope_by_whole_segments() {
         .unwrap();
 
     let heads = |sc: &str| {
-        s.heads(&Enrolled {
-            node: node(99),
-            role: Role::Street,
-            scope: scope(sc),
-        })
+        SyncStore::heads(
+            &s,
+            &Enrolled {
+                node: node(99),
+                role: Role::Street,
+                scope: scope(sc),
+            },
+        )
         .unwrap()
     };
     let h = |origin, seq| Head { origin, seq };
@@ -354,13 +372,15 @@ fn a_relays_heads_cover_its_scope_by_whole_segments() {
     assert_eq!(heads("110101/002/014/03"), vec![h(a, 3)]);
     assert_eq!(heads("110101/002/014/0"), vec![]);
     assert_eq!(heads("1101"), vec![]);
-    let district = s
-        .heads(&Enrolled {
+    let district = SyncStore::heads(
+        &s,
+        &Enrolled {
             node: node(98),
             role: Role::District,
             scope: scope("110102"),
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     assert_eq!(district, vec![h(c, 2)]);
 }
 
@@ -444,8 +464,12 @@ fn refusals_name_the_event_and_the_figures_but_never_the_path() {
     for err in [
         s.commit(&admitted(child, std::slice::from_ref(&forged)))
             .unwrap_err(),
-        s.commit_download(&admitted(node(50), std::slice::from_ref(&forged)), 1)
-            .unwrap_err(),
+        SyncStore::commit_download(
+            &mut s,
+            &admitted(node(50), std::slice::from_ref(&forged)),
+            1,
+        )
+        .unwrap_err(),
     ] {
         assert_eq!(err.kind, StorageErrorKind::Equivocation, "{err}");
         no_path(&err);
@@ -457,9 +481,7 @@ fn refusals_name_the_event_and_the_figures_but_never_the_path() {
 
     // An internal failure a peer hears of (a blob write refused) names the blob, not the file.
     let hash = BlobHash::of(b"photo");
-    let err = s
-        .blob_write(&hash, WireKind::Photo, 5, 3, b"to")
-        .unwrap_err();
+    let err = SyncStore::blob_write(&mut s, &hash, BlobKind::Photo, 5, 3, b"to").unwrap_err();
     assert_eq!(err.kind, StorageErrorKind::Internal);
     no_path(&err);
     assert!(err.message.contains(&hash.to_hex()), "{err}");
@@ -500,9 +522,7 @@ fn page_skips_what_the_child_sent_and_what_is_out_of_scope() {
     assert_eq!(got, want);
 
     // Nothing new: no events, the cursor stays, no more.
-    let page = s
-        .page(&scope("110101/002"), &child, 8, 100, 1 << 20)
-        .unwrap();
+    let page = SyncStore::page(&s, &scope("110101/002"), &child, 8, 100, 1 << 20).unwrap();
     assert_eq!(
         page,
         Page {
@@ -541,9 +561,9 @@ fn paging_gives_every_event_exactly_once() {
     }
     // A page stays within max_bytes (here two events), and holds one event even when that
     // one alone is over.
-    let page = s.page(&sc, &node(200), 0, 100, 2 * body + 1).unwrap();
+    let page = SyncStore::page(&s, &sc, &node(200), 0, 100, 2 * body + 1).unwrap();
     assert_eq!((page.events.len(), page.more), (2, true));
-    let page = s.page(&sc, &node(200), 0, 100, 1).unwrap();
+    let page = SyncStore::page(&s, &sc, &node(200), 0, 100, 1).unwrap();
     assert_eq!((page.events.len(), page.cursor, page.more), (1, 1, true));
     // Continuing from the middle gives the rest.
     let (rest, _, _) = drain(&s, &sc, &node(200), 1, 3, usize::MAX);
@@ -572,7 +592,7 @@ fn a_page_examines_a_bounded_number_of_rows() {
         .unwrap();
     let sc = scope("110101/002");
 
-    let first = s.page(&sc, &node(9), 0, 100, 1 << 20).unwrap();
+    let first = SyncStore::page(&s, &sc, &node(9), 0, 100, 1 << 20).unwrap();
     assert_eq!(
         first,
         Page {
@@ -582,7 +602,7 @@ fn a_page_examines_a_bounded_number_of_rows() {
         },
         "nothing in scope among the first rows: an empty page that moves on"
     );
-    let second = s.page(&sc, &node(9), first.cursor, 100, 1 << 20).unwrap();
+    let second = SyncStore::page(&s, &sc, &node(9), first.cursor, 100, 1 << 20).unwrap();
     assert_eq!(second.events, encoded(&wanted));
     assert_eq!(
         (second.cursor, second.more),
@@ -597,9 +617,8 @@ fn a_page_at_a_million_events_reads_only_what_is_new() {
     let new = comments(node(2), "110101/002/014/03", 3);
     s.append_received(&admitted(node(99), &new), &[]).unwrap();
 
-    let page = s
-        .page(&scope("110101/002"), &node(9), 1_000_000, 100, 1 << 20)
-        .unwrap();
+    let page =
+        SyncStore::page(&s, &scope("110101/002"), &node(9), 1_000_000, 100, 1 << 20).unwrap();
     assert_eq!(page.events, encoded(&new));
     assert_eq!((page.cursor, page.more), (1_000_003, false));
 
@@ -686,24 +705,33 @@ fn blob_states_follow_events_and_uploads() {
     let mut s = Store::in_memory().unwrap();
     let (photo, thumb) = (b"photo bytes".to_vec(), b"thumb".to_vec());
     let (ph, th) = (BlobHash::of(&photo), BlobHash::of(&thumb));
-    assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Unreferenced);
+    assert_eq!(
+        SyncStore::blob_state(&s, &ph).unwrap(),
+        BlobState::Unreferenced
+    );
     s.commit(&admitted(node(1), &[photo_event(node(1), &photo, &thumb)]))
         .unwrap();
-    assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Missing);
+    assert_eq!(SyncStore::blob_state(&s, &ph).unwrap(), BlobState::Missing);
     assert_eq!(
-        s.blob_state(&th).unwrap(),
+        SyncStore::blob_state(&s, &th).unwrap(),
         BlobState::Missing,
         "thumbnails too"
     );
     assert_eq!(
-        s.blob_state(&BlobHash::of(b"other")).unwrap(),
+        SyncStore::blob_state(&s, &BlobHash::of(b"other")).unwrap(),
         BlobState::Unreferenced
     );
-    s.blob_write(&th, WireKind::Thumb, 5, 0, b"thu").unwrap();
-    assert_eq!(s.blob_state(&th).unwrap(), BlobState::Partial { offset: 3 });
-    s.blob_write(&th, WireKind::Thumb, 5, 3, b"mb").unwrap();
-    assert_eq!(s.blob_finish(&th, &accept).unwrap(), BlobFinish::Stored);
-    assert_eq!(s.blob_state(&th).unwrap(), BlobState::Held);
+    SyncStore::blob_write(&mut s, &th, BlobKind::Thumb, 5, 0, b"thu").unwrap();
+    assert_eq!(
+        SyncStore::blob_state(&s, &th).unwrap(),
+        BlobState::Partial { offset: 3 }
+    );
+    SyncStore::blob_write(&mut s, &th, BlobKind::Thumb, 5, 3, b"mb").unwrap();
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &th, &accept).unwrap(),
+        BlobFinish::Stored
+    );
+    assert_eq!(SyncStore::blob_state(&s, &th).unwrap(), BlobState::Held);
     assert_eq!(s.blob(&th).unwrap(), Some(thumb));
 }
 
@@ -714,16 +742,22 @@ fn blob_discard_drops_a_partial_upload_and_keeps_a_held_blob() {
     let (ph, th) = (BlobHash::of(&photo), BlobHash::of(&thumb));
     s.commit(&admitted(node(1), &[photo_event(node(1), &photo, &thumb)]))
         .unwrap();
-    s.blob_write(&ph, WireKind::Photo, 11, 0, b"photo").unwrap();
-    assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Partial { offset: 5 });
-    s.blob_discard(&ph).unwrap();
-    assert_eq!(s.blob_state(&ph).unwrap(), BlobState::Missing);
+    SyncStore::blob_write(&mut s, &ph, BlobKind::Photo, 11, 0, b"photo").unwrap();
+    assert_eq!(
+        SyncStore::blob_state(&s, &ph).unwrap(),
+        BlobState::Partial { offset: 5 }
+    );
+    SyncStore::blob_discard(&mut s, &ph).unwrap();
+    assert_eq!(SyncStore::blob_state(&s, &ph).unwrap(), BlobState::Missing);
     // Nothing to discard: a no-op.
-    s.blob_discard(&ph).unwrap();
+    SyncStore::blob_discard(&mut s, &ph).unwrap();
     // A blob held whole stays.
-    s.blob_write(&th, WireKind::Thumb, 5, 0, &thumb).unwrap();
-    assert_eq!(s.blob_finish(&th, &accept).unwrap(), BlobFinish::Stored);
-    s.blob_discard(&th).unwrap();
+    SyncStore::blob_write(&mut s, &th, BlobKind::Thumb, 5, 0, &thumb).unwrap();
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &th, &accept).unwrap(),
+        BlobFinish::Stored
+    );
+    SyncStore::blob_discard(&mut s, &th).unwrap();
     assert_eq!(s.blob(&th).unwrap(), Some(thumb));
 }
 
@@ -736,72 +770,96 @@ fn an_interrupted_upload_resumes_and_finish_verifies_it() {
     let size = photo.len() as u64;
     {
         let mut s = Store::create(&path).unwrap();
-        s.blob_write(&hash, WireKind::Photo, size, 0, &photo[..100_000])
-            .unwrap();
+        SyncStore::blob_write(&mut s, &hash, BlobKind::Photo, size, 0, &photo[..100_000]).unwrap();
         // The connection drops here, mid-upload.
     }
     let mut s = Store::open(&path).unwrap();
     assert_eq!(
-        s.blob_state(&hash).unwrap(),
+        SyncStore::blob_state(&s, &hash).unwrap(),
         BlobState::Partial { offset: 100_000 }
     );
     // Ahead of what is held: refused, naming the offsets.
-    let err = s
-        .blob_write(
-            &hash,
-            WireKind::Photo,
-            size,
-            150_000,
-            &photo[150_000..200_000],
-        )
-        .unwrap_err();
+    let err = SyncStore::blob_write(
+        &mut s,
+        &hash,
+        BlobKind::Photo,
+        size,
+        150_000,
+        &photo[150_000..200_000],
+    )
+    .unwrap_err();
     assert_eq!(err.kind, StorageErrorKind::Internal);
     assert!(
         err.message.contains("150000") && err.message.contains("100000"),
         "{err}"
     );
     // Overlapping what is held: only the new part is stored.
-    s.blob_write(
+    SyncStore::blob_write(
+        &mut s,
         &hash,
-        WireKind::Photo,
+        BlobKind::Photo,
         size,
         60_000,
         &photo[60_000..160_000],
     )
     .unwrap();
     assert_eq!(
-        s.blob_state(&hash).unwrap(),
+        SyncStore::blob_state(&s, &hash).unwrap(),
         BlobState::Partial { offset: 160_000 }
     );
     // Past the size: refused.
-    let err = s
-        .blob_write(&hash, WireKind::Photo, size, 160_000, &vec![0; 150_000])
-        .unwrap_err();
+    let err = SyncStore::blob_write(
+        &mut s,
+        &hash,
+        BlobKind::Photo,
+        size,
+        160_000,
+        &vec![0; 150_000],
+    )
+    .unwrap_err();
     assert!(err.message.contains("do not fit"), "{err}");
-    s.blob_write(&hash, WireKind::Photo, size, 160_000, &photo[160_000..])
-        .unwrap();
-    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
+    SyncStore::blob_write(
+        &mut s,
+        &hash,
+        BlobKind::Photo,
+        size,
+        160_000,
+        &photo[160_000..],
+    )
+    .unwrap();
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
+        BlobFinish::Stored
+    );
     assert_eq!(s.blob(&hash).unwrap(), Some(photo.clone()));
     assert_eq!(parts(&s, &hash), 0, "the chunks are gone");
     // Done: more writes and finishes change nothing.
-    s.blob_write(&hash, WireKind::Photo, size, 0, &photo[..10])
-        .unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Photo, size, 0, &photo[..10]).unwrap();
     assert_eq!(parts(&s, &hash), 0);
-    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
-    assert_eq!(s.blob_state(&hash).unwrap(), BlobState::Held);
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
+        BlobFinish::Stored
+    );
+    assert_eq!(SyncStore::blob_state(&s, &hash).unwrap(), BlobState::Held);
 
     // Reading it back in ranges.
     assert_eq!(
-        s.read_blob(&hash, 1_000, 64).unwrap(),
+        SyncStore::read_blob(&s, &hash, 1_000, 64).unwrap(),
         Some(photo[1_000..1_064].to_vec())
     );
     assert_eq!(
-        s.read_blob(&hash, size - 10, 64).unwrap(),
+        SyncStore::read_blob(&s, &hash, size - 10, 64).unwrap(),
         Some(photo[photo.len() - 10..].to_vec()),
         "fewer at its end"
     );
-    assert_eq!(s.read_blob(&hash, size + 5, 64).unwrap(), Some(vec![]));
-    assert_eq!(s.read_blob(&BlobHash::of(b"x"), 0, 64).unwrap(), None);
+    assert_eq!(
+        SyncStore::read_blob(&s, &hash, size + 5, 64).unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(
+        SyncStore::read_blob(&s, &BlobHash::of(b"x"), 0, 64).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -809,21 +867,20 @@ fn resending_a_held_range_is_a_no_op() {
     let mut s = Store::in_memory().unwrap();
     let bytes = b"0123456789".to_vec();
     let hash = BlobHash::of(&bytes);
-    s.blob_write(&hash, WireKind::Thumb, 10, 0, &bytes[..6])
-        .unwrap();
-    s.blob_write(&hash, WireKind::Thumb, 10, 0, &bytes[..6])
-        .unwrap();
-    s.blob_write(&hash, WireKind::Thumb, 10, 2, &bytes[2..4])
-        .unwrap();
-    s.blob_write(&hash, WireKind::Thumb, 10, 6, &[]).unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 10, 0, &bytes[..6]).unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 10, 0, &bytes[..6]).unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 10, 2, &bytes[2..4]).unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 10, 6, &[]).unwrap();
     assert_eq!(parts(&s, &hash), 1);
     assert_eq!(
-        s.blob_state(&hash).unwrap(),
+        SyncStore::blob_state(&s, &hash).unwrap(),
         BlobState::Partial { offset: 6 }
     );
-    s.blob_write(&hash, WireKind::Thumb, 10, 6, &bytes[6..])
-        .unwrap();
-    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 10, 6, &bytes[6..]).unwrap();
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
+        BlobFinish::Stored
+    );
     assert_eq!(s.blob(&hash).unwrap(), Some(bytes));
 }
 
@@ -836,32 +893,29 @@ fn a_corrupted_upload_is_discarded_by_finish() {
         .unwrap();
     let mut bad = photo.clone();
     bad[700] ^= 1;
-    s.blob_write(&hash, WireKind::Photo, 1000, 0, &bad[..500])
-        .unwrap();
-    s.blob_write(&hash, WireKind::Photo, 1000, 500, &bad[500..])
-        .unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Photo, 1000, 0, &bad[..500]).unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Photo, 1000, 500, &bad[500..]).unwrap();
     assert_eq!(
-        s.blob_finish(&hash, &accept).unwrap(),
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
         BlobFinish::HashMismatch
     );
     assert_eq!(parts(&s, &hash), 0, "the partial is gone");
     assert_eq!(s.blob(&hash).unwrap(), None);
     assert_eq!(
-        s.blob_state(&hash).unwrap(),
+        SyncStore::blob_state(&s, &hash).unwrap(),
         BlobState::Missing,
         "wanted again"
     );
 
     // A short upload fails too, and so does finishing with nothing uploaded.
-    s.blob_write(&hash, WireKind::Photo, 1000, 0, &photo[..999])
-        .unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Photo, 1000, 0, &photo[..999]).unwrap();
     assert_eq!(
-        s.blob_finish(&hash, &accept).unwrap(),
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
         BlobFinish::HashMismatch
     );
     assert_eq!(parts(&s, &hash), 0);
     assert_eq!(
-        s.blob_finish(&hash, &accept).unwrap(),
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
         BlobFinish::HashMismatch
     );
 }
@@ -873,17 +927,31 @@ fn a_blob_the_check_refuses_is_discarded_and_nothing_is_stored() {
     let hash = BlobHash::of(&photo);
     s.commit(&admitted(node(1), &[photo_event(node(1), &photo, b"t")]))
         .unwrap();
-    s.blob_write(&hash, WireKind::Photo, photo.len() as u64, 0, &photo[..10])
-        .unwrap();
-    s.blob_write(&hash, WireKind::Photo, photo.len() as u64, 10, &photo[10..])
-        .unwrap();
+    SyncStore::blob_write(
+        &mut s,
+        &hash,
+        BlobKind::Photo,
+        photo.len() as u64,
+        0,
+        &photo[..10],
+    )
+    .unwrap();
+    SyncStore::blob_write(
+        &mut s,
+        &hash,
+        BlobKind::Photo,
+        photo.len() as u64,
+        10,
+        &photo[10..],
+    )
+    .unwrap();
     let seen = std::cell::RefCell::new(Vec::new());
     let refuse = |bytes: &[u8]| {
         seen.borrow_mut().push(bytes.to_vec());
         Err("not a JPEG image".to_owned())
     };
     assert_eq!(
-        s.blob_finish(&hash, &refuse).unwrap(),
+        SyncStore::blob_finish(&mut s, &hash, &refuse).unwrap(),
         BlobFinish::Rejected("not a JPEG image".into())
     );
     assert_eq!(
@@ -894,13 +962,13 @@ fn a_blob_the_check_refuses_is_discarded_and_nothing_is_stored() {
     assert_eq!(parts(&s, &hash), 0, "the partial is gone");
     assert_eq!(s.blob(&hash).unwrap(), None, "nothing stored");
     assert_eq!(
-        s.blob_state(&hash).unwrap(),
+        SyncStore::blob_state(&s, &hash).unwrap(),
         BlobState::Missing,
         "still wanted: an honest upload of the same hash would be checked again"
     );
     // With nothing left, a second finish has nothing to check.
     assert_eq!(
-        s.blob_finish(&hash, &refuse).unwrap(),
+        SyncStore::blob_finish(&mut s, &hash, &refuse).unwrap(),
         BlobFinish::HashMismatch
     );
     assert_eq!(seen.borrow().len(), 1);
@@ -908,21 +976,33 @@ fn a_blob_the_check_refuses_is_discarded_and_nothing_is_stored() {
     // Bytes that do not hash right never reach the check.
     let mut bad = photo.clone();
     bad[3] ^= 1;
-    s.blob_write(&hash, WireKind::Photo, bad.len() as u64, 0, &bad)
-        .unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Photo, bad.len() as u64, 0, &bad).unwrap();
     assert_eq!(
-        s.blob_finish(&hash, &refuse).unwrap(),
+        SyncStore::blob_finish(&mut s, &hash, &refuse).unwrap(),
         BlobFinish::HashMismatch
     );
     assert_eq!(seen.borrow().len(), 1);
 
     // The same bytes with a check that passes them are stored.
-    s.blob_write(&hash, WireKind::Photo, photo.len() as u64, 0, &photo)
-        .unwrap();
-    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
+    SyncStore::blob_write(
+        &mut s,
+        &hash,
+        BlobKind::Photo,
+        photo.len() as u64,
+        0,
+        &photo,
+    )
+    .unwrap();
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
+        BlobFinish::Stored
+    );
     assert_eq!(s.blob(&hash).unwrap(), Some(photo));
     // Held: a later finish is `Stored` without asking the check again.
-    assert_eq!(s.blob_finish(&hash, &refuse).unwrap(), BlobFinish::Stored);
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &hash, &refuse).unwrap(),
+        BlobFinish::Stored
+    );
     assert_eq!(seen.borrow().len(), 1);
 }
 
@@ -931,16 +1011,17 @@ fn a_partial_of_another_size_is_discarded() {
     let mut s = Store::in_memory().unwrap();
     let bytes = b"0123456789".to_vec();
     let hash = BlobHash::of(&bytes);
-    s.blob_write(&hash, WireKind::Thumb, 99, 0, &bytes[..4])
-        .unwrap();
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 99, 0, &bytes[..4]).unwrap();
     // The true size: the bogus partial could never finish, so the upload restarts.
-    let err = s
-        .blob_write(&hash, WireKind::Thumb, 10, 4, &bytes[4..])
-        .unwrap_err();
+    let err =
+        SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 10, 4, &bytes[4..]).unwrap_err();
     assert!(err.message.contains("resume at offset 0"), "{err}");
     assert_eq!(parts(&s, &hash), 0);
-    s.blob_write(&hash, WireKind::Thumb, 10, 0, &bytes).unwrap();
-    assert_eq!(s.blob_finish(&hash, &accept).unwrap(), BlobFinish::Stored);
+    SyncStore::blob_write(&mut s, &hash, BlobKind::Thumb, 10, 0, &bytes).unwrap();
+    assert_eq!(
+        SyncStore::blob_finish(&mut s, &hash, &accept).unwrap(),
+        BlobFinish::Stored
+    );
 }
 
 fn blob<'a>(bytes: &'a [u8], kind: BlobKind) -> NewBlob<'a> {
@@ -971,30 +1052,30 @@ fn unsent_blobs_come_thumbnails_first_and_leave_once_marked() {
     };
     let (parent, other) = (node(50), node(51));
     assert_eq!(
-        s.unsent_blobs(&parent, 10).unwrap(),
+        SyncStore::unsent_blobs(&s, &parent, 10).unwrap(),
         vec![
-            info(t1, WireKind::Thumb),
-            info(t2, WireKind::Thumb),
-            info(p1, WireKind::Photo),
-            info(p2, WireKind::Photo)
+            info(t1, BlobKind::Thumb),
+            info(t2, BlobKind::Thumb),
+            info(p1, BlobKind::Photo),
+            info(p2, BlobKind::Photo)
         ]
     );
     assert_eq!(
-        s.unsent_blobs(&parent, 3).unwrap(),
+        SyncStore::unsent_blobs(&s, &parent, 3).unwrap(),
         vec![
-            info(t1, WireKind::Thumb),
-            info(t2, WireKind::Thumb),
-            info(p1, WireKind::Photo)
+            info(t1, BlobKind::Thumb),
+            info(t2, BlobKind::Thumb),
+            info(p1, BlobKind::Photo)
         ]
     );
-    assert_eq!(s.unsent_blobs(&parent, 0).unwrap(), vec![]);
+    assert_eq!(SyncStore::unsent_blobs(&s, &parent, 0).unwrap(), vec![]);
 
-    s.mark_blob_sent(&parent, &BlobHash::of(t1)).unwrap();
-    s.mark_blob_sent(&parent, &BlobHash::of(p2)).unwrap();
-    s.mark_blob_sent(&parent, &BlobHash::of(p2)).unwrap();
+    SyncStore::mark_blob_sent(&mut s, &parent, &BlobHash::of(t1)).unwrap();
+    SyncStore::mark_blob_sent(&mut s, &parent, &BlobHash::of(p2)).unwrap();
+    SyncStore::mark_blob_sent(&mut s, &parent, &BlobHash::of(p2)).unwrap();
     assert_eq!(
-        s.unsent_blobs(&parent, 10).unwrap(),
-        vec![info(t2, WireKind::Thumb), info(p1, WireKind::Photo)]
+        SyncStore::unsent_blobs(&s, &parent, 10).unwrap(),
+        vec![info(t2, BlobKind::Thumb), info(p1, BlobKind::Photo)]
     );
     let pending = s.pending(&me).unwrap();
     assert_eq!(
@@ -1003,21 +1084,21 @@ fn unsent_blobs_come_thumbnails_first_and_leave_once_marked() {
     );
 
     // Another parent holds none of them yet.
-    assert_eq!(s.unsent_blobs(&other, 10).unwrap().len(), 4);
-    s.mark_blob_sent(&other, &BlobHash::of(t2)).unwrap();
+    assert_eq!(SyncStore::unsent_blobs(&s, &other, 10).unwrap().len(), 4);
+    SyncStore::mark_blob_sent(&mut s, &other, &BlobHash::of(t2)).unwrap();
     assert_eq!(
-        s.unsent_blobs(&other, 10).unwrap(),
+        SyncStore::unsent_blobs(&s, &other, 10).unwrap(),
         vec![
-            info(t1, WireKind::Thumb),
-            info(p1, WireKind::Photo),
-            info(p2, WireKind::Photo)
+            info(t1, BlobKind::Thumb),
+            info(p1, BlobKind::Photo),
+            info(p2, BlobKind::Photo)
         ]
     );
     // Pending now counts against the new parent; the first one's record is kept.
     assert_eq!(s.pending(&me).unwrap().blobs, 3);
     assert_eq!(
-        s.unsent_blobs(&parent, 10).unwrap(),
-        vec![info(t2, WireKind::Thumb), info(p1, WireKind::Photo)]
+        SyncStore::unsent_blobs(&s, &parent, 10).unwrap(),
+        vec![info(t2, BlobKind::Thumb), info(p1, BlobKind::Photo)]
     );
 }
 
@@ -1038,53 +1119,62 @@ fn origins_and_events_after() {
         .unwrap();
     assert_eq!(s.contiguous(&gap).unwrap(), 0);
     assert_eq!(
-        s.origins().unwrap(),
+        SyncStore::origins(&s,).unwrap(),
         vec![a, gap],
         "an origin with a gap too"
     );
     assert_eq!(
-        s.events_after(&a, 0, 10).unwrap(),
+        SyncStore::events_after(&s, &a, 0, 10).unwrap(),
         vec![events[0].clone(), events[1].clone(), events[3].clone()],
         "in sequence order"
     );
-    assert_eq!(s.events_after(&a, 1, 1).unwrap(), vec![events[1].clone()]);
-    assert_eq!(s.events_after(&a, 4, 10).unwrap(), vec![]);
-    assert_eq!(s.events_after(&node(3), 0, 10).unwrap(), vec![]);
+    assert_eq!(
+        SyncStore::events_after(&s, &a, 1, 1).unwrap(),
+        vec![events[1].clone()]
+    );
+    assert_eq!(SyncStore::events_after(&s, &a, 4, 10).unwrap(), vec![]);
+    assert_eq!(
+        SyncStore::events_after(&s, &node(3), 0, 10).unwrap(),
+        vec![]
+    );
 }
 
 #[test]
 fn commit_download_stores_and_moves_the_cursor_together() {
     let mut s = Store::in_memory().unwrap();
     let parent = node(50);
-    assert_eq!(s.down_cursor(&parent).unwrap(), 0);
+    assert_eq!(SyncStore::down_cursor(&s, &parent).unwrap(), 0);
     let batch = comments(node(2), "110101/002/014/03", 2);
     assert_eq!(
-        s.commit_download(&admitted(parent, &batch), 17).unwrap(),
+        SyncStore::commit_download(&mut s, &admitted(parent, &batch), 17).unwrap(),
         Committed {
             stored: 2,
             duplicates: 0
         }
     );
-    assert_eq!(s.down_cursor(&parent).unwrap(), 17);
+    assert_eq!(SyncStore::down_cursor(&s, &parent).unwrap(), 17);
     assert_eq!(via_of(&s, &batch[0]), Some(parent.0.to_vec()));
-    assert_eq!(s.down_cursor(&node(51)).unwrap(), 0, "per parent");
+    assert_eq!(
+        SyncStore::down_cursor(&s, &node(51)).unwrap(),
+        0,
+        "per parent"
+    );
 
     // A refused batch moves nothing.
     let fine = comments(node(4), "110101/002/014/03", 1);
     let mut forged = batch[0].clone();
     forged.author = "x".into();
-    let err = s
-        .commit_download(&admitted(parent, &[fine[0].clone(), forged]), 40)
+    let err = SyncStore::commit_download(&mut s, &admitted(parent, &[fine[0].clone(), forged]), 40)
         .unwrap_err();
     assert_eq!(err.kind, StorageErrorKind::Equivocation);
-    assert_eq!(s.down_cursor(&parent).unwrap(), 17);
+    assert_eq!(SyncStore::down_cursor(&s, &parent).unwrap(), 17);
     assert!(!s.has_event(&fine[0].id()).unwrap());
 
     // An empty page still moves the cursor; it never goes back.
-    s.commit_download(&admitted(parent, &[]), 30).unwrap();
-    assert_eq!(s.down_cursor(&parent).unwrap(), 30);
-    s.commit_download(&admitted(parent, &batch), 5).unwrap();
-    assert_eq!(s.down_cursor(&parent).unwrap(), 30);
+    SyncStore::commit_download(&mut s, &admitted(parent, &[]), 30).unwrap();
+    assert_eq!(SyncStore::down_cursor(&s, &parent).unwrap(), 30);
+    SyncStore::commit_download(&mut s, &admitted(parent, &batch), 5).unwrap();
+    assert_eq!(SyncStore::down_cursor(&s, &parent).unwrap(), 30);
 }
 
 #[test]
@@ -1094,8 +1184,8 @@ fn own_acked_clears_pending_events() {
     s.append(&comments(me, "110101/002/014/03", 3), &[], None)
         .unwrap();
     assert_eq!(s.pending(&me).unwrap().events, 3);
-    s.own_acked(&node(50), 2).unwrap();
+    SyncStore::own_acked(&mut s, &node(50), 2).unwrap();
     assert_eq!(s.pending(&me).unwrap().events, 1);
-    s.own_acked(&node(50), 1).unwrap();
+    SyncStore::own_acked(&mut s, &node(50), 1).unwrap();
     assert_eq!(s.pending(&me).unwrap().events, 1, "never back");
 }

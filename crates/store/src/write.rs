@@ -1,0 +1,351 @@
+//! The one write path: [`Store::write`] stores a [`Batch`] (blobs, events, the clock, a
+//! cursor) in one transaction and folds the new events into the materialised incident state.
+//! [`Store::append`] (own events), [`Store::append_received`] and [`Store::commit_download`]
+//! are its only callers, each with its own [`Batch`] constructor.
+//!
+//! Also here: the materialised state itself, loaded, saved and, when what is stored cannot be
+//! trusted, rebuilt from the events ([`decode_or_rebuild`], the one rebuild path, reads use it
+//! too).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use gridsync_core::codec::{self, CodecError};
+use gridsync_core::{BlobHash, Event, Hlc, IncidentId, IncidentState, NodeId};
+use gridsync_proto::Admitted;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::blobs::insert_blob;
+use crate::error::{corrupt_event, sql};
+use crate::meta::{advance_cursor, raise_clock, DOWN};
+use crate::read::events_of;
+use crate::{begin, exec, one, BlobKind, Result, Store, StoreError};
+
+/// A blob to store with a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBlob<'a> {
+    pub hash: BlobHash,
+    pub kind: BlobKind,
+    pub bytes: &'a [u8],
+}
+
+/// What one [`Store::append`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Events stored for the first time.
+    pub new_events: usize,
+    /// Events that were already stored (identical), and so ignored.
+    pub duplicate_events: usize,
+    /// Blobs stored for the first time.
+    pub new_blobs: usize,
+    /// Incidents whose state changed.
+    pub incidents: Vec<IncidentId>,
+}
+
+/// What one [`Store::write`] stores, all or nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct Batch<'a> {
+    pub events: &'a [Event],
+    pub blobs: &'a [NewBlob<'a>],
+    /// The recorded clock is raised to this (and to the newest stored event).
+    pub clock: Option<Hlc>,
+    /// The peer the events came from, recorded on each newly stored one.
+    pub via: Option<&'a NodeId>,
+    /// A cursor advanced in the same transaction.
+    pub cursor: Option<Cursor>,
+}
+
+/// A sync cursor to move forward (see [`Store::advance_cursor`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Cursor {
+    pub peer: String,
+    pub name: &'static str,
+    pub value: u64,
+}
+
+impl<'a> Batch<'a> {
+    /// The node's own events (and their blobs), with the clock they were stamped up to.
+    pub fn own(events: &'a [Event], blobs: &'a [NewBlob<'a>], clock: Option<Hlc>) -> Self {
+        Self {
+            events,
+            blobs,
+            clock,
+            via: None,
+            cursor: None,
+        }
+    }
+
+    /// An admitted batch received from [`Admitted::from`], with `blobs`.
+    pub fn received(batch: &'a Admitted, blobs: &'a [NewBlob<'a>]) -> Self {
+        Self {
+            events: batch.events(),
+            blobs,
+            clock: None,
+            via: Some(batch.from()),
+            cursor: None,
+        }
+    }
+
+    /// An admitted download page from the parent [`Admitted::from`], which moves the
+    /// [`DOWN`] cursor for that parent to `cursor`.
+    pub fn download(batch: &'a Admitted, cursor: u64) -> Self {
+        let parent = batch.from();
+        Self {
+            cursor: Some(Cursor {
+                peer: parent.to_hex(),
+                name: DOWN,
+                value: cursor,
+            }),
+            ..Self::received(batch, &[])
+        }
+    }
+}
+
+impl Store {
+    /// Stores `blobs` and `events` and folds the events into incident state, all in one
+    /// transaction, and raises the recorded clock to `clock` and to the newest stored event.
+    /// Idempotent: events already stored (same bytes) and blobs already present are skipped.
+    /// An event stored before with *different* bytes, or a blob whose bytes do not hash to its
+    /// id, refuses the whole batch.
+    ///
+    /// `append` is for the node's own events; anything received from a peer goes through
+    /// [`Store::append_received`] or the [`SyncStore`](gridsync_proto::SyncStore) commits,
+    /// which take only an admitted batch.
+    pub fn append(
+        &mut self,
+        events: &[Event],
+        blobs: &[NewBlob<'_>],
+        clock: Option<Hlc>,
+    ) -> Result<Appended> {
+        self.write(Batch::own(events, blobs, clock))
+    }
+
+    /// Stores an admitted batch received from the peer [`Admitted::from`] (and `blobs` with
+    /// it) like [`Store::append`] with no clock of its own, recording on every newly stored
+    /// event that it came from that peer, so downloads to it skip it (it has it already).
+    /// Every check of what a peer may send was made by [`gridsync_proto::Admission::admit`],
+    /// the only way to build an [`Admitted`]; this store only stores.
+    pub fn append_received(&mut self, batch: &Admitted, blobs: &[NewBlob<'_>]) -> Result<Appended> {
+        self.write(Batch::received(batch, blobs))
+    }
+
+    /// Stores a download page like [`Store::append_received`] (the events are stored with
+    /// `via` = the parent, so they are never offered back to it) and moves the parent's
+    /// [`DOWN`] cursor to `cursor` in the same transaction.
+    pub(crate) fn commit_download(&mut self, batch: &Admitted, cursor: u64) -> Result<Appended> {
+        self.write(Batch::download(batch, cursor))
+    }
+
+    /// The one write path behind [`Store::append`], [`Store::append_received`] and
+    /// [`Store::commit_download`].
+    fn write(&mut self, batch: Batch<'_>) -> Result<Appended> {
+        let Batch {
+            events,
+            blobs,
+            clock,
+            via,
+            cursor,
+        } = batch;
+        let path = self.path.clone();
+        let tx = begin(&mut self.conn, &path)?;
+        let mut out = Appended::default();
+        let via = via.map(|v| &v.0[..]);
+        for b in blobs {
+            if BlobHash::of(b.bytes) != b.hash {
+                return Err(StoreError::BlobMismatch { path, hash: b.hash });
+            }
+            out.new_blobs += insert_blob(&tx, &path, &b.hash, b.kind, b.bytes)?;
+        }
+        let mut touched = BTreeSet::new();
+        let mut fresh: Vec<&Event> = Vec::new();
+        let mut origins = BTreeSet::new();
+        let mut origin_grids = BTreeSet::new();
+        for e in events {
+            let body = codec::encode_event(e).map_err(corrupt_event(&path))?;
+            let inserted = exec(&tx,
+                    "INSERT OR IGNORE INTO events (origin, seq, incident, grid, hlc_wall, hlc_logical, body, via)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        &e.origin.0[..],
+                        e.seq as i64,
+                        &e.incident.0.as_bytes()[..],
+                        e.grid.as_str(),
+                        e.hlc.wall_ms as i64,
+                        e.hlc.logical as i64,
+                        body,
+                        via
+                    ],
+                )
+                .map_err(sql(&path, "storing an event"))?;
+            if inserted == 0 {
+                let existing: Vec<u8> = one(
+                    &tx,
+                    "SELECT body FROM events WHERE origin = ?1 AND seq = ?2",
+                    params![&e.origin.0[..], e.seq as i64],
+                    |r| r.get(0),
+                )
+                .map_err(sql(&path, "reading an event"))?;
+                if existing != body {
+                    return Err(StoreError::Equivocation {
+                        path,
+                        origin: e.origin,
+                        seq: e.seq,
+                    });
+                }
+                out.duplicate_events += 1;
+                continue;
+            }
+            if let gridsync_core::Payload::PhotoAdded(meta) = &e.payload {
+                exec(
+                    &tx,
+                    "INSERT OR IGNORE INTO thumbs (photo, thumb) VALUES (?1, ?2)",
+                    params![&meta.hash.0[..], &meta.thumb.0[..]],
+                )
+                .map_err(sql(&path, "storing a thumbnail link"))?;
+            }
+            out.new_events += 1;
+            touched.insert(e.incident);
+            origins.insert(e.origin);
+            origin_grids.insert((e.origin, e.grid.as_str()));
+            fresh.push(e);
+        }
+        for origin in &origins {
+            advance_contiguous(&tx, &path, origin)?;
+        }
+        for (origin, grid) in &origin_grids {
+            exec(
+                &tx,
+                "INSERT OR IGNORE INTO origin_grids (origin, grid) VALUES (?1, ?2)",
+                params![&origin.0[..], grid],
+            )
+            .map_err(sql(&path, "storing an origin's grid"))?;
+        }
+        // Group the new events by incident once (a batch may hold thousands).
+        let mut by_incident: BTreeMap<IncidentId, Vec<&Event>> = BTreeMap::new();
+        for e in &fresh {
+            by_incident.entry(e.incident).or_default().push(e);
+        }
+        for (id, events) in &by_incident {
+            let mut state = load_state(&tx, &path, id)?;
+            for e in events {
+                state.apply(e);
+            }
+            save_state(&tx, &path, &state)?;
+        }
+        let newest = fresh.iter().map(|e| e.hlc).max();
+        if let Some(hlc) = clock.max(newest) {
+            raise_clock(&tx, hlc).map_err(sql(&path, "storing the clock"))?;
+        }
+        if let Some(Cursor { peer, name, value }) = cursor {
+            advance_cursor(&tx, &peer, name, value).map_err(sql(&path, "storing a cursor"))?;
+        }
+        tx.commit().map_err(sql(&path, "commit"))?;
+        out.incidents = touched.into_iter().collect();
+        Ok(out)
+    }
+}
+
+/// Moves `origin`'s contiguous progress forward over the events now stored.
+fn advance_contiguous(tx: &Transaction<'_>, path: &Path, origin: &NodeId) -> Result<()> {
+    let mut at: i64 = one(
+        tx,
+        "SELECT contiguous FROM origins WHERE origin = ?1",
+        [&origin.0[..]],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql(path, "reading progress"))?
+    .unwrap_or(0);
+    let mut next = tx
+        .prepare_cached("SELECT 1 FROM events WHERE origin = ?1 AND seq = ?2")
+        .map_err(sql(path, "reading progress"))?;
+    while next
+        .exists(params![&origin.0[..], at + 1])
+        .map_err(sql(path, "reading progress"))?
+    {
+        at += 1;
+    }
+    exec(
+        tx,
+        "INSERT INTO origins (origin, contiguous) VALUES (?1, ?2)
+         ON CONFLICT (origin) DO UPDATE SET contiguous = excluded.contiguous",
+        params![&origin.0[..], at],
+    )
+    .map_err(sql(path, "storing progress"))?;
+    Ok(())
+}
+
+/// The stored state of incident `id` as `bytes` decode it; rebuilt from the events stored,
+/// which are the truth, when they do not decode (say, written by another build) or decode to
+/// another incident's state. Reads and the write path both go through here.
+pub(crate) fn decode_or_rebuild(
+    conn: &Connection,
+    path: &Path,
+    id: &IncidentId,
+    bytes: &[u8],
+) -> Result<IncidentState> {
+    match codec::decode_state(bytes) {
+        Ok(s) if s.id == *id => return Ok(s),
+        Ok(s) => {
+            tracing::warn!(incident = %id, found = %s.id, "stored state is another incident's; rebuilding it from events");
+        }
+        Err(e) => {
+            tracing::warn!(incident = %id, error = %e, "rebuilding incident state from events");
+        }
+    }
+    Ok(IncidentState::replay(*id, &events_of(conn, path, id)?))
+}
+
+/// The state the write path folds new events into: a new one for an incident not stored yet.
+/// (A rebuilt state holds the batch's new events already, as they were inserted first;
+/// applying one twice is a no-op.)
+fn load_state(tx: &Transaction<'_>, path: &Path, id: &IncidentId) -> Result<IncidentState> {
+    let bytes: Option<Vec<u8>> = one(
+        tx,
+        "SELECT state FROM incidents WHERE id = ?1",
+        [&id.0.as_bytes()[..]],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sql(path, "reading an incident"))?;
+    match bytes {
+        None => Ok(IncidentState::new(*id)),
+        Some(bytes) => decode_or_rebuild(tx, path, id, &bytes),
+    }
+}
+
+fn save_state(tx: &Transaction<'_>, path: &Path, state: &IncidentState) -> Result<()> {
+    let bytes = codec::encode_state(state).map_err(|error| match error {
+        CodecError::TooLarge(bytes) => StoreError::StateTooLarge {
+            path: path.to_owned(),
+            incident: state.id,
+            bytes,
+        },
+        error => StoreError::Corrupt {
+            path: path.to_owned(),
+            what: "incident state",
+            error,
+        },
+    })?;
+    let created = state
+        .report
+        .as_ref()
+        .map(|r| r.stamp)
+        .or(state.first.as_ref().map(|(s, _)| *s))
+        .map_or(0, |s| s.hlc.wall_ms as i64);
+    let updated = state.last.map_or(0, |s| s.hlc.wall_ms as i64);
+    exec(tx,
+        "INSERT INTO incidents (id, grid, created_ms, updated_ms, state) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET grid = excluded.grid, created_ms = excluded.created_ms,
+             updated_ms = excluded.updated_ms, state = excluded.state",
+        params![
+            &state.id.0.as_bytes()[..],
+            state.grid().map(|g| g.as_str().to_owned()),
+            created,
+            updated,
+            bytes
+        ],
+    )
+    .map_err(sql(path, "storing an incident"))?;
+    Ok(())
+}
