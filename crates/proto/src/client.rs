@@ -316,6 +316,7 @@ struct Cx<'a> {
     /// What the driver must do, so far.
     out: Vec<ClientAction>,
 }
+
 /// How a downloaded page refused at admission fails the session, in the words of a download.
 fn download_refusal(e: AdmitError) -> SessionError {
     match e {
