@@ -223,12 +223,13 @@ fn serve(db: &Path, listen: SocketAddr, fault: Fault, idle: Option<Duration>) ->
             .with_context(|| format!("cannot listen on {listen}"))?;
         let (stop, shutdown) = watch::channel(false);
         let shared = Arc::new(Shared {
-            store,
-            config: server_config(identity.node_id, role, &identity.name, fault),
-            changed: Arc::new(Notify::new()),
-            shutdown,
             control_idle: idle.unwrap_or(server::CONTROL_IDLE),
-            max_connections: server::MAX_CONNECTIONS,
+            ..Shared::new(
+                store,
+                server_config(identity.node_id, role, &identity.name, fault),
+                Arc::new(Notify::new()),
+                shutdown,
+            )
         });
         if fault != Fault::None {
             tracing::warn!(

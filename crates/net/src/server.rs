@@ -13,8 +13,11 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{watch, Mutex as AsyncMutex, Notify, Semaphore};
 
 use crate::transport::CLOSE_GRACE;
-pub use crate::transport::{BLOB_FLUSH, BLOB_HEADER_LIMIT, CONTROL_IDLE, MAX_CONNECTIONS};
+pub use crate::transport::{
+    BLOB_FLUSH, BLOB_HEADER_LIMIT, CONTROL_IDLE, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
+};
 use crate::{now_ms, tls, transport, NetError, SharedStore};
+use gridsync_proto::limits::{Limiter, NodeLimits};
 
 /// What a running relay shares between its connections.
 pub struct Shared {
@@ -30,6 +33,39 @@ pub struct Shared {
     /// Connections served at once, handshakes included ([`MAX_CONNECTIONS`] by default): one
     /// more is refused with QUIC `CONNECTION_REFUSED` before any handshake.
     pub max_connections: usize,
+    /// How long a handshake may take, and how long a connection may stay open with no session
+    /// on it ([`HANDSHAKE_TIMEOUT`] by default): a peer that holds a slot without syncing is
+    /// closed with [`ErrorCode::Timeout`].
+    pub handshake_timeout: Duration,
+    /// Per-node limits (connections at once, events per second), and each node's use of them.
+    pub limiter: Mutex<Limiter>,
+}
+
+impl Shared {
+    /// A relay's sharing with the default timeouts and limits.
+    pub fn new(
+        store: SharedStore,
+        config: ServerConfig,
+        changed: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            config,
+            changed,
+            shutdown,
+            control_idle: CONTROL_IDLE,
+            max_connections: MAX_CONNECTIONS,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            limiter: Mutex::new(Limiter::new(NodeLimits::default())),
+        }
+    }
+
+    /// Sets the per-node limits.
+    pub fn with_node_limits(mut self, limits: NodeLimits) -> Self {
+        self.limiter = Mutex::new(Limiter::new(limits));
+        self
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -38,6 +74,7 @@ impl std::fmt::Debug for Shared {
             .field("config", &self.config)
             .field("control_idle", &self.control_idle)
             .field("max_connections", &self.max_connections)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -87,15 +124,17 @@ pub async fn serve(endpoint: Endpoint, shared: Arc<Shared>) {
                 tasks.spawn(async move {
                     // The slot is free again when this connection is done with.
                     let _slot = slot;
-                    match incoming.await {
-                        Ok(conn) => match serve_connection(conn, shared).await {
+                    let handshake = shared.handshake_timeout;
+                    match tokio::time::timeout(handshake, incoming).await {
+                        Err(_) => tracing::info!(%remote, secs = handshake.as_secs(), "handshake did not complete in time; dropped"),
+                        Ok(Ok(conn)) => match serve_connection(conn, shared).await {
                             Err(e) if e.is_closed_with(ErrorCode::Done) => {
                                 tracing::debug!(%remote, "connection closed")
                             }
                             Err(e) => tracing::info!(%remote, error = %e, "connection ended"),
                             Ok(()) => {}
                         },
-                        Err(e) => tracing::info!(%remote, error = %e, "handshake failed"),
+                        Ok(Err(e)) => tracing::info!(%remote, error = %e, "handshake failed"),
                     }
                 });
             }
@@ -128,6 +167,16 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
         return Err(NetError::NoCertificate);
     };
     tracing::debug!(peer = %peer.short(), remote = %conn.remote_address(), "connection");
+    let held = lock(&shared.limiter).connected(peer);
+    if let Err(e) = held {
+        tracing::info!(peer = %peer.short(), error = %e, "refused a connection over the node's limit");
+        conn.close(ErrorCode::Busy.as_u16().into(), e.to_string().as_bytes());
+        return Ok(());
+    }
+    let _held = Held {
+        shared: &shared,
+        peer,
+    };
     let state = Arc::new(ConnState {
         conn: conn.clone(),
         peer,
@@ -138,8 +187,35 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
     let mut shutdown = shared.shutdown.clone();
     let mut blobs = tokio::task::JoinSet::new();
     let mut current: Option<tokio::task::JoinHandle<()>> = None;
+    // Since when no session runs (a connection is for syncing; one that holds a slot without
+    // a session is closed after the handshake timeout).
+    let mut no_session_since = Some(tokio::time::Instant::now());
+    let handshake = shared.handshake_timeout;
     let result = loop {
+        let idle_until = no_session_since.map(|t| t + handshake);
         tokio::select! {
+            _ = async {
+                match current.as_mut() {
+                    Some(c) => {
+                        let _ = c.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }, if current.is_some() => {
+                current = None;
+                no_session_since = Some(tokio::time::Instant::now());
+            }
+            _ = async {
+                match idle_until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            }, if current.is_none() && idle_until.is_some() => {
+                tracing::info!(peer = %peer.short(), ms = handshake.as_millis() as u64, "no session on the connection; closed");
+                let reason = format!("no session started within {} ms", handshake.as_millis());
+                conn.close(ErrorCode::Timeout.as_u16().into(), reason.as_bytes());
+                break Ok(());
+            }
             bi = conn.accept_bi() => {
                 let (send, recv) = match bi {
                     Ok(s) => s,
@@ -148,6 +224,7 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
                 // One session at a time: a new control stream starts once the previous
                 // session has ended (a child opens the next one right after its `Bye`). A
                 // previous session still open after CLOSE_GRACE is abandoned.
+                no_session_since = None;
                 let previous = current.take();
                 let state = state.clone();
                 current = Some(tokio::spawn(async move {
@@ -186,6 +263,18 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
         let _ = current.await;
     }
     result
+}
+
+/// A connection counted against its node's limit, until dropped.
+struct Held<'a> {
+    shared: &'a Shared,
+    peer: NodeId,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.limiter).disconnected(&self.peer);
+    }
 }
 
 /// Runs `f` on the current session with the store locked; no session, no outputs.
@@ -247,6 +336,21 @@ async fn run_control(
                     return Ok(());
                 }
             };
+            if let Message::Events { events, .. } = &msg {
+                // Over its rate, a node waits here: nothing more is read from it (QUIC flow
+                // control holds it back) and its `Ack` comes later; other nodes are not held.
+                let wait =
+                    lock(&state.shared.limiter).admit_events(state.peer, events.len(), now_ms());
+                if wait > 0 {
+                    tracing::debug!(peer = %state.peer.short(), events = events.len(), wait_ms = wait, "over its event rate; throttled");
+                    let mut shutdown = state.shared.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                        // Shutdown ends the session (its connection says so) without waiting.
+                        _ = stopped(&mut shutdown) => return Ok(()),
+                    }
+                }
+            }
             let now = now_ms();
             let out = with_session(state, |s, store| s.handle(msg, store, now));
             if execute(state, out).await {

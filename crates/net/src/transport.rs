@@ -48,6 +48,11 @@ pub const BLOB_HEADER_LIMIT: u32 = 1024;
 /// how long a new session waits for the previous one on the same connection to end.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a parent gives a handshake to complete, and a connection to start a session (and
+/// the next one after a session ended): a peer that holds a connection without syncing costs
+/// a slot. A relay's upstream link starts a session at least every second.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connections a parent serves at once, by default ([`crate::server::Shared::max_connections`]).
 /// Each costs memory (buffers, a session) and a share of the store lock; one more is refused
 /// with QUIC `CONNECTION_REFUSED` before any handshake, and the child retries with backoff.

@@ -18,6 +18,10 @@ use crate::message::{
 };
 use crate::storage::{StorageError, SyncStore};
 
+/// How far this node's clock may be from its parent's before the session warns
+/// ([`Progress::ClockSkew`]).
+pub const CLOCK_WARNING_MS: u64 = 60_000;
+
 /// How long the child waits for an answer on the control stream before giving up.
 pub const RESPONSE_TIMEOUT_MS: u64 = 30_000;
 /// Events per upload batch (at most the parent's limit).
@@ -75,6 +79,10 @@ pub struct Summary {
 pub enum Progress {
     /// The parent accepted the session.
     Welcomed { parent: String, scope: String },
+    /// The parent's clock (its `Welcome.now_ms`) and this node's differ by more than
+    /// [`CLOCK_WARNING_MS`]: this node's clock is probably wrong. Its events are still bounded
+    /// at every tier (more than 10 minutes ahead is refused), so the user should fix it.
+    ClockSkew { parent_ms: u64, local_ms: u64 },
     /// Events acknowledged so far of those to upload.
     Events { acked: u64, total: u64 },
     /// A blob is being sent from `offset`.
@@ -305,6 +313,18 @@ enum Next {
     Refused(SessionError),
     /// A message this phase does not take.
     Unexpected(String),
+}
+
+/// What a `Welcome` says.
+struct Welcomed<'a> {
+    version: u16,
+    node: NodeId,
+    name: String,
+    scope: &'a str,
+    heads: &'a [Head],
+    limits: Limits,
+    /// The parent's clock when it answered.
+    parent_ms: u64,
 }
 
 /// What a message handler works with besides its phase's data.
@@ -550,9 +570,21 @@ impl ClientSession {
                     scope,
                     heads,
                     limits,
+                    now_ms: parent_ms,
                     ..
                 },
-            ) => cx.welcome(version, node, name, &scope, &heads, limits)?,
+            ) => cx.welcome(
+                Welcomed {
+                    version,
+                    node,
+                    name,
+                    scope: &scope,
+                    heads: &heads,
+                    limits,
+                    parent_ms,
+                },
+                now_ms,
+            )?,
             (
                 Phase::Granted(g, Step::Uploading(up)),
                 Message::Ack {
@@ -634,15 +666,16 @@ impl ClientSession {
 impl Cx<'_> {
     /// `Welcome`: checks what the parent says it is and granted, then plans the upload and
     /// starts it.
-    fn welcome(
-        &mut self,
-        version: u16,
-        node: NodeId,
-        name: String,
-        scope: &str,
-        heads: &[Head],
-        limits: Limits,
-    ) -> Result<Next, SessionError> {
+    fn welcome(&mut self, w: Welcomed<'_>, local_ms: u64) -> Result<Next, SessionError> {
+        let Welcomed {
+            version,
+            node,
+            name,
+            scope,
+            heads,
+            limits,
+            parent_ms,
+        } = w;
         if !crate::VERSIONS.contains(&version) {
             return Err(SessionError::Protocol(format!(
                 "the relay chose version {version}, which this build does not speak"
@@ -664,6 +697,17 @@ impl Cx<'_> {
             parent: name,
             scope: scope.to_string(),
         }));
+        if parent_ms.abs_diff(local_ms) > CLOCK_WARNING_MS {
+            tracing::warn!(
+                parent_ms,
+                local_ms,
+                "this node's clock is far from its parent's"
+            );
+            self.out.push(ClientAction::Progress(Progress::ClockSkew {
+                parent_ms,
+                local_ms,
+            }));
+        }
         let granted = Granted { scope, limits };
         let mut up = self.plan_upload(heads)?;
         let step = match self.pump_upload(&granted, &mut up)? {
@@ -1236,6 +1280,35 @@ mod tests {
             "Ack for batch 1, which is not in flight"
         );
         assert_eq!(store.acked(&RELAY), 1);
+    }
+
+    #[test]
+    fn a_clock_more_than_a_minute_off_the_parents_is_reported_and_the_session_goes_on() {
+        let skews = |local: u64| {
+            let mut store = device_store(&[], &[]);
+            let mut s = ClientSession::new(device_config());
+            s.start(local);
+            let actions = s.handle(welcome(limits()), &mut store, local);
+            assert!(failure(&actions).is_none(), "{actions:?}");
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    ClientAction::Progress(p @ Progress::ClockSkew { .. }) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // The parent says NOW; a minute either way is fine.
+        assert!(skews(NOW - CLOCK_WARNING_MS).is_empty());
+        assert!(skews(NOW + CLOCK_WARNING_MS).is_empty());
+        assert_eq!(
+            skews(NOW - CLOCK_WARNING_MS - 1),
+            [Progress::ClockSkew {
+                parent_ms: NOW,
+                local_ms: NOW - CLOCK_WARNING_MS - 1
+            }]
+        );
+        assert_eq!(skews(NOW + 3_600_000).len(), 1, "an hour ahead");
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub mod admit;
 pub mod client;
 mod faults;
 pub mod frame;
+pub mod limits;
 #[cfg(any(test, feature = "memory"))]
 pub mod memory;
 pub mod message;

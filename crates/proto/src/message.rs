@@ -76,6 +76,11 @@ pub enum ErrorCode {
     Timeout = 12,
     /// The node is shutting down; retry later.
     ShuttingDown = 13,
+    /// An event's signature is missing or does not verify against its origin's key.
+    BadSignature = 14,
+    /// The peer is at a limit for this node (its connections, its rate of events); retry
+    /// later.
+    Busy = 15,
 }
 
 impl ErrorCode {
@@ -102,6 +107,8 @@ impl ErrorCode {
             Storage,
             Timeout,
             ShuttingDown,
+            BadSignature,
+            Busy,
         ]
         .into_iter()
         .find(|c| c.as_u16() == n)
@@ -111,7 +118,7 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorCode::Storage | ErrorCode::Timeout | ErrorCode::ShuttingDown
+            ErrorCode::Storage | ErrorCode::Timeout | ErrorCode::ShuttingDown | ErrorCode::Busy
         )
     }
 }

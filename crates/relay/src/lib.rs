@@ -26,6 +26,8 @@ use gridsync_proto::{BlobKind, ErrorCode, Role};
 use gridsync_store::{Identity, Store, StoreError};
 use tokio::sync::{watch, Notify};
 
+pub use gridsync_proto::limits::NodeLimits;
+
 mod backoff;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
 
@@ -123,6 +125,12 @@ pub struct RelayOptions {
     /// Connections served at once ([`server::MAX_CONNECTIONS`], 1024, by default): one more
     /// is refused before its handshake (QUIC `CONNECTION_REFUSED`) and its child retries.
     pub max_connections: usize,
+    /// How long a handshake may take, and a connection may stay open with no session
+    /// ([`server::HANDSHAKE_TIMEOUT`], 10 s, by default).
+    pub handshake_timeout: Duration,
+    /// Per-node limits: connections one node may hold at once (one more is closed with
+    /// `Busy`), and its sustained event rate and burst (over it, its batches wait).
+    pub node_limits: NodeLimits,
 }
 
 impl Default for RelayOptions {
@@ -130,6 +138,8 @@ impl Default for RelayOptions {
         Self {
             session_idle: server::CONTROL_IDLE,
             max_connections: server::MAX_CONNECTIONS,
+            handshake_timeout: server::HANDSHAKE_TIMEOUT,
+            node_limits: NodeLimits::default(),
         }
     }
 }
@@ -165,12 +175,16 @@ pub async fn start_with(
     let (tx, rx) = watch::channel(false);
     let changed = Arc::new(Notify::new());
     let shared = Arc::new(Shared {
-        store: store.clone(),
-        config: server_config(identity.node_id, role, identity.name.clone()),
-        changed: changed.clone(),
-        shutdown: rx.clone(),
         control_idle: options.session_idle,
         max_connections: options.max_connections,
+        handshake_timeout: options.handshake_timeout,
+        ..Shared::new(
+            store.clone(),
+            server_config(identity.node_id, role, identity.name.clone()),
+            changed.clone(),
+            rx.clone(),
+        )
+        .with_node_limits(options.node_limits)
     });
     tracing::info!(addr = %local_addr, node = %identity.node_id, role = role.as_str(), "relay listening");
     let node_id = identity.node_id;
@@ -475,14 +489,12 @@ mod tests {
     async fn a_permanent_refusal_waits_the_longest_backoff() {
         let (endpoint, target) = upstream_endpoint!();
         let (stop_upstream, upstream_shutdown) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            store: Arc::new(Mutex::new(Store::in_memory().expect("a store"))),
-            config: server_config(target.id, Role::District, "district"),
-            changed: Arc::new(Notify::new()),
-            shutdown: upstream_shutdown,
-            control_idle: server::CONTROL_IDLE,
-            max_connections: server::MAX_CONNECTIONS,
-        });
+        let shared = Arc::new(Shared::new(
+            Arc::new(Mutex::new(Store::in_memory().expect("a store"))),
+            server_config(target.id, Role::District, "district"),
+            Arc::new(Notify::new()),
+            upstream_shutdown,
+        ));
         let (tx, task) = spawn_upstream_loop(target);
         let mut accepted = Vec::new();
         let mut served = tokio::task::JoinSet::new();

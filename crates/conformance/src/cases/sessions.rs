@@ -42,8 +42,15 @@ pub fn cases() -> Vec<Case> {
             "session.two-hundred",
             "§11",
             Any,
-            "200 sessions at once on 200 connections are all served",
+            "200 sessions at once on 200 connections of one node: each served, or closed with Busy over the per-node limit",
             two_hundred
+        ),
+        case!(
+            "session.node-limit",
+            "§11",
+            Any,
+            "one node's connections over the per-node limit are closed with Busy; another node is served",
+            node_limit
         ),
     ]
 }
@@ -101,59 +108,114 @@ async fn idle_timeout(ctx: &Ctx) -> Check {
     )
 }
 
-async fn two_hundred(ctx: &Ctx) -> Check {
-    let id = ctx.ids.device_a2.clone();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..200 {
-        let endpoint = ctx.endpoint.clone();
-        let addr = ctx.addr();
-        let id = id.clone();
-        let target = ctx.target_id;
-        let hello = ctx.hello(&id, Role::Device);
-        tasks.spawn(async move {
-            let options = crate::tls::ClientTls::pinned(target);
-            // 200 handshakes at once: the case is that all are served, not how fast, so
-            // each gets a minute.
-            let conn = crate::client::connect_within(
-                &endpoint,
-                addr,
-                &id.seed,
-                &options,
-                Duration::from_secs(60),
-            )
+/// How one of many connections of one node fared.
+enum Outcome {
+    Served,
+    /// Closed with `Busy` (§10, code 15): over the relay's per-node limit (§11).
+    Busy,
+}
+
+/// Opens a connection as `id`, runs Hello / Pull / Bye on it: served, or closed with `Busy`.
+async fn one_session(
+    endpoint: quinn::Endpoint,
+    addr: std::net::SocketAddr,
+    id: crate::Id,
+    target: [u8; 32],
+    hello: Msg,
+) -> Result<Outcome, String> {
+    let options = crate::tls::ClientTls::pinned(target);
+    // Many handshakes at once: the case is that all are answered, not how fast, so each
+    // gets a minute.
+    let conn =
+        crate::client::connect_within(&endpoint, addr, &id.seed, &options, Duration::from_secs(60))
             .await
             .map_err(|e| e.to_string())?;
-            let mut ctl = conn.control().await.map_err(|e| e.to_string())?;
-            let patient = Duration::from_secs(60);
-            ctl.send(&hello).await?;
-            let w = ctl.recv_within(patient).await;
-            if !matches!(w, Ok(Msg::Welcome { .. })) {
-                return Err(format!("no Welcome: {}", describe(&w)));
+    let patient = Duration::from_secs(60);
+    let run = async {
+        let mut ctl = conn.control().await.map_err(|e| e.to_string())?;
+        ctl.send(&hello).await?;
+        let w = ctl.recv_within(patient).await;
+        if !matches!(w, Ok(Msg::Welcome { .. })) {
+            return Err(format!("no Welcome: {}", describe(&w)));
+        }
+        ctl.send(&Msg::Pull { cursor: u64::MAX }).await?;
+        let d = ctl.recv_within(patient).await;
+        if !matches!(d, Ok(Msg::Down { .. })) {
+            return Err(format!("no Down: {}", describe(&d)));
+        }
+        crate::bye(&mut ctl, &conn).await;
+        Ok::<(), String>(())
+    };
+    match run.await {
+        Ok(()) => Ok(Outcome::Served),
+        // However the session broke, a close with `Busy` is the relay's per-node limit.
+        Err(e) => match conn.closed_within(Duration::from_secs(10)).await {
+            Some(crate::client::Closed::App { code, .. }) if code == Code::Busy.number() => {
+                Ok(Outcome::Busy)
             }
-            ctl.send(&Msg::Pull { cursor: u64::MAX }).await?;
-            let d = ctl.recv_within(patient).await;
-            if !matches!(d, Ok(Msg::Down { .. })) {
-                return Err(format!("no Down: {}", describe(&d)));
-            }
-            crate::bye(&mut ctl, &conn).await;
-            Ok::<(), String>(())
-        });
+            _ => Err(e),
+        },
     }
-    let mut failures = Vec::new();
+}
+
+/// `n` sessions of `id` at once: how many were served and how many refused with `Busy`.
+async fn many_sessions(ctx: &Ctx, id: &crate::Id, n: usize) -> (usize, usize, Vec<String>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        tasks.spawn(one_session(
+            ctx.endpoint.clone(),
+            ctx.addr(),
+            id.clone(),
+            ctx.target_id,
+            ctx.hello(id, Role::Device),
+        ));
+    }
+    let (mut served, mut busy, mut failures) = (0, 0, Vec::new());
     while let Some(r) = tasks.join_next().await {
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(Outcome::Served)) => served += 1,
+            Ok(Ok(Outcome::Busy)) => busy += 1,
             Ok(Err(e)) => failures.push(e),
             Err(e) => failures.push(e.to_string()),
         }
     }
+    (served, busy, failures)
+}
+
+async fn two_hundred(ctx: &Ctx) -> Check {
+    let (served, busy, failures) = many_sessions(ctx, &ctx.ids.device_a2, 200).await;
     ensure(
-        failures.is_empty(),
-        "all 200 sessions served",
+        failures.is_empty() && served >= 1,
+        "each of 200 sessions at once served, or refused with Busy over the per-node limit",
         format!(
-            "{} failed, e.g. {}",
+            "{served} served, {busy} Busy, {} failed, e.g. {}",
             failures.len(),
             failures.first().cloned().unwrap_or_default()
         ),
+    )
+}
+
+/// §11: one node's connections beyond the parent's per-node limit are closed with `Busy`,
+/// and another node is served while that node holds its share.
+async fn node_limit(ctx: &Ctx) -> Check {
+    let (flood, other) = tokio::join!(
+        many_sessions(ctx, &ctx.ids.device_a2, 64),
+        many_sessions(ctx, &ctx.ids.device_b, 1)
+    );
+    let (served, busy, failures) = flood;
+    ensure(
+        failures.is_empty() && served >= 1 && busy >= 1,
+        "of 64 connections of one node at once, some served and the rest closed with Busy",
+        format!(
+            "{served} served, {busy} Busy, {} failed, e.g. {}",
+            failures.len(),
+            failures.first().cloned().unwrap_or_default()
+        ),
+    )?;
+    let (served, busy, failures) = other;
+    ensure(
+        served == 1,
+        "another node served meanwhile",
+        format!("{served} served, {busy} Busy, {failures:?}"),
     )
 }

@@ -99,6 +99,21 @@ enum Command {
         /// before its handshake, and its child retries later.
         #[arg(long, default_value_t = gridsync_net::server::MAX_CONNECTIONS as u64, value_parser = clap::value_parser!(u64).range(1..))]
         max_connections: u64,
+        /// Connections one node (a handheld, a child relay) may hold at once; one more is
+        /// closed with `Busy` (at least 1).
+        #[arg(long, default_value_t = gridsync_relay::NodeLimits::default().connections as u64, value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections_per_node: u64,
+        /// Events per second one node may send, sustained; over it (after its burst) its
+        /// batches wait and it is slowed, never refused (0: no limit).
+        #[arg(long, default_value_t = gridsync_relay::NodeLimits::default().events_per_sec)]
+        max_events_per_sec: u32,
+        /// Events one node may send at once above its sustained rate.
+        #[arg(long, default_value_t = gridsync_relay::NodeLimits::default().burst)]
+        event_burst: u32,
+        /// Seconds a handshake may take, and a connection may stay open with no session
+        /// (at least 1).
+        #[arg(long, default_value_t = gridsync_net::server::HANDSHAKE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+        handshake_secs: u64,
     },
     /// List the incidents held here.
     List {
@@ -230,6 +245,10 @@ fn run(cli: Cli) -> Result<()> {
             upstream_id,
             session_idle_secs,
             max_connections,
+            max_connections_per_node,
+            max_events_per_sec,
+            event_burst,
+            handshake_secs,
         } => {
             open_relay(db)?;
             let upstream = match (upstream, upstream_id) {
@@ -242,6 +261,12 @@ fn run(cli: Cli) -> Result<()> {
             let options = gridsync_relay::RelayOptions {
                 session_idle: std::time::Duration::from_secs(session_idle_secs),
                 max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                handshake_timeout: std::time::Duration::from_secs(handshake_secs),
+                node_limits: gridsync_relay::NodeLimits {
+                    connections: usize::try_from(max_connections_per_node).unwrap_or(usize::MAX),
+                    events_per_sec: max_events_per_sec,
+                    burst: event_burst,
+                },
             };
             serve(db, listen, upstream, options)?;
         }

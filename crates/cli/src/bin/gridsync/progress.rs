@@ -82,15 +82,62 @@ impl Bar {
                 self.draw(&format!("events down: {events}"))
             }
             SyncProgress::Session(Progress::Welcomed { .. }) => {}
+            SyncProgress::Session(Progress::ClockSkew {
+                parent_ms,
+                local_ms,
+            }) => {
+                // Always said, terminal or not: the user has to act on it.
+                self.clear();
+                eprintln!("{}", clock_warning(*parent_ms, *local_ms));
+            }
         }
     }
 
     /// Erases the line before the summary is printed.
     pub fn clear(&mut self) {
-        if self.drawn {
+        if std::mem::take(&mut self.drawn) {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();
         }
+    }
+}
+
+/// The warning for a handheld whose clock is far from its relay's.
+pub fn clock_warning(parent_ms: u64, local_ms: u64) -> String {
+    let off = parent_ms.abs_diff(local_ms) / 1000;
+    let (h, m, s) = (off / 3600, off / 60 % 60, off % 60);
+    let amount = match (h, m) {
+        (0, 0) => format!("{s} s"),
+        (0, _) => format!("{m} min {s} s"),
+        _ => format!("{h} h {m} min"),
+    };
+    let way = if local_ms > parent_ms {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    let relay_time = chrono::DateTime::from_timestamp_millis(parent_ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{parent_ms} ms"));
+    format!(
+        "warning: this handheld's clock is {amount} {way} the relay's (the relay says {relay_time}); set the clock: reports stamped more than 10 minutes ahead are refused at every tier"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_warning_says_how_far_and_which_way() {
+        let relay = 1_764_590_400_000; // 2025-12-01 12:00:00 UTC
+        assert_eq!(
+            clock_warning(relay, relay - 303_000),
+            "warning: this handheld's clock is 5 min 3 s behind the relay's (the relay says 2025-12-01 12:00:00 UTC); set the clock: reports stamped more than 10 minutes ahead are refused at every tier"
+        );
+        assert!(clock_warning(relay, relay + 2 * 3_600_000 + 60_000)
+            .starts_with("warning: this handheld's clock is 2 h 1 min ahead of the relay's"));
+        assert!(clock_warning(relay, relay + 61_000).contains("is 1 min 1 s ahead of"));
     }
 }
