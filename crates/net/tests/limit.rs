@@ -1,7 +1,11 @@
 //! The parent's limits over real loopback QUIC: connections in total and per node, a
 //! connection with no session, and a flooding node's event rate.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{loopback, node_id};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,18 +20,6 @@ use tokio::sync::{watch, Notify};
 
 const SERVER_SEED: [u8; 32] = [0x44; 32];
 const CLIENT_SEED: [u8; 32] = [0x55; 32];
-
-fn node_id(seed: &[u8; 32]) -> NodeId {
-    NodeId(
-        ed25519_dalek::SigningKey::from_bytes(seed)
-            .verifying_key()
-            .to_bytes(),
-    )
-}
-
-fn loopback() -> SocketAddr {
-    (Ipv4Addr::LOCALHOST, 0).into()
-}
 
 #[tokio::test]
 async fn a_parent_at_its_limit_refuses_until_a_connection_ends() {

@@ -1,6 +1,10 @@
 //! Mutual TLS over real loopback QUIC: pinning, peer ids, a stream echo.
 
-use std::net::{Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{loopback, node_id};
 use std::sync::Arc;
 
 use gridsync_core::NodeId;
@@ -10,18 +14,6 @@ use quinn::Endpoint;
 const SERVER_SEED: [u8; 32] = [0x11; 32];
 const CLIENT_A_SEED: [u8; 32] = [0x22; 32];
 const CLIENT_B_SEED: [u8; 32] = [0x33; 32];
-
-fn node_id(seed: &[u8; 32]) -> NodeId {
-    NodeId(
-        ed25519_dalek::SigningKey::from_bytes(seed)
-            .verifying_key()
-            .to_bytes(),
-    )
-}
-
-fn loopback() -> SocketAddr {
-    (Ipv4Addr::LOCALHOST, 0).into()
-}
 
 fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(gridsync_net::transport::config())
