@@ -308,8 +308,25 @@ async fn run_control(
     let mut reader = FrameReader::with_limit(state.shared.config.limits.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
     let idle = state.shared.control_idle;
+    // The session rechecks its peer's enrollment on this tick: a revocation ends it at once.
+    let mut recheck = tokio::time::interval(Duration::from_millis(server::ENROLLMENT_CHECK_MS));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recheck.reset();
+    let mut idle_until = tokio::time::Instant::now() + idle;
     loop {
-        let read = tokio::time::timeout(idle, recv.read(&mut buf)).await;
+        let read = tokio::select! {
+            // `RecvStream::read` is cancel-safe: nothing read is lost to the other branches.
+            r = recv.read(&mut buf) => Ok(r),
+            _ = recheck.tick() => {
+                let out = with_session(state, |s, store| s.recheck_enrollment(&*store));
+                if execute(state, out).await {
+                    break;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(idle_until) => Err(()),
+        };
+        idle_until = tokio::time::Instant::now() + idle;
         let n = match read {
             Ok(Ok(Some(n))) => n,
             Ok(Ok(None)) => {

@@ -96,10 +96,29 @@ async fn relay_with(
     watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
 ) {
+    relay_on(
+        gridsync_store::Store::in_memory().expect("store"),
+        limits,
+        devices,
+    )
+    .await
+}
+
+/// [`relay_with`] on this store.
+async fn relay_on(
+    mut store: gridsync_store::Store,
+    limits: NodeLimits,
+    devices: &[NodeId],
+) -> (
+    Arc<Shared>,
+    SocketAddr,
+    NodeId,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let server_id = node_id(&SERVER_SEED);
     let endpoint = server::endpoint(&SERVER_SEED, loopback()).expect("server endpoint");
     let addr = endpoint.local_addr().expect("server address");
-    let mut store = gridsync_store::Store::in_memory().expect("store");
     let scope: Scope = GRID.parse().expect("scope");
     for d in devices {
         store.enroll(d, Role::Device, &scope, 1).expect("enrolled");
@@ -289,4 +308,69 @@ async fn a_flooding_device_is_throttled_while_another_syncs_normally() {
         held.is_empty(),
         "nothing of the held batch was committed: {held:?}"
     );
+}
+
+/// A revocation ends the node's open session at once, though the session is idle.
+#[tokio::test]
+async fn revoking_a_node_ends_its_open_session_at_once() {
+    let device = node_id(&CLIENT_SEED);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("street.db");
+    let store = gridsync_store::Store::create(&path).expect("a relay store");
+    let (_shared, addr, server_id, stop, serving) =
+        relay_on(store, NodeLimits::default(), &[device]).await;
+    let endpoint = client::endpoint(loopback()).expect("client endpoint");
+    let conn = client::connect(&endpoint, &CLIENT_SEED, addr, server_id)
+        .await
+        .expect("served");
+    let (mut send, mut recv) = conn.open_bi().await.expect("a control stream");
+    let hello = gridsync_proto::Message::Hello {
+        versions: gridsync_proto::VERSIONS.to_vec(),
+        node: device,
+        role: Role::Device,
+        name: "patrol-7".into(),
+    };
+    send.write_all(&gridsync_proto::frame::encode(&hello).expect("encode"))
+        .await
+        .expect("sent");
+    let mut reader = gridsync_proto::FrameReader::default();
+    assert!(matches!(
+        next_message(&mut reader, &mut recv).await,
+        Some(gridsync_proto::Message::Welcome { .. })
+    ));
+    // The session is open and idle; the operator revokes the node (`gridsync-relay revoke`,
+    // another process with its own connection to the file).
+    assert!(gridsync_store::Store::open(&path)
+        .expect("open")
+        .revoke(&device, 2)
+        .expect("revoked"));
+    match next_message(&mut reader, &mut recv).await {
+        Some(gridsync_proto::Message::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::NotEnrolled);
+            assert!(message.contains("was revoked"), "{message}");
+        }
+        other => panic!("expected Error NotEnrolled, got {other:?}"),
+    }
+    // The parent finished its half of the session.
+    assert!(next_message(&mut reader, &mut recv).await.is_none());
+    conn.close(ErrorCode::Done.as_u16().into(), b"done");
+    let _ = stop.send(true);
+    serving.await.expect("serve ends at shutdown");
+}
+
+/// The next message on a control stream, or `None` at its end.
+async fn next_message(
+    reader: &mut gridsync_proto::FrameReader,
+    recv: &mut quinn::RecvStream,
+) -> Option<gridsync_proto::Message> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        if let Some(m) = reader.next_message().expect("a frame") {
+            return Some(m);
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => reader.push(&buf[..n]),
+            _ => return None,
+        }
+    }
 }

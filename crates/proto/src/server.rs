@@ -15,6 +15,11 @@ use crate::message::{
 };
 use crate::storage::{BlobFinish, BlobState, Enrolled, StorageError, StorageErrorKind, SyncStore};
 
+/// How often a driver rechecks a running session's enrollment
+/// ([`ServerSession::recheck_enrollment`]), in milliseconds: a revocation ends the node's
+/// open sessions within this long.
+pub const ENROLLMENT_CHECK_MS: u64 = 1_000;
+
 /// Events per download page.
 pub const PAGE_EVENTS: usize = 512;
 /// About this many bytes of events per download page.
@@ -280,6 +285,42 @@ impl ServerSession {
             ErrorCode::Timeout,
             format!("no message on the control stream for {idle_secs} s"),
         )
+    }
+
+    /// Checks the peer's enrollment again (the driver calls this every
+    /// [`ENROLLMENT_CHECK_MS`] while the session runs): a peer revoked, or enrolled again
+    /// with another role or scope, since its `Hello` ends the session with `NotEnrolled` at
+    /// once, mid-batch or idle. A storage failure here changes nothing (the next check
+    /// tries again).
+    pub fn recheck_enrollment(&mut self, store: &dyn SyncStore) -> Vec<ServerOutput> {
+        let State::Ready(Ready { granted, .. }) = &self.state else {
+            return Vec::new();
+        };
+        let peer = granted.peer.clone();
+        match store.enrolled(&peer.node) {
+            Ok(Some(now)) if now == peer => Vec::new(),
+            Ok(Some(_)) => self.fail(
+                ErrorCode::NotEnrolled,
+                format!(
+                    "node {}'s enrollment at this relay changed; connect again",
+                    peer.node.short()
+                ),
+            ),
+            Ok(None) => {
+                tracing::warn!(peer = %peer.node.short(), "enrollment revoked; ending its open session");
+                self.fail(
+                    ErrorCode::NotEnrolled,
+                    format!(
+                        "node {}'s enrollment at this relay was revoked",
+                        peer.node.short()
+                    ),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not recheck an enrollment");
+                Vec::new()
+            }
+        }
     }
 
     /// Handles one message from the child.
@@ -777,6 +818,31 @@ mod tests {
             ServerConfig::new(NodeId([1; 32]), Role::Street, "street-002"),
             NodeId([2; 32]),
         )
+    }
+
+    #[test]
+    fn a_revoked_or_re_enrolled_peer_loses_its_open_session_at_the_next_check() {
+        for change in ["revoke", "re-enroll"] {
+            let mut store = relay_store();
+            let mut s = ServerSession::new(relay_config(), DEVICE);
+            s.handle(hello(DEVICE, Role::Device), &mut store, NOW);
+            assert!(!s.is_ended());
+            // Nothing changed: the check says nothing.
+            assert!(s.recheck_enrollment(&store).is_empty());
+            if change == "revoke" {
+                assert!(store.revoke(&DEVICE));
+            } else {
+                store.enroll(DEVICE, Role::Device, scope(NEXT_GRID));
+            }
+            let out = s.recheck_enrollment(&store);
+            assert_eq!(ended_with(&out), Some(ErrorCode::NotEnrolled), "{change}");
+            assert!(s.is_ended());
+            // Ended: no more checks, no more words.
+            assert!(s.recheck_enrollment(&store).is_empty());
+        }
+        // Before a Hello there is nothing to check.
+        let mut s = ServerSession::new(relay_config(), DEVICE);
+        assert!(s.recheck_enrollment(&relay_store()).is_empty());
     }
 
     #[test]
