@@ -35,6 +35,10 @@ pub struct ClientConfig {
     pub parent: NodeId,
     /// How far ahead of this node's clock a downloaded event's timestamp may be.
     pub max_drift_ms: u64,
+    /// Whether to upload events that carry no signature (held from before signatures). Off by
+    /// default: they stay readable here but are left out of the upload, which a parent would
+    /// refuse whole unless it accepts unsigned events (`ServerConfig::accept_unsigned_before`).
+    pub upload_unsigned: bool,
 }
 
 impl ClientConfig {
@@ -47,6 +51,7 @@ impl ClientConfig {
             name: name.into(),
             parent,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+            upload_unsigned: false,
         }
     }
 }
@@ -122,6 +127,10 @@ pub enum SessionError {
     /// page was stored.
     #[error("the relay sent an event from too far ahead: {0}")]
     ClockAhead(String),
+    /// A downloaded event is unsigned or its signature does not verify; nothing of the page
+    /// was stored.
+    #[error("the relay sent an event its origin did not sign: {0}")]
+    BadSignature(String),
 }
 
 impl SessionError {
@@ -135,6 +144,7 @@ impl SessionError {
             SessionError::Storage(_) => ErrorCode::Storage,
             SessionError::Timeout(_) => ErrorCode::Timeout,
             SessionError::ClockAhead(_) => ErrorCode::ClockAhead,
+            SessionError::BadSignature(_) => ErrorCode::BadSignature,
         }
     }
 
@@ -346,6 +356,9 @@ fn download_refusal(e: AdmitError) -> SessionError {
             origin.short()
         )),
         AdmitError::ClockAhead { .. } => SessionError::ClockAhead(e.to_string()),
+        AdmitError::Unsigned { .. } | AdmitError::BadSignature { .. } => {
+            SessionError::BadSignature(format!("downloaded {e}"))
+        }
         // A download has no batch limit and takes any origin.
         AdmitError::TooMany { .. } | AdmitError::NotOwn { .. } => {
             SessionError::Protocol(format!("downloaded page refused: {e}"))
@@ -865,6 +878,8 @@ impl Cx<'_> {
             origins: Origins::Any,
             max_events: usize::MAX,
             max_drift_ms: self.config.max_drift_ms,
+            // A parent never sends unsigned events down (`ServerSession`'s pull).
+            accept_unsigned_before: None,
         };
         let decoded = admission.admit(events, now_ms).map_err(download_refusal)?;
         // A page that says "more" without moving the cursor would loop forever; one or two
@@ -984,6 +999,13 @@ impl Cx<'_> {
                         )));
                     }
                     // Another origin's event outside the parent's scope: not its business.
+                    last = e.seq;
+                    continue;
+                }
+                if e.signature.is_none() && !self.config.upload_unsigned {
+                    // Held from before signatures: the parent would refuse the whole batch
+                    // for it, so one such event would block the uplink for good.
+                    tracing::debug!(origin = %e.origin.short(), seq = e.seq, "not uploading an unsigned event");
                     last = e.seq;
                     continue;
                 }
@@ -1247,7 +1269,7 @@ mod tests {
             ),
             (
                 welcome_as(1, OTHER, GRID, limits()),
-                "the relay says it is 03030303, not the pinned 01010101",
+                "the relay says it is ed4928c6, not the pinned 8a88e3dd",
             ),
             (
                 welcome_as(1, RELAY, "110101//014", limits()),
@@ -1595,7 +1617,7 @@ mod tests {
         let actions = s.handle(page, &mut store, NOW);
         assert_eq!(
             protocol_error(&actions),
-            "the relay sent event 03030303/2 of grid 110101/002/014/04, outside this node's scope"
+            "the relay sent event ed4928c6/2 of grid 110101/002/014/04, outside this node's scope"
         );
         assert_eq!(store.events().count(), 0);
         assert_eq!(store.down_cursor(&RELAY).unwrap(), 0);

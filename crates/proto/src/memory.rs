@@ -489,6 +489,7 @@ mod tests {
             origins: Origins::Any,
             max_events: usize::MAX,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
+            accept_unsigned_before: None,
         }
         .admit_events(events, NOW)
         .expect("admitted")
@@ -511,7 +512,7 @@ mod tests {
         assert_eq!(e.kind, StorageErrorKind::Equivocation);
         assert_eq!(
             e.message,
-            "event 02020202/1 is already stored with different content; refusing the batch"
+            "event 8139770e/1 is already stored with different content; refusing the batch"
         );
         assert_eq!(s.events().count(), 2);
         assert!(s.event(&DEVICE, 3).is_none());

@@ -76,6 +76,9 @@ pub enum ErrorCode {
     Timeout = 12,
     /// The node is shutting down; retry later.
     ShuttingDown = 13,
+    /// An event that is not signed by its origin's key, or whose signature does not verify
+    /// (it was altered, or signed by another key).
+    BadSignature = 14,
 }
 
 impl ErrorCode {
@@ -102,6 +105,7 @@ impl ErrorCode {
             Storage,
             Timeout,
             ShuttingDown,
+            BadSignature,
         ]
         .into_iter()
         .find(|c| c.as_u16() == n)

@@ -621,14 +621,14 @@ fn bincode_rules_are_as_documented() {
 
 #[test]
 fn error_codes_are_their_variant_indices() {
-    for n in 0u16..=13 {
+    for n in 0u16..=14 {
         let code = ErrorCode::from_u16(n).expect("a code");
         assert_eq!(code.as_u16(), n);
         let bytes = codec::encode_wire("code", &code).expect("encodes");
         assert_eq!(bytes, [FORMAT_V1, n as u8], "{code:?} is variant {n}");
     }
-    assert_eq!(ErrorCode::from_u16(14), None);
-    let transient: Vec<u16> = (0u16..=13)
+    assert_eq!(ErrorCode::from_u16(15), None);
+    let transient: Vec<u16> = (0u16..=14)
         .filter_map(ErrorCode::from_u16)
         .filter(|c| c.is_transient())
         .map(ErrorCode::as_u16)
@@ -776,7 +776,7 @@ fn unknown_variant_indices_are_refused() {
     // An unknown error code inside Error: the whole message is malformed.
     let mut error = frame::encode(&messages()[2]).expect("encodes")[4..].to_vec();
     assert_eq!(error[2], ErrorCode::ClockAhead.as_u16() as u8);
-    error[2] = 14;
+    error[2] = 15;
     malformed(decode_body(&error));
     // An unknown role in Hello (variant, versions, node, then the role byte).
     let mut hello = frame::encode(&messages()[0]).expect("encodes")[4..].to_vec();
