@@ -173,7 +173,8 @@ impl MemoryStore {
                 None => fresh.get(&key).map(|(_, b)| b),
             };
             match existing {
-                Some(b) if *b == body => out.duplicates += 1,
+                // The same content, signed or not, is the same event (the first copy stays).
+                Some(b) if *b == body || same_content(b, e) => out.duplicates += 1,
                 Some(_) => {
                     return Err(StorageError {
                         kind: StorageErrorKind::Equivocation,
@@ -470,6 +471,15 @@ impl SyncStore for MemoryStore {
         *at = (*at).max(seq);
         Ok(())
     }
+}
+
+/// Whether the stored encoding `existing` is `event` but for its signature.
+fn same_content(existing: &[u8], event: &gridsync_core::Event) -> bool {
+    use gridsync_core::sign::content_bytes;
+    codec::decode_event(existing)
+        .ok()
+        .and_then(|stored| content_bytes(&stored).ok())
+        .is_some_and(|a| content_bytes(event).is_ok_and(|b| a == b))
 }
 
 #[cfg(test)]
