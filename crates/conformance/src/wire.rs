@@ -54,11 +54,12 @@ pub enum Code {
     Storage,
     Timeout,
     ShuttingDown,
+    BadSignature,
 }
 
 impl Code {
     /// Every code, in wire order.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::Done,
         Code::Version,
         Code::NotEnrolled,
@@ -73,6 +74,7 @@ impl Code {
         Code::Storage,
         Code::Timeout,
         Code::ShuttingDown,
+        Code::BadSignature,
     ];
 
     /// The code's number (§10).
@@ -354,7 +356,7 @@ mod tests {
             let body = body("code", c).expect("encode");
             assert_eq!(body, vec![1, i as u8]);
         }
-        assert_eq!(Code::from_number(14), None);
+        assert_eq!(Code::from_number(15), None);
     }
 
     /// What the `conformance_wire` fuzz target checks, on mutated golden vectors with a fixed
