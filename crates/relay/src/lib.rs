@@ -27,6 +27,7 @@ use gridsync_store::{Identity, Store, StoreError};
 use tokio::sync::{watch, Notify};
 
 mod backoff;
+pub mod verify;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
 
 /// How often a connected relay asks its upstream for news when nothing happened here.
