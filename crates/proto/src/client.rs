@@ -1676,6 +1676,50 @@ mod tests {
         assert!(district.event(&DEVICE, 2).is_some() && district.event(&OTHER, 1).is_none());
         assert_eq!(district.via(&DEVICE, 2), Some(street));
     }
+
+    /// The migration policy for events held unsigned from before signatures: a relay child
+    /// leaves them out of its upload (its signed events still go up: one legacy event does
+    /// not block the uplink), uploads them only when configured to and its parent opts in,
+    /// and a parent never pages them down.
+    #[test]
+    fn unsigned_events_are_neither_uploaded_nor_paged_down_unless_both_sides_opt_in() {
+        let street = NodeId::from_secret(&[4; 32]);
+        let mut legacy = comment(OTHER, 1, GRID, "written before signatures");
+        legacy.signature = None;
+        let signed = comment(OTHER, 2, GRID, "signed");
+        let mut relay = MemoryStore::new();
+        relay.append(&[legacy.clone(), signed.clone()]).unwrap();
+        let mut district = MemoryStore::new();
+        district.enroll(street, Role::Street, scope(STREET));
+        let config = ClientConfig::new(street, Role::Street, "street-002", RELAY);
+        let server = ServerConfig::new(RELAY, Role::District, "district");
+        let mut child = ClientSession::new(config.clone());
+        let mut parent = ServerSession::new(server.clone(), street);
+        let run1 = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        assert_eq!(run1.finished.expect("finished").events_up, 1);
+        assert!(district.event(&OTHER, 1).is_none() && district.event(&OTHER, 2).is_some());
+
+        // Both opt in: the legacy event goes up too.
+        let mut config = config;
+        config.upload_unsigned = true;
+        let mut server = server;
+        server.accept_unsigned_before = Some(NOW + 1);
+        let mut child = ClientSession::new(config);
+        let mut parent = ServerSession::new(server, street);
+        let run2 = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        assert_eq!(run2.finished.expect("finished").events_up, 1);
+        assert!(district.event(&OTHER, 1).is_some());
+
+        // A device of that grid downloads the signed event only.
+        district.enroll(DEVICE, Role::Device, scope(GRID));
+        let mut device = MemoryStore::new();
+        let mut child = ClientSession::new(device_config());
+        let mut parent =
+            ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), DEVICE);
+        let run3 = run(&mut child, &mut parent, &mut device, &mut district, NOW);
+        assert_eq!(run3.finished.expect("finished").events_down, 1);
+        assert!(device.event(&OTHER, 1).is_none() && device.event(&OTHER, 2).is_some());
+    }
 }
 
 #[cfg(test)]
