@@ -20,8 +20,7 @@ use std::time::Instant;
 
 use gridsync_bench::{median, Args};
 use gridsync_core::{
-    codec, hlc, Category, Event, Hlc, IncidentId, NodeId, Payload, Report, Scope, Severity,
-    Writer,
+    codec, hlc, Category, Event, Hlc, IncidentId, NodeId, Payload, Report, Scope, Severity, Writer,
 };
 use gridsync_proto::{Admission, Origins};
 
