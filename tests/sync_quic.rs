@@ -655,8 +655,8 @@ fn add_unprocessed_photo(path: &std::path::Path, id: IncidentId, photo: &FakePho
     let grid = state.report.as_ref().expect("reported").grid.clone();
     let payloads = gridsync_core::command::plan_edit(&state, vec![Change::AddPhoto(photo.meta())])
         .expect("plan");
-    let mut writer = Writer::new(
-        identity.node_id,
+    let mut writer = Writer::signing(
+        &identity.secret,
         identity.name.clone(),
         store.next_seq(&identity.node_id).expect("next seq"),
         store.clock_last().expect("clock"),

@@ -39,6 +39,8 @@ use gridsync_store::{BlobKind, NewBlob, Store};
 #[derive(Debug)]
 pub struct Node {
     pub id: NodeId,
+    /// The node's Ed25519 secret key seed (`[seed; 32]`); `id` is its public key.
+    pub secret: [u8; 32],
     pub name: String,
     pub role: Role,
     pub store: Store,
@@ -51,11 +53,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node with an in-memory store and the node id `[seed; 32]`.
+    /// A node with an in-memory store and the secret key `[seed; 32]` (its node id is that
+    /// key's public key).
     pub fn new(seed: u8, name: &str, role: Role) -> Self {
-        let id = NodeId([seed; 32]);
+        let secret = [seed; 32];
+        let id = NodeId::from_secret(&secret);
         Self {
             id,
+            secret,
             name: name.to_owned(),
             role,
             store: Store::in_memory().expect("in-memory store"),
@@ -88,8 +93,8 @@ impl Node {
 
     /// A writer for this node's next events, as `gridsync-device` makes one.
     pub fn writer(&self) -> Writer {
-        Writer::new(
-            self.id,
+        Writer::signing(
+            &self.secret,
             self.name.clone(),
             self.store.next_seq(&self.id).expect("next seq"),
             self.store.clock_last().expect("clock"),
@@ -107,7 +112,7 @@ impl Node {
     ) -> IncidentId {
         self.incidents += 1;
         let mut random = [0u8; 10];
-        random[0] = self.id.0[0];
+        random[0] = self.secret[0];
         random[2..].copy_from_slice(&self.incidents.to_be_bytes());
         let id = IncidentId::new_v7(now_ms, random);
         let payloads = command::plan_report(

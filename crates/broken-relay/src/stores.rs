@@ -407,6 +407,7 @@ mod tests {
             origins: gridsync_proto::Origins::Any,
             max_events: usize::MAX,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+            accept_unsigned_before: None,
         }
         .admit_events(events, now)
         .expect("admitted")
@@ -474,6 +475,13 @@ mod tests {
         forged.payload = Payload::Commented {
             text: "not what was said".into(),
         };
+        // The device itself equivocates: it signs both.
+        let secret = Store::open(&dir.path().join("patrol-7.db"))
+            .expect("open device")
+            .identity()
+            .expect("identity")
+            .secret;
+        forged.sign(&secret).expect("the device's key");
         let e = lazy
             .commit(&admit(dev, &[events[1].clone(), forged], now))
             .expect_err("equivocation");

@@ -176,6 +176,9 @@ async fn answer_to_a_forged_origin(mode: &str) -> (Message, Message) {
     let mut outside = forged[0].clone();
     outside.grid = GRID_B.parse().expect("grid");
     outside.seq = 2;
+    outside
+        .sign(&secret_of(other.store().path()))
+        .expect("the other device's key");
     let outside_answer = raw.upload(1, &[outside]).await;
     assert!(relay.terminate().success());
     (answer, outside_answer)
@@ -203,13 +206,15 @@ async fn forged_origin_acknowledges_another_devices_event() {
 }
 
 /// `n` reports of `origin` (seq 1..=n), each with a description of `bytes` bytes.
-fn big_events(origin: gridsync_core::NodeId, n: u64, bytes: usize) -> Vec<Event> {
+/// `n` reports of about `bytes` bytes each, signed with `secret` (the origin's key).
+fn big_events(secret: &[u8; 32], n: u64, bytes: usize) -> Vec<Event> {
+    let origin = gridsync_core::NodeId::from_secret(secret);
     let now = gridsync_net::now_ms();
     (1..=n)
         .map(|seq| {
             let mut random = [0u8; 10];
             random[..8].copy_from_slice(&seq.to_le_bytes());
-            Event {
+            let mut e = Event {
                 origin,
                 seq,
                 hlc: Hlc::new(now, u32::try_from(seq).expect("small")),
@@ -224,7 +229,9 @@ fn big_events(origin: gridsync_core::NodeId, n: u64, bytes: usize) -> Vec<Event>
                     severity: Severity::Normal,
                 }),
                 signature: None,
-            }
+            };
+            e.sign(secret).expect("the origin's key");
+            e
         })
         .collect()
 }
@@ -267,7 +274,7 @@ async fn answer_to_a_frame_over_4_mib(mode: &str) -> Message {
     let dir = tempfile::tempdir().expect("temp dir");
     let (db, _) = init_street(dir.path());
     let dev = device(dir.path(), &db, "patrol-7", GRID_A);
-    let events = big_events(dev.node_id(), 510, 8192);
+    let events = big_events(&secret_of(dev.store().path()), 510, 8192);
     let encoded: Vec<Vec<u8>> = events
         .iter()
         .map(|e| codec::encode_event(e).expect("encodes"))

@@ -544,3 +544,131 @@ fn session_idle_secs_sets_the_control_stream_timeout() {
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert!(street.terminate().success());
 }
+
+/// `gridsync-relay verify INCIDENT`: at the district, a device's report (enrolled at the
+/// street, not here) and the street's operator decision (a peer enrolled here) both verify;
+/// at the street, the same events are a device enrolled there and the relay itself. Exit 0
+/// while every signature verifies; after the district's copy of the report is altered on
+/// disk, verify names it and exits 1 with one line; an unknown incident is one clear line.
+#[test]
+fn verify_proves_each_event_chains_back_to_an_enrolled_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let district_db = dir.path().join("district.db");
+    let street_db = dir.path().join("street.db");
+    relay_ok(
+        &district_db,
+        &["init", "--name", "district-110101", "--role", "district"],
+    );
+    let street_id = relay_ok(
+        &street_db,
+        &["init", "--name", "street-002", "--role", "street"],
+    )
+    .trim()
+    .to_owned();
+    relay_ok(
+        &district_db,
+        &["enroll", &street_id, "--relay", "--scope", STREET_SCOPE],
+    );
+    let (a, a_id) = device("wang-li", GRID_A);
+    relay_ok(&street_db, &["enroll", &a_id, "--grid", GRID_A]);
+
+    let district = Relay::run("district", &district_db, &[]);
+    let street = Relay::run(
+        "street",
+        &street_db,
+        &["--upstream", &district.addr, "--upstream-id", &district.id],
+    );
+    let id = a.report(&[
+        "--category",
+        "garbage",
+        "--description",
+        "Bags piled by the east gate",
+    ]);
+    sync_json(&a, &street);
+    relay_ok(
+        &street_db,
+        &["edit", &id, "--comment", "Sanitation is on its way"],
+    );
+    wait_until("the report and the decision reach the district", || {
+        relay_list(&district_db)
+            .get(&id)
+            .is_some_and(|v| common::event_count(v) == 2)
+    });
+    assert_eq!(district.terminate().code(), Some(0));
+    assert_eq!(street.terminate().code(), Some(0));
+
+    let signers = |v: &Value| -> Vec<(String, String, String)> {
+        v["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                (
+                    str_of(e, "origin").to_owned(),
+                    str_of(e, "signature").to_owned(),
+                    str_of(&e["signer"], "kind").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let at_district = relay_json(&district_db, &["verify", &id, "--json"]);
+    assert_eq!(at_district["all_valid"], true, "{at_district}");
+    assert_eq!(
+        signers(&at_district),
+        vec![
+            (a_id.clone(), "valid".into(), "not-enrolled-here".into()),
+            (street_id.clone(), "valid".into(), "peer".into()),
+        ]
+    );
+    assert_eq!(at_district["events"][1]["signer"]["role"], "street");
+    assert_eq!(at_district["events"][1]["signer"]["scope"], STREET_SCOPE);
+    let at_street = relay_json(&street_db, &["verify", &id, "--json"]);
+    assert_eq!(
+        signers(&at_street),
+        vec![
+            (a_id.clone(), "valid".into(), "peer".into()),
+            (street_id.clone(), "valid".into(), "this-relay".into()),
+        ]
+    );
+    let text = relay_ok(&street_db, &["verify", &id]);
+    assert!(text.contains("every signature verifies"), "{text}");
+
+    // Alter the district's copy of the report on disk (as a tampered disk would).
+    {
+        let c = rusqlite::Connection::open(&district_db).expect("open district db");
+        let origin = hex::decode(&a_id).expect("hex");
+        let body: Vec<u8> = c
+            .query_row(
+                "SELECT body FROM events WHERE origin = ?1 AND seq = 1",
+                [&origin],
+                |r| r.get(0),
+            )
+            .expect("the report");
+        let mut e = gridsync_core::codec::decode_event(&body).expect("decodes");
+        e.author = "someone else".into();
+        let body = gridsync_core::codec::encode_event(&e).expect("encodes");
+        c.execute(
+            "UPDATE events SET body = ?1 WHERE origin = ?2 AND seq = 1",
+            rusqlite::params![body, origin],
+        )
+        .expect("tamper");
+    }
+    let out = relay_command(&district_db)
+        .args(["verify", &id])
+        .output()
+        .expect("run verify");
+    let line = expect_one_line_failure(&["verify", &id], &out);
+    assert!(
+        line.contains("1 of the 2 events") && line.contains(&id),
+        "{line}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("invalid"), "{stdout}");
+
+    let out = relay_command(&district_db)
+        .args(["verify", "0192f0c1-7a2b-7c3d-8e4f-5a6b7c8d9e0f"])
+        .output()
+        .expect("run verify");
+    let line = expect_one_line_failure(&["verify"], &out);
+    assert!(line.contains("no incident"), "{line}");
+}

@@ -4,6 +4,9 @@
 use gridsync_core::event::{Category, FieldValue, Payload, PhotoKind, PhotoMeta, Report, Severity};
 use gridsync_core::{codec, BlobHash, Event, EventId, GridCode, Hlc, IncidentId, NodeId};
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use crate::{fail, Fail};
 
 /// Milliseconds since the Unix epoch.
@@ -25,9 +28,36 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
-/// A fresh random origin (a node id nobody holds events of).
+/// The secret keys the harness holds, by node id: its identities' (registered as they are
+/// read, [`register`]) and the fresh origins it makes. Events of these origins are signed as
+/// they are encoded ([`encode`]), so every event the harness sends carries its origin's
+/// signature (§6.6) unless a case sends it unsigned on purpose ([`encode_unsigned`]).
+static KEYS: Mutex<BTreeMap<[u8; 32], [u8; 32]>> = Mutex::new(BTreeMap::new());
+
+/// Remembers `seed` as the secret key of its node id (returned).
+pub fn register(seed: &[u8; 32]) -> [u8; 32] {
+    let id = crate::identity::public_key(seed);
+    if let Ok(mut keys) = KEYS.lock() {
+        keys.insert(id, *seed);
+    }
+    id
+}
+
+fn key_of(origin: &[u8; 32]) -> Option<[u8; 32]> {
+    KEYS.lock().ok().and_then(|k| k.get(origin).copied())
+}
+
+/// A fresh origin: the node id of a new key pair nobody holds events of (the harness keeps
+/// the secret, so its events are signed).
 pub fn fresh_origin() -> [u8; 32] {
-    random()
+    register(&random())
+}
+
+/// A fresh key pair the harness does not register: (secret, node id). Events encoded for
+/// its node id stay unsigned unless signed by hand.
+pub fn unregistered_key() -> ([u8; 32], [u8; 32]) {
+    let seed = random();
+    (seed, crate::identity::public_key(&seed))
 }
 
 /// A new incident id (UUIDv7).
@@ -48,7 +78,7 @@ pub fn report(origin: [u8; 32], seq: u64, grid_code: &str) -> Result<Event, Fail
 
 /// The same, at a chosen wall-clock time.
 pub fn report_at(origin: [u8; 32], seq: u64, grid_code: &str, wall_ms: u64) -> Result<Event, Fail> {
-    Ok(Event {
+    Ok(sign_if_held(Event {
         origin: NodeId(origin),
         seq,
         hlc: Hlc::new(wall_ms, 0),
@@ -63,7 +93,7 @@ pub fn report_at(origin: [u8; 32], seq: u64, grid_code: &str, wall_ms: u64) -> R
             severity: Severity::Normal,
         }),
         signature: None,
-    })
+    }))
 }
 
 /// A category code known to be valid.
@@ -92,7 +122,7 @@ pub fn edit_description(
 
 /// An event of `origin` about `about`'s incident, written now.
 fn follow_up(origin: [u8; 32], seq: u64, about: &Event, payload: Payload) -> Event {
-    Event {
+    sign_if_held(Event {
         origin: NodeId(origin),
         seq,
         hlc: Hlc::new(now_ms(), 0),
@@ -101,7 +131,7 @@ fn follow_up(origin: [u8; 32], seq: u64, about: &Event, payload: Payload) -> Eve
         author: "conformance".into(),
         payload,
         signature: None,
-    }
+    })
 }
 
 /// A `PhotoAdded` naming `photo` on `about`'s incident.
@@ -122,8 +152,35 @@ pub fn photo_added(origin: [u8; 32], seq: u64, about: &Event, photo: &Photo) -> 
     )
 }
 
-/// The core codec encoding of an event (§6.6).
+/// `e`, signed by its origin when the harness holds the origin's key (as built: the events
+/// the constructors here return are signed, like a real node's).
+pub fn sign_if_held(mut e: Event) -> Event {
+    if let Some(key) = key_of(&e.origin.0) {
+        // The key is the origin's; only an event over the codec limit fails to sign.
+        let _ = e.sign(&key);
+    }
+    e
+}
+
+/// The core codec encoding of an event (§6.6), signed again by its origin when the harness
+/// holds the origin's key and the event's signature does not verify (a case changed it after
+/// it was built: the hostile variant is about something else). [`encode_unsigned`] sends an
+/// event exactly as it is.
 pub fn encode(e: &Event) -> Result<Vec<u8>, Fail> {
+    match key_of(&e.origin.0) {
+        Some(key) if e.verify().is_err() => {
+            let mut signed = e.clone();
+            signed
+                .sign(&key)
+                .map_err(|err| fail("a signable event", err.to_string()))?;
+            encode_unsigned(&signed)
+        }
+        _ => encode_unsigned(e),
+    }
+}
+
+/// The core codec encoding of an event exactly as it is (no signature added).
+pub fn encode_unsigned(e: &Event) -> Result<Vec<u8>, Fail> {
     codec::encode_event(e).map_err(|err| fail("an encodable event", err.to_string()))
 }
 

@@ -63,9 +63,10 @@ impl Identity {
         })
     }
 
-    /// The node id bytes (the public key of the seed).
+    /// The node id bytes (the public key of the seed). The harness then holds the seed to
+    /// sign this identity's events with ([`crate::events::register`]).
     pub fn key(&self) -> Result<[u8; 32], IdentityError> {
-        Ok(public_key(&self.seed()?))
+        Ok(crate::events::register(&self.seed()?))
     }
 }
 

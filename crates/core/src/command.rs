@@ -257,13 +257,28 @@ pub fn plan_edit(
 /// Stamps a node's own events: origin, contiguous sequence numbers and HLC timestamps.
 ///
 /// Persist [`Writer::next_seq`] and [`Writer::clock_last`] in the same transaction as the
-/// events it made.
-#[derive(Debug, Clone)]
+/// events it made. A writer made by [`Writer::signing`] signs every event it makes with the
+/// origin's key ([`crate::sign`]); one made by [`Writer::new`] leaves them unsigned (for
+/// tests of the merge, which no peer admits).
+#[derive(Clone)]
 pub struct Writer {
     origin: NodeId,
     author: String,
     next_seq: u64,
     clock: Clock,
+    secret: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("origin", &self.origin)
+            .field("author", &self.author)
+            .field("next_seq", &self.next_seq)
+            .field("clock", &self.clock)
+            .field("signs", &self.secret.is_some())
+            .finish()
+    }
 }
 
 impl Writer {
@@ -274,7 +289,26 @@ impl Writer {
             author: author.into(),
             next_seq: next_seq.max(1),
             clock: Clock::new(clock_last),
+            secret: None,
         }
+    }
+
+    /// A writer for the node whose Ed25519 secret key seed is `secret` (the origin is its
+    /// public key) that signs every event it makes.
+    pub fn signing(
+        secret: &[u8; 32],
+        author: impl Into<String>,
+        next_seq: u64,
+        clock_last: Hlc,
+    ) -> Self {
+        let mut w = Self::new(NodeId::from_secret(secret), author, next_seq, clock_last);
+        w.secret = Some(*secret);
+        w
+    }
+
+    /// The origin of the events this writer makes.
+    pub fn origin(&self) -> NodeId {
+        self.origin
     }
 
     /// Makes the next event at physical time `now_ms`.
@@ -287,7 +321,7 @@ impl Writer {
     ) -> Event {
         let seq = self.next_seq;
         self.next_seq += 1;
-        Event {
+        let mut event = Event {
             origin: self.origin,
             seq,
             hlc: self.clock.tick(now_ms),
@@ -296,7 +330,14 @@ impl Writer {
             author: self.author.clone(),
             payload,
             signature: None,
+        };
+        if let Some(secret) = &self.secret {
+            // The key is the origin's (`signing` derived one from the other), so signing can
+            // fail only when the event does not encode (over the codec's size limit); then it
+            // stays unsigned, and storing it fails on the same encoding.
+            let _ = event.sign(secret);
         }
+        event
     }
 
     /// The sequence number the next event will get.

@@ -3,8 +3,9 @@
 //! An append-only log of photo-backed incident reports ([`event`]), hybrid logical clocks
 //! ([`hlc`]), the CRDT merge that folds events into incident state whatever order they arrive
 //! in ([`merge`]), the workflow rules local commands obey ([`workflow`], [`command`]), the
-//! bounds every received event must keep ([`rules`]), the incident JSON contract ([`view`])
-//! and the one codec for every encoded byte ([`codec`]).
+//! bounds every received event must keep ([`rules`]), the origin's signature on every event
+//! ([`sign`]), the incident JSON contract ([`view`]) and the one codec for every encoded byte
+//! ([`codec`]).
 //!
 //! **Invariant:** this crate performs no I/O. It reads no clock, no random source, no file and
 //! no socket: time and randomness are passed in.
@@ -13,7 +14,7 @@
 //! use gridsync_core::{command, Category, IncidentId, IncidentState, NodeId, Report, Severity, Writer};
 //!
 //! let grid = "110101/002/014/03".parse().unwrap();
-//! let mut writer = Writer::new(NodeId([1; 32]), "patrol-7", 1, Default::default());
+//! let mut writer = Writer::signing(&[1; 32], "patrol-7", 1, Default::default());
 //! let id = IncidentId::new_v7(1_764_000_000_000, [0; 10]);
 //! let report = Report {
 //!     category: Category::from_catalogue("garbage").unwrap(),
@@ -24,7 +25,9 @@
 //! };
 //! let mut state = IncidentState::new(id);
 //! for payload in command::plan_report(report, vec![]).unwrap() {
-//!     state.apply(&writer.write(id, &grid, payload, 1_764_000_000_000));
+//!     let event = writer.write(id, &grid, payload, 1_764_000_000_000);
+//!     assert!(event.verify().is_ok());
+//!     state.apply(&event);
 //! }
 //! assert_eq!(state.view().status, "reported");
 //! ```
@@ -37,6 +40,7 @@ pub mod hlc;
 pub mod ids;
 pub mod merge;
 pub mod rules;
+pub mod sign;
 pub mod view;
 pub mod workflow;
 
@@ -50,4 +54,5 @@ pub use hlc::{Clock, ClockError, Hlc};
 pub use ids::{EventId, GridCode, IncidentId, NodeId, Scope};
 pub use merge::IncidentState;
 pub use rules::{check_rules, RuleError};
+pub use sign::{signing_bytes, verify_batch, BatchError, SignError, SignatureError};
 pub use view::IncidentView;

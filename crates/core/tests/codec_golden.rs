@@ -33,6 +33,14 @@ use golden::GOLDEN;
 const DUMPED: &str = "event-status-changed.bin";
 const DUMP_BEGIN: &str = "<!-- BEGIN HEXDUMP event-status-changed.bin -->\n";
 const DUMP_END: &str = "<!-- END HEXDUMP -->";
+/// The signed vector, whose signing bytes, key and signature the README shows.
+const SIGNED: &str = "event-signed.bin";
+const SIGNED_BEGIN: &str = "<!-- BEGIN SIGNED event-signed.bin -->\n";
+const SIGNED_END: &str = "<!-- END SIGNED -->";
+/// The signer's secret key seed: RFC 8032's first Ed25519 test key (section 7.1, TEST 1),
+/// so that its public key can be checked against the RFC.
+const SIGNER_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+const SIGNER_PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/codec")
@@ -268,6 +276,28 @@ fn state_vector() -> IncidentState {
     state
 }
 
+fn signer_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(SIGNER_SEED, &mut seed).expect("hex seed");
+    seed
+}
+
+/// The signed vector: a comment by the RFC 8032 test key's node, signed with it.
+fn signed_vector() -> Event {
+    let seed = signer_seed();
+    let mut e = event(
+        NodeId::from_secret(&seed),
+        1,
+        Hlc::new(T0 + 600_000, 0),
+        "patrol-9",
+        Payload::Commented {
+            text: "Signed by the RFC 8032 test key".into(),
+        },
+    );
+    e.sign(&seed).expect("the seed is the origin's");
+    e
+}
+
 /// Compares an encoding with its golden file; when blessing, rewrites the file instead.
 fn check_golden(name: &str, encoded: &[u8]) {
     bytes::check_golden(
@@ -283,7 +313,8 @@ fn check_golden(name: &str, encoded: &[u8]) {
 
 #[test]
 fn events_encode_to_the_golden_bytes_and_decode_back() {
-    let vectors = event_vectors();
+    let mut vectors = event_vectors();
+    vectors.push((SIGNED, signed_vector()));
     for (name, value) in &vectors {
         // The vectors are events every receiver admits.
         assert_eq!(gridsync_core::check_rules(value), Ok(()), "{name}");
@@ -329,6 +360,7 @@ fn every_vector_file_is_checked_and_no_other_exists() {
         .into_iter()
         .map(|(n, _)| n.to_owned())
         .collect();
+    want.push(SIGNED.into());
     want.push("state-small.bin".into());
     want.push("README.md".into());
     want.sort();
@@ -369,6 +401,96 @@ fn readme_hex_dump_matches_the_vector() {
         block,
         "README hex dump of {DUMPED} is stale"
     );
+}
+
+/// The README block of the signed vector: what the origin signs, its key and the signature.
+fn signed_block() -> String {
+    let e = signed_vector();
+    let sig = e.signature.expect("signed");
+    let message = gridsync_core::signing_bytes(&e).expect("signing bytes");
+    format!(
+        "secret key seed: {SIGNER_SEED}\npublic key (origin): {}\nsignature r: {}\nsignature s: {}\n\nsigning bytes ({} bytes):\n\n```text\n{}```\n",
+        e.origin.to_hex(),
+        hex::encode(sig.r),
+        hex::encode(sig.s),
+        message.len(),
+        bytes::hexdump(&message),
+    )
+}
+
+/// The README's signed-vector block is the real one (when blessing, it is rewritten).
+#[test]
+fn readme_signature_block_matches_the_vector() {
+    let readme = std::str::from_utf8(golden("README.md")).expect("UTF-8 README");
+    let start = readme
+        .find(SIGNED_BEGIN)
+        .expect("README has the signed-vector markers")
+        + SIGNED_BEGIN.len();
+    let end = start
+        + readme[start..]
+            .find(SIGNED_END)
+            .expect("README has the end marker");
+    let block = signed_block();
+    if blessing() {
+        if readme[start..end] != block {
+            let updated = format!("{}{block}{}", &readme[..start], &readme[end..]);
+            std::fs::write(fixtures().join("README.md"), updated).expect("write README");
+        }
+        return;
+    }
+    assert_eq!(
+        &readme[start..end],
+        block,
+        "README block of {SIGNED} is stale"
+    );
+}
+
+/// The signed vector verifies, its key is RFC 8032's, its signing bytes are the domain tag
+/// and the unsigned encoding, and changing any byte of its content breaks the signature.
+#[test]
+fn the_signed_vector_verifies_and_any_changed_content_byte_breaks_it() {
+    let e = codec::decode_event(golden(SIGNED)).expect("decodes");
+    assert_eq!(e.origin.to_hex(), SIGNER_PUBLIC);
+    assert_eq!(e.verify(), Ok(()));
+    let message = gridsync_core::signing_bytes(&e).expect("signing bytes");
+    assert_eq!(&message[..18], b"gridsync-event-v1\0");
+    let unsigned_len = message.len() - 18;
+    let golden_bytes = golden(SIGNED);
+    // The unsigned encoding is the signed one with `00` (None) in place of `01` r s.
+    assert_eq!(golden_bytes.len(), unsigned_len + 64);
+    assert_eq!(
+        &message[18..message.len() - 1],
+        &golden_bytes[..unsigned_len - 1]
+    );
+    assert_eq!(message[message.len() - 1], 0x00);
+    assert_eq!(golden_bytes[unsigned_len - 1], 0x01);
+    // Every content byte (not the version byte, not the signature): flip it; whatever then
+    // still decodes must fail to verify.
+    let mut decoded_changes = 0;
+    for i in 1..unsigned_len - 1 {
+        for flip in [0x01u8, 0x80] {
+            let mut bytes = golden_bytes.to_vec();
+            bytes[i] ^= flip;
+            if let Ok(changed) = codec::decode_event(&bytes) {
+                decoded_changes += 1;
+                assert!(
+                    changed.verify().is_err(),
+                    "byte {i} ^ {flip:#04x} still verifies"
+                );
+            }
+        }
+    }
+    assert!(
+        decoded_changes > 50,
+        "most flips still decode: {decoded_changes}"
+    );
+    // And flipping a bit of the signature itself.
+    for i in unsigned_len..golden_bytes.len() {
+        let mut bytes = golden_bytes.to_vec();
+        bytes[i] ^= 0x01;
+        let changed = codec::decode_event(&bytes).expect("a signature is any 64 bytes");
+        assert!(changed.verify().is_err(), "signature byte {i}");
+    }
 }
 
 /// The layout the README documents, written out by hand for one vector: a second

@@ -287,9 +287,11 @@ impl<E: Env> Device<E> {
         &mut self.env
     }
 
+    /// The writer of this node's events: every event it makes is signed with the node's key
+    /// (reports, edits, photos, and a relay operator's decisions alike).
     fn writer(&self) -> Result<Writer> {
-        Ok(Writer::new(
-            self.identity.node_id,
+        Ok(Writer::signing(
+            &self.identity.secret,
             self.identity.name.clone(),
             self.store.next_seq(&self.identity.node_id)?,
             self.store.clock_last()?,

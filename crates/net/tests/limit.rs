@@ -140,10 +140,9 @@ async fn relay_on(
 
 /// A device's store holding `n` comments of its own.
 fn device_store(seed: &[u8; 32], n: usize) -> SharedStore {
-    let id = node_id(seed);
     let mut store = gridsync_store::Store::in_memory().expect("store");
     let now = gridsync_net::now_ms();
-    let mut w = Writer::new(id, "patrol-7", 1, Hlc::default());
+    let mut w = Writer::signing(seed, "patrol-7", 1, Hlc::default());
     let incident = IncidentId::new_v7(now, [7; 10]);
     let grid: GridCode = GRID.parse().expect("grid");
     let events: Vec<_> = (0..n)

@@ -2,7 +2,8 @@
 //!
 //! A parent admits a child's `Events` batch, a child admits a parent's `Down` page, both with
 //! [`Admission::admit`]: the batch's size, each event's size, its decoding, the core admission
-//! rules ([`gridsync_core::check_rules`]), whose events the peer may send, the scope, and the
+//! rules ([`gridsync_core::check_rules`]), the origin's signature ([`Event::verify`]), whose
+//! events the peer may send, the scope, and the
 //! bound on how far ahead of `now_ms` a timestamp may be. What passes is an [`Admitted`]
 //! batch, which only this module can build; [`SyncStore`](crate::SyncStore)'s commit methods
 //! take nothing else, so a store can never be handed an unchecked event and carries no
@@ -13,7 +14,7 @@
 //! order, then the clock bound over the whole batch.
 
 use gridsync_core::codec::{self, CodecError};
-use gridsync_core::{hlc, ClockError, Event, GridCode, NodeId, RuleError, Scope};
+use gridsync_core::{hlc, ClockError, Event, GridCode, NodeId, RuleError, Scope, SignatureError};
 
 use crate::message::ErrorCode;
 
@@ -39,6 +40,11 @@ pub struct Admission<'a> {
     pub max_events: usize,
     /// How far ahead of the receiver's clock an event's timestamp may be, in milliseconds.
     pub max_drift_ms: u64,
+    /// The migration opt-in for events written before signatures: an unsigned event whose
+    /// timestamp (`hlc.wall_ms`) is before this Unix time in milliseconds is admitted
+    /// unsigned. `None` (the default everywhere): every event must be validly signed.
+    /// A signed event is always verified, whatever its time.
+    pub accept_unsigned_before: Option<u64>,
 }
 
 /// A batch of events that passed [`Admission::admit`]; nothing else can make one.
@@ -90,6 +96,19 @@ pub enum AdmitError {
         seq: u64,
         error: RuleError,
     },
+    #[error("event {index} ({}/{seq}) is not signed", origin.short())]
+    Unsigned {
+        index: usize,
+        origin: NodeId,
+        seq: u64,
+    },
+    #[error("event {index} ({}/{seq}): {error}", origin.short())]
+    BadSignature {
+        index: usize,
+        origin: NodeId,
+        seq: u64,
+        error: SignatureError,
+    },
     #[error("event {}/{seq} is not the sender's own", origin.short())]
     NotOwn { origin: NodeId, seq: u64 },
     #[error("event {}/{seq} is in grid {grid}, outside the scope {scope}", origin.short())]
@@ -115,6 +134,9 @@ impl AdmitError {
             AdmitError::Malformed { .. } | AdmitError::Rules { .. } => ErrorCode::Malformed,
             AdmitError::NotOwn { .. } | AdmitError::OutOfScope { .. } => ErrorCode::OutOfScope,
             AdmitError::ClockAhead { .. } => ErrorCode::ClockAhead,
+            AdmitError::Unsigned { .. } | AdmitError::BadSignature { .. } => {
+                ErrorCode::BadSignature
+            }
         }
     }
 }
@@ -146,6 +168,7 @@ impl Admission<'_> {
                 seq: event.seq,
                 error,
             })?;
+            self.check_signature(index, &event)?;
             if let Origins::Only(own) = self.origins {
                 if event.origin != own {
                     return Err(AdmitError::NotOwn {
@@ -181,6 +204,29 @@ impl Admission<'_> {
         })
     }
 
+    /// The origin's signature: valid, or (only under the migration opt-in) absent on an
+    /// event from before the cutoff. Verified one event at a time
+    /// ([`gridsync_core::sign::verify_batch`] explains why not as a batch).
+    fn check_signature(&self, index: usize, event: &Event) -> Result<(), AdmitError> {
+        match event.verify() {
+            Ok(()) => Ok(()),
+            Err(SignatureError::Missing) => match self.accept_unsigned_before {
+                Some(cutoff) if event.hlc.wall_ms < cutoff => Ok(()),
+                _ => Err(AdmitError::Unsigned {
+                    index,
+                    origin: event.origin,
+                    seq: event.seq,
+                }),
+            },
+            Err(error) => Err(AdmitError::BadSignature {
+                index,
+                origin: event.origin,
+                seq: event.seq,
+                error,
+            }),
+        }
+    }
+
     /// [`Admission::admit`] for events at hand already decoded (read from another store, a
     /// hand-over without the network): each is encoded as on the wire and checked the same
     /// way, its size included.
@@ -203,10 +249,19 @@ mod tests {
 
     const NOW: u64 = 1_790_000_000_000;
     const GRID: &str = "110101/002/014/03";
-    const DEVICE: NodeId = NodeId([2; 32]);
+    const DEVICE_KEY: [u8; 32] = [2; 32];
+    const OTHER_KEY: [u8; 32] = [3; 32];
 
-    fn comment(origin: NodeId, seq_clock: Hlc, grid: &str) -> Event {
-        Writer::new(origin, "patrol-7", 1, seq_clock).write(
+    fn device() -> NodeId {
+        NodeId::from_secret(&DEVICE_KEY)
+    }
+
+    fn other() -> NodeId {
+        NodeId::from_secret(&OTHER_KEY)
+    }
+
+    fn comment(key: [u8; 32], seq_clock: Hlc, grid: &str) -> Event {
+        Writer::signing(&key, "patrol-7", 1, seq_clock).write(
             IncidentId::new_v7(NOW, [7; 10]),
             &grid.parse().expect("grid"),
             Payload::Commented {
@@ -222,22 +277,23 @@ mod tests {
 
     fn device_upload(scope: &Scope) -> Admission<'_> {
         Admission {
-            from: DEVICE,
+            from: device(),
             scope,
-            origins: Origins::Only(DEVICE),
+            origins: Origins::Only(device()),
             max_events: 2,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
+            accept_unsigned_before: None,
         }
     }
 
     #[test]
     fn a_good_batch_is_admitted_whole_and_names_its_sender() {
         let scope: Scope = GRID.parse().unwrap();
-        let e = comment(DEVICE, Hlc::new(NOW, 0), GRID);
+        let e = comment(DEVICE_KEY, Hlc::new(NOW, 0), GRID);
         let admitted = device_upload(&scope)
             .admit(&[body(&e)], NOW)
             .expect("admitted");
-        assert_eq!(admitted.from(), &DEVICE);
+        assert_eq!(admitted.from(), &device());
         assert_eq!(admitted.events(), std::slice::from_ref(&e));
         assert_eq!(admitted.len(), 1);
         let empty = device_upload(&scope).admit(&[], NOW).expect("empty");
@@ -247,52 +303,63 @@ mod tests {
     #[test]
     fn each_rule_refuses_with_its_code_and_the_first_offender() {
         let scope: Scope = GRID.parse().unwrap();
-        let good = body(&comment(DEVICE, Hlc::new(NOW, 0), GRID));
-        let cases: Vec<(Vec<Vec<u8>>, ErrorCode, &str)> = vec![
+        let good = body(&comment(DEVICE_KEY, Hlc::new(NOW, 0), GRID));
+        let cases: Vec<(Vec<Vec<u8>>, ErrorCode, String)> = vec![
             (
                 vec![good.clone(), good.clone(), good.clone()],
                 ErrorCode::TooLarge,
-                "3 events, over the limit of 2",
+                "3 events, over the limit of 2".to_owned(),
             ),
             (
                 vec![good.clone(), vec![0; crate::MAX_EVENT_BYTES + 1]],
                 ErrorCode::TooLarge,
-                "event 1: 65537 bytes, over the 65536-byte limit of an event",
+                "event 1: 65537 bytes, over the 65536-byte limit of an event".to_owned(),
             ),
             (
                 vec![good.clone(), vec![1, 2, 3]],
                 ErrorCode::Malformed,
-                "event 1: ",
+                "event 1: ".to_owned(),
             ),
             (
-                vec![body(&comment(NodeId([3; 32]), Hlc::new(NOW, 0), GRID))],
+                vec![body(&comment(OTHER_KEY, Hlc::new(NOW, 0), GRID))],
                 ErrorCode::OutOfScope,
-                "event 03030303/1 is not the sender's own",
+                format!("event {}/1 is not the sender's own", other().short()),
             ),
             (
-                vec![body(&comment(DEVICE, Hlc::new(NOW, 0), "110101/002/015/01"))],
+                vec![body(&comment(
+                    DEVICE_KEY,
+                    Hlc::new(NOW, 0),
+                    "110101/002/015/01",
+                ))],
                 ErrorCode::OutOfScope,
-                "event 02020202/1 is in grid 110101/002/015/01, outside the scope 110101/002/014/03",
+                format!(
+                    "event {}/1 is in grid 110101/002/015/01, outside the scope 110101/002/014/03",
+                    device().short()
+                ),
             ),
             (
-                vec![body(&comment(DEVICE, Hlc::new(NOW + 3_600_000, 0), GRID))],
+                vec![body(&comment(
+                    DEVICE_KEY,
+                    Hlc::new(NOW + 3_600_000, 0),
+                    GRID,
+                ))],
                 ErrorCode::ClockAhead,
-                "event 02020202/1 refused: timestamp ",
+                format!("event {}/1 refused: timestamp ", device().short()),
             ),
         ];
         for (bodies, code, message) in cases {
             let e = device_upload(&scope)
                 .admit(&bodies, NOW)
-                .expect_err(message);
+                .expect_err(&message);
             assert_eq!(e.code(), code, "{e}");
-            assert!(e.to_string().starts_with(message), "{e} / {message}");
+            assert!(e.to_string().starts_with(&message), "{e} / {message}");
         }
     }
 
     #[test]
     fn a_structural_fault_is_reported_before_a_clock_ahead_earlier_in_the_batch() {
         let scope: Scope = GRID.parse().unwrap();
-        let ahead = body(&comment(DEVICE, Hlc::new(NOW + 3_600_000, 0), GRID));
+        let ahead = body(&comment(DEVICE_KEY, Hlc::new(NOW + 3_600_000, 0), GRID));
         let e = device_upload(&scope)
             .admit(&[ahead, vec![9]], NOW)
             .expect_err("refused");
@@ -303,24 +370,92 @@ mod tests {
     fn the_drift_bound_is_inclusive_and_any_origin_is_taken_when_allowed() {
         let scope: Scope = "110101/002".parse().unwrap();
         let at_limit = comment(
-            NodeId([3; 32]),
+            OTHER_KEY,
             Hlc::new(NOW + hlc::DEFAULT_MAX_DRIFT_MS, 0),
             GRID,
         );
         let relay = Admission {
-            from: NodeId([9; 32]),
+            from: NodeId::from_secret(&[9; 32]),
             scope: &scope,
             origins: Origins::Any,
             max_events: usize::MAX,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
+            accept_unsigned_before: None,
         };
         assert!(relay.admit(&[body(&at_limit)], NOW).is_ok());
         let past = comment(
-            NodeId([3; 32]),
+            OTHER_KEY,
             Hlc::new(NOW + hlc::DEFAULT_MAX_DRIFT_MS + 1, 0),
             GRID,
         );
         let e = relay.admit(&[body(&past)], NOW).expect_err("one ms past");
         assert!(matches!(e, AdmitError::ClockAhead { seq: 1, .. }), "{e:?}");
+    }
+
+    /// An unsigned event, one signed by another key, one altered after signing, and one whose
+    /// origin is no Ed25519 key are each refused with `BadSignature`, with their index, after
+    /// the rules and before the origin and scope checks.
+    #[test]
+    fn signatures_are_verified_and_each_fault_is_typed() {
+        let scope: Scope = GRID.parse().unwrap();
+        let good = comment(DEVICE_KEY, Hlc::new(NOW, 0), GRID);
+        let mut unsigned = good.clone();
+        unsigned.signature = None;
+        let mut other_key = good.clone();
+        other_key.signature = comment(OTHER_KEY, Hlc::new(NOW, 0), GRID).signature;
+        let mut altered = good.clone();
+        altered.payload = Payload::Commented {
+            text: "bags by the gate, moved".into(),
+        };
+        let mut bad_key = good.clone();
+        // y = 2 is on no point of edwards25519.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        bad_key.origin = NodeId(not_a_point);
+        let cases = [
+            (&unsigned, "is not signed"),
+            (&other_key, "the signature does not verify"),
+            (&altered, "the signature does not verify"),
+            (&bad_key, "the origin is not a valid Ed25519 public key"),
+        ];
+        for (event, message) in cases {
+            let e = device_upload(&scope)
+                .admit(&[body(&good), body(event)], NOW)
+                .expect_err(message);
+            assert_eq!(e.code(), ErrorCode::BadSignature, "{e}");
+            assert!(e.to_string().starts_with("event 1 ("), "{e}");
+            assert!(e.to_string().contains(message), "{e} / {message}");
+        }
+        // Before the origin check: an altered foreign event is a bad signature, not NotOwn.
+        let mut foreign = comment(OTHER_KEY, Hlc::new(NOW, 0), GRID);
+        foreign.author = "someone".into();
+        let e = device_upload(&scope)
+            .admit(&[body(&foreign)], NOW)
+            .expect_err("altered");
+        assert_eq!(e.code(), ErrorCode::BadSignature, "{e}");
+    }
+
+    /// The migration opt-in admits unsigned events from before its cutoff only; a signed event
+    /// is verified whatever the cutoff.
+    #[test]
+    fn unsigned_events_pass_only_under_the_opt_in_and_before_its_cutoff() {
+        let scope: Scope = GRID.parse().unwrap();
+        let mut old = comment(DEVICE_KEY, Hlc::new(NOW, 0), GRID);
+        old.hlc = Hlc::new(NOW - 1_000, 0);
+        old.signature = None;
+        let mut admission = device_upload(&scope);
+        admission.accept_unsigned_before = Some(NOW - 1_000);
+        let e = admission
+            .admit(&[body(&old)], NOW)
+            .expect_err("at the cutoff");
+        assert!(matches!(e, AdmitError::Unsigned { index: 0, .. }), "{e:?}");
+        admission.accept_unsigned_before = Some(NOW - 999);
+        assert!(admission.admit(&[body(&old)], NOW).is_ok());
+        let mut altered = comment(DEVICE_KEY, Hlc::new(NOW - 1_000, 0), GRID);
+        altered.author = "x".into();
+        let e = admission
+            .admit(&[body(&altered)], NOW)
+            .expect_err("altered");
+        assert!(matches!(e, AdmitError::BadSignature { .. }), "{e:?}");
     }
 }

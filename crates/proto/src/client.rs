@@ -39,6 +39,10 @@ pub struct ClientConfig {
     pub parent: NodeId,
     /// How far ahead of this node's clock a downloaded event's timestamp may be.
     pub max_drift_ms: u64,
+    /// Whether to upload events that carry no signature (held from before signatures). Off by
+    /// default: they stay readable here but are left out of the upload, which a parent would
+    /// refuse whole unless it accepts unsigned events (`ServerConfig::accept_unsigned_before`).
+    pub upload_unsigned: bool,
 }
 
 impl ClientConfig {
@@ -51,6 +55,7 @@ impl ClientConfig {
             name: name.into(),
             parent,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+            upload_unsigned: false,
         }
     }
 }
@@ -130,6 +135,10 @@ pub enum SessionError {
     /// page was stored.
     #[error("the relay sent an event from too far ahead: {0}")]
     ClockAhead(String),
+    /// A downloaded event is unsigned or its signature does not verify; nothing of the page
+    /// was stored.
+    #[error("the relay sent an event its origin did not sign: {0}")]
+    BadSignature(String),
 }
 
 impl SessionError {
@@ -143,6 +152,7 @@ impl SessionError {
             SessionError::Storage(_) => ErrorCode::Storage,
             SessionError::Timeout(_) => ErrorCode::Timeout,
             SessionError::ClockAhead(_) => ErrorCode::ClockAhead,
+            SessionError::BadSignature(_) => ErrorCode::BadSignature,
         }
     }
 
@@ -366,6 +376,9 @@ fn download_refusal(e: AdmitError) -> SessionError {
             origin.short()
         )),
         AdmitError::ClockAhead { .. } => SessionError::ClockAhead(e.to_string()),
+        AdmitError::Unsigned { .. } | AdmitError::BadSignature { .. } => {
+            SessionError::BadSignature(format!("downloaded {e}"))
+        }
         // A download has no batch limit and takes any origin.
         AdmitError::TooMany { .. } | AdmitError::NotOwn { .. } => {
             SessionError::Protocol(format!("downloaded page refused: {e}"))
@@ -909,6 +922,8 @@ impl Cx<'_> {
             origins: Origins::Any,
             max_events: usize::MAX,
             max_drift_ms: self.config.max_drift_ms,
+            // A parent never sends unsigned events down (`ServerSession`'s pull).
+            accept_unsigned_before: None,
         };
         let decoded = admission.admit(events, now_ms).map_err(download_refusal)?;
         // A page that says "more" without moving the cursor would loop forever; one or two
@@ -1028,6 +1043,13 @@ impl Cx<'_> {
                         )));
                     }
                     // Another origin's event outside the parent's scope: not its business.
+                    last = e.seq;
+                    continue;
+                }
+                if e.signature.is_none() && !self.config.upload_unsigned {
+                    // Held from before signatures: the parent would refuse the whole batch
+                    // for it, so one such event would block the uplink for good.
+                    tracing::debug!(origin = %e.origin.short(), seq = e.seq, "not uploading an unsigned event");
                     last = e.seq;
                     continue;
                 }
@@ -1320,7 +1342,7 @@ mod tests {
             ),
             (
                 welcome_as(1, OTHER, GRID, limits()),
-                "the relay says it is 03030303, not the pinned 01010101",
+                "the relay says it is ed4928c6, not the pinned 8a88e3dd",
             ),
             (
                 welcome_as(1, RELAY, "110101//014", limits()),
@@ -1668,7 +1690,7 @@ mod tests {
         let actions = s.handle(page, &mut store, NOW);
         assert_eq!(
             protocol_error(&actions),
-            "the relay sent event 03030303/2 of grid 110101/002/014/04, outside this node's scope"
+            "the relay sent event ed4928c6/2 of grid 110101/002/014/04, outside this node's scope"
         );
         assert_eq!(store.events().count(), 0);
         assert_eq!(store.down_cursor(&RELAY).unwrap(), 0);
@@ -1726,6 +1748,50 @@ mod tests {
         assert_eq!((summary.events_up, summary.events_down), (1, 0));
         assert!(district.event(&DEVICE, 2).is_some() && district.event(&OTHER, 1).is_none());
         assert_eq!(district.via(&DEVICE, 2), Some(street));
+    }
+
+    /// The migration policy for events held unsigned from before signatures: a relay child
+    /// leaves them out of its upload (its signed events still go up: one legacy event does
+    /// not block the uplink), uploads them only when configured to and its parent opts in,
+    /// and a parent never pages them down.
+    #[test]
+    fn unsigned_events_are_neither_uploaded_nor_paged_down_unless_both_sides_opt_in() {
+        let street = NodeId::from_secret(&[4; 32]);
+        let mut legacy = comment(OTHER, 1, GRID, "written before signatures");
+        legacy.signature = None;
+        let signed = comment(OTHER, 2, GRID, "signed");
+        let mut relay = MemoryStore::new();
+        relay.append(&[legacy.clone(), signed.clone()]).unwrap();
+        let mut district = MemoryStore::new();
+        district.enroll(street, Role::Street, scope(STREET));
+        let config = ClientConfig::new(street, Role::Street, "street-002", RELAY);
+        let server = ServerConfig::new(RELAY, Role::District, "district");
+        let mut child = ClientSession::new(config.clone());
+        let mut parent = ServerSession::new(server.clone(), street);
+        let run1 = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        assert_eq!(run1.finished.expect("finished").events_up, 1);
+        assert!(district.event(&OTHER, 1).is_none() && district.event(&OTHER, 2).is_some());
+
+        // Both opt in: the legacy event goes up too.
+        let mut config = config;
+        config.upload_unsigned = true;
+        let mut server = server;
+        server.accept_unsigned_before = Some(NOW + 1);
+        let mut child = ClientSession::new(config);
+        let mut parent = ServerSession::new(server, street);
+        let run2 = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        assert_eq!(run2.finished.expect("finished").events_up, 1);
+        assert!(district.event(&OTHER, 1).is_some());
+
+        // A device of that grid downloads the signed event only.
+        district.enroll(DEVICE, Role::Device, scope(GRID));
+        let mut device = MemoryStore::new();
+        let mut child = ClientSession::new(device_config());
+        let mut parent =
+            ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), DEVICE);
+        let run3 = run(&mut child, &mut parent, &mut device, &mut district, NOW);
+        assert_eq!(run3.finished.expect("finished").events_down, 1);
+        assert!(device.event(&OTHER, 1).is_none() && device.event(&OTHER, 2).is_some());
     }
 }
 

@@ -37,7 +37,7 @@ mod tests {
     use super::*;
     use crate::memory::MemoryStore;
     use crate::server::{ServerOutput, ServerSession};
-    use crate::testkit::{relay_store, DEVICE, GRID, OTHER};
+    use crate::testkit::{key_of, relay_store, DEVICE, GRID, OTHER};
     use crate::{ErrorCode, Message, Role};
 
     const NOW: u64 = 1_790_000_000_000;
@@ -55,6 +55,10 @@ mod tests {
             },
             signature: None,
         };
+        let mut event = event;
+        if let Some(key) = key_of(&origin) {
+            event.sign(&key).expect("the origin's key");
+        }
         codec::encode_event(&event).expect("encodes")
     }
 

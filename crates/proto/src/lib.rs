@@ -32,12 +32,14 @@
 //! use gridsync_proto::{ErrorCode, Message, Role};
 //!
 //! let now = 1_790_000_000_000;
-//! let (device, relay) = (NodeId([2; 32]), NodeId([1; 32]));
+//! // A node id is its Ed25519 public key; the device signs its events with the secret key.
+//! let device_key = [2; 32];
+//! let (device, relay) = (NodeId::from_secret(&device_key), NodeId::from_secret(&[1; 32]));
 //! let grid = "110101/002/014/03".parse()?;
 //!
 //! // The device writes one event; the relay enrolled the device for its grid.
 //! let mut device_store = MemoryStore::new();
-//! let report = Writer::new(device, "patrol-7", 1, Hlc::new(now, 0)).write(
+//! let report = Writer::signing(&device_key, "patrol-7", 1, Hlc::new(now, 0)).write(
 //!     IncidentId::new_v7(now, [7; 10]),
 //!     &grid,
 //!     Payload::Commented { text: "bags by the gate".into() },

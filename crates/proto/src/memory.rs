@@ -173,7 +173,8 @@ impl MemoryStore {
                 None => fresh.get(&key).map(|(_, b)| b),
             };
             match existing {
-                Some(b) if *b == body => out.duplicates += 1,
+                // The same content, signed or not, is the same event (the first copy stays).
+                Some(b) if *b == body || same_content(b, e) => out.duplicates += 1,
                 Some(_) => {
                     return Err(StorageError {
                         kind: StorageErrorKind::Equivocation,
@@ -472,6 +473,15 @@ impl SyncStore for MemoryStore {
     }
 }
 
+/// Whether the stored encoding `existing` is `event` but for its signature.
+fn same_content(existing: &[u8], event: &gridsync_core::Event) -> bool {
+    use gridsync_core::sign::content_bytes;
+    codec::decode_event(existing)
+        .ok()
+        .and_then(|stored| content_bytes(&stored).ok())
+        .is_some_and(|a| content_bytes(event).is_ok_and(|b| a == b))
+}
+
 #[cfg(test)]
 mod tests {
     use gridsync_core::hlc;
@@ -489,6 +499,7 @@ mod tests {
             origins: Origins::Any,
             max_events: usize::MAX,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
+            accept_unsigned_before: None,
         }
         .admit_events(events, NOW)
         .expect("admitted")
@@ -511,7 +522,7 @@ mod tests {
         assert_eq!(e.kind, StorageErrorKind::Equivocation);
         assert_eq!(
             e.message,
-            "event 02020202/1 is already stored with different content; refusing the batch"
+            "event 8139770e/1 is already stored with different content; refusing the batch"
         );
         assert_eq!(s.events().count(), 2);
         assert!(s.event(&DEVICE, 3).is_none());

@@ -76,10 +76,10 @@ pub enum ErrorCode {
     Timeout = 12,
     /// The node is shutting down; retry later.
     ShuttingDown = 13,
-    /// An event's signature is missing or does not verify against its origin's key.
+    /// An event that is not signed by its origin's key, or whose signature does not verify
+    /// (it was altered, or signed by another key).
     BadSignature = 14,
-    /// The peer is at a limit for this node (its connections, its rate of events); retry
-    /// later.
+    /// The peer is at a limit for this node (its connections at once); retry later.
     Busy = 15,
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use gridsync_core::codec;
 use gridsync_core::{BlobHash, NodeId};
 
 use crate::admit::{Admission, AdmitError, Origins};
@@ -51,6 +52,10 @@ pub struct ServerConfig {
     pub blob_check: Option<BlobCheck>,
     /// How far ahead of this node's clock a received event's timestamp may be.
     pub max_drift_ms: u64,
+    /// The migration opt-in: admit unsigned events (written before signatures) whose
+    /// timestamp is before this Unix time in ms. `None` (the default): every received event
+    /// must carry its origin's valid signature.
+    pub accept_unsigned_before: Option<u64>,
 }
 
 impl ServerConfig {
@@ -70,6 +75,7 @@ impl ServerConfig {
             faults: crate::Faults::default(),
             blob_check: None,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+            accept_unsigned_before: None,
         }
     }
 }
@@ -506,6 +512,7 @@ impl Ready {
             origins,
             max_events: config.limits.max_batch_events as usize,
             max_drift_ms: config.max_drift_ms,
+            accept_unsigned_before: config.accept_unsigned_before,
         };
         let batch_events = admission
             .admit(bodies, now_ms)
@@ -601,7 +608,11 @@ impl Ready {
         store: &mut dyn SyncStore,
     ) -> Result<Vec<ServerOutput>, Failure> {
         let peer = &self.granted.peer;
-        let page = store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES)?;
+        let mut page = store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES)?;
+        // Unsigned events (held from before signatures) are never sent down: every child
+        // refuses them. The cursor still moves past them.
+        page.events
+            .retain(|body| codec::decode_event(body).is_ok_and(|e| e.signature.is_some()));
         stats.events_down += page.events.len() as u64;
         Ok(vec![ServerOutput::Send(Message::Down {
             events: page.events,
@@ -771,7 +782,11 @@ fn refusal(batch: u64, e: &AdmitError) -> String {
         AdmitError::TooMany { count, limit } => {
             format!("batch {batch} has {count} events, over the limit of {limit}")
         }
-        AdmitError::TooLarge { .. } | AdmitError::Malformed { .. } | AdmitError::Rules { .. } => {
+        AdmitError::TooLarge { .. }
+        | AdmitError::Malformed { .. }
+        | AdmitError::Rules { .. }
+        | AdmitError::Unsigned { .. }
+        | AdmitError::BadSignature { .. } => {
             format!("batch {batch}, {e}")
         }
         AdmitError::NotOwn { origin, seq } => format!(
@@ -984,19 +999,19 @@ mod tests {
                 OTHER,
                 hello(OTHER, Role::Device),
                 ErrorCode::NotEnrolled,
-                "node 03030303 is not enrolled at this relay",
+                "node ed4928c6 is not enrolled at this relay",
             ),
             (
                 DEVICE,
                 hello(DEVICE, Role::Street),
                 ErrorCode::WrongRole,
-                "node 02020202 is enrolled as a device but connected as a street",
+                "node 8139770e is enrolled as a device but connected as a street",
             ),
             (
                 OTHER,
                 hello(DEVICE, Role::Device),
                 ErrorCode::WrongRole,
-                "Hello names node 02020202 but the TLS certificate is 03030303",
+                "Hello names node 8139770e but the TLS certificate is ed4928c6",
             ),
             (
                 DEVICE,
@@ -1067,6 +1082,7 @@ mod tests {
     fn a_batch_refused_at_admission_ends_the_session_and_stores_nothing() {
         let mut ahead = comment(DEVICE, 1, GRID, "from the future");
         ahead.hlc = gridsync_core::Hlc::new(NOW + 3_600_000, 0);
+        ahead.sign(&DEVICE_KEY).expect("sign");
         let mut one_a_batch = relay_config();
         one_a_batch.limits.max_batch_events = 1;
         let cases: Vec<(ServerConfig, Message, ErrorCode, &str)> = vec![
@@ -1074,13 +1090,13 @@ mod tests {
                 relay_config(),
                 batch(&[comment(DEVICE, 1, GRID, "mine"), comment(OTHER, 1, GRID, "not mine")]),
                 ErrorCode::OutOfScope,
-                "batch 1: event 03030303/1 is not the device's own; a device sends only its own events",
+                "batch 1: event ed4928c6/1 is not the device's own; a device sends only its own events",
             ),
             (
                 relay_config(),
                 batch(&[comment(DEVICE, 1, NEXT_GRID, "next door")]),
                 ErrorCode::OutOfScope,
-                "batch 1: event 02020202/1 is in grid 110101/002/014/04, outside the enrolled scope 110101/002/014/03",
+                "batch 1: event 8139770e/1 is in grid 110101/002/014/04, outside the enrolled scope 110101/002/014/03",
             ),
             (
                 one_a_batch,
@@ -1101,7 +1117,7 @@ mod tests {
                 relay_config(),
                 batch(&[ahead]),
                 ErrorCode::ClockAhead,
-                "event 02020202/1 refused: timestamp ",
+                "event 8139770e/1 refused: timestamp ",
             ),
         ];
         for (config, msg, code, reason) in cases {
@@ -1131,7 +1147,7 @@ mod tests {
         assert_eq!(ended_with(&out), Some(ErrorCode::Equivocation));
         assert_eq!(
             end_reason(&out),
-            "event 02020202/1 is already stored with different content; refusing the batch"
+            "event 8139770e/1 is already stored with different content; refusing the batch"
         );
         assert!(store.event(&DEVICE, 2).is_none());
     }

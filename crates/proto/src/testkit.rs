@@ -14,9 +14,39 @@ use crate::server::{ServerConfig, ServerOutput, ServerSession};
 use crate::storage::SyncStore;
 
 pub const NOW: u64 = 1_790_000_000_000;
-pub const RELAY: NodeId = NodeId([1; 32]);
-pub const DEVICE: NodeId = NodeId([2; 32]);
-pub const OTHER: NodeId = NodeId([3; 32]);
+/// The relay's, the device's and another node's secret key seeds, and their node ids (the
+/// public keys, written out so they can be constants; `the_ids_are_the_keys_public_keys`).
+pub const RELAY_KEY: [u8; 32] = [1; 32];
+pub const DEVICE_KEY: [u8; 32] = [2; 32];
+pub const OTHER_KEY: [u8; 32] = [3; 32];
+pub const RELAY: NodeId = NodeId([
+    138, 136, 227, 221, 116, 9, 241, 149, 253, 82, 219, 45, 60, 186, 93, 114, 202, 103, 9, 191, 29,
+    148, 18, 27, 243, 116, 136, 1, 180, 15, 111, 92,
+]);
+pub const DEVICE: NodeId = NodeId([
+    129, 57, 119, 14, 168, 125, 23, 95, 86, 163, 84, 102, 195, 76, 126, 204, 203, 141, 138, 145,
+    180, 238, 55, 162, 93, 246, 15, 91, 143, 201, 179, 148,
+]);
+pub const OTHER: NodeId = NodeId([
+    237, 73, 40, 198, 40, 209, 194, 198, 234, 233, 3, 56, 144, 89, 149, 97, 41, 89, 39, 58, 92, 99,
+    249, 54, 54, 193, 70, 20, 172, 135, 55, 209,
+]);
+
+/// The secret key of one of the nodes above (events of any other origin stay unsigned).
+pub fn key_of(origin: &NodeId) -> Option<[u8; 32]> {
+    [(RELAY, RELAY_KEY), (DEVICE, DEVICE_KEY), (OTHER, OTHER_KEY)]
+        .into_iter()
+        .find(|(id, _)| id == origin)
+        .map(|(_, key)| key)
+}
+
+/// A writer for `origin`, signing when its key is one of the above.
+fn writer(origin: NodeId, seq: u64) -> Writer {
+    match key_of(&origin) {
+        Some(key) => Writer::signing(&key, "patrol-7", seq, Hlc::new(NOW, 0)),
+        None => Writer::new(origin, "patrol-7", seq, Hlc::new(NOW, 0)),
+    }
+}
 /// The device's grid.
 pub const GRID: &str = "110101/002/014/03";
 /// Another grid of the same street.
@@ -34,7 +64,7 @@ pub fn scope(s: &str) -> Scope {
 
 /// A comment by `origin`, sequence number `seq`, in grid `g`.
 pub fn comment(origin: NodeId, seq: u64, g: &str, text: &str) -> Event {
-    Writer::new(origin, "patrol-7", seq, Hlc::new(NOW, 0)).write(
+    writer(origin, seq).write(
         IncidentId::new_v7(NOW, [7; 10]),
         &grid(g),
         Payload::Commented { text: text.into() },
@@ -44,7 +74,7 @@ pub fn comment(origin: NodeId, seq: u64, g: &str, text: &str) -> Event {
 
 /// A photo event by `origin` naming the photo and thumbnail bytes given.
 pub fn photo(origin: NodeId, seq: u64, g: &str, photo: &[u8], thumb: &[u8]) -> Event {
-    Writer::new(origin, "patrol-7", seq, Hlc::new(NOW, 0)).write(
+    writer(origin, seq).write(
         IncidentId::new_v7(NOW, [7; 10]),
         &grid(g),
         Payload::PhotoAdded(PhotoMeta {
@@ -238,4 +268,11 @@ pub fn device_store(events: &[Event], blobs: &[(BlobKind, &[u8])]) -> MemoryStor
         s.add_blob(*kind, bytes.to_vec());
     }
     s
+}
+
+#[test]
+fn the_ids_are_the_keys_public_keys() {
+    for (id, key) in [(RELAY, RELAY_KEY), (DEVICE, DEVICE_KEY), (OTHER, OTHER_KEY)] {
+        assert_eq!(id, NodeId::from_secret(&key));
+    }
 }

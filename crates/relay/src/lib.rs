@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 pub use gridsync_proto::limits::NodeLimits;
 
 mod backoff;
+pub mod verify;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
 
 /// How often a connected relay asks its upstream for news when nothing happened here.

@@ -87,10 +87,12 @@ impl Store {
     fn finish_open(mut conn: Connection, path: &Path, version: i32) -> Result<Self> {
         schema::configure(&conn).map_err(sql(path, "configuring"))?;
         schema::migrate(&mut conn, version).map_err(sql(path, "migrating the schema"))?;
-        Ok(Self {
+        let mut store = Self {
             conn,
             path: path.to_owned(),
-        })
+        };
+        store.sign_own_events()?;
+        Ok(store)
     }
 
     /// Closes the store, checkpointing the WAL into the main file; reports a failure to do so

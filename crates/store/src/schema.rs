@@ -126,6 +126,12 @@ const MIGRATIONS: &[&str] = &[
     -- "Is this blob named by a stored event?" looks thumbnails up too.
     CREATE INDEX thumbs_by_thumb ON thumbs (thumb);
     "#,
+    // 3: signed events. The node's own events stored before signatures are signed in place
+    // by the next open that knows the node's key (`Store::sign_own_events`, which removes
+    // this marker): their ids and content do not change, only the signature is added.
+    r#"
+    INSERT OR REPLACE INTO meta (key, value) VALUES ('sign_own_events', x'01');
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is

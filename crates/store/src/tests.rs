@@ -22,8 +22,31 @@ pub(crate) fn admit(
         origins: gridsync_proto::Origins::Any,
         max_events: usize::MAX,
         max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+        accept_unsigned_before: None,
     }
     .admit_events(events, now_ms)
+}
+
+/// The secret key of a test node made by `NodeId::from_secret(&[n; 32])`, if `origin` is one.
+pub(crate) fn key_for(origin: &NodeId) -> Option<[u8; 32]> {
+    (0..=255u8)
+        .map(|n| [n; 32])
+        .find(|k| NodeId::from_secret(k) == *origin)
+}
+
+/// A writer for `origin` that signs with its key (when it is a test node's, see [`key_for`]).
+pub(crate) fn writer(origin: NodeId, author: &str, next_seq: u64, clock: Hlc) -> Writer {
+    match key_for(&origin) {
+        Some(k) => Writer::signing(&k, author, next_seq, clock),
+        None => Writer::new(origin, author, next_seq, clock),
+    }
+}
+
+/// Signs `e` again with its origin's test key, after a test changed it (an origin that
+/// equivocates signs both versions).
+pub(crate) fn resign(e: &mut Event) {
+    let key = key_for(&e.origin).expect("a test node's event");
+    e.sign(&key).expect("the origin's key");
 }
 
 /// `events` admitted from `from` at [`NOW`].
@@ -60,7 +83,7 @@ fn create_then_open_and_identity_round_trips() {
     let path = dir.path().join("s.db");
     let id = Identity {
         secret: [9; 32],
-        node_id: NodeId([1; 32]),
+        node_id: NodeId::from_secret(&[9; 32]),
         name: "patrol-7".into(),
         role: gridsync_proto::Role::Device,
         scope: Some("110101/002/014/03".parse().unwrap()),
@@ -138,8 +161,8 @@ fn a_newer_schema_is_refused_and_left_unchanged() {
 #[test]
 fn append_is_idempotent_and_keeps_state_equal_to_replay() {
     let mut s = Store::in_memory().unwrap();
-    let me = NodeId([1; 32]);
-    let mut w = Writer::new(me, "patrol-7", 1, Hlc::default());
+    let me = NodeId::from_secret(&[1; 32]);
+    let mut w = writer(me, "patrol-7", 1, Hlc::default());
     let id = IncidentId::new_v7(NOW, [3; 10]);
     let thumb = b"thumb".to_vec();
     let photo = b"photo".to_vec();
@@ -206,12 +229,12 @@ fn append_is_idempotent_and_keeps_state_equal_to_replay() {
 #[test]
 fn equivocation_and_bad_blobs_refuse_the_whole_batch() {
     let mut s = Store::in_memory().unwrap();
-    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::default());
+    let mut w = writer(NodeId::from_secret(&[1; 32]), "a", 1, Hlc::default());
     let id = IncidentId::new_v7(NOW, [3; 10]);
     let events = report_events(&mut w, id, None);
     s.append(&events, &[], None).unwrap();
 
-    let mut w2 = Writer::new(NodeId([1; 32]), "a", 2, w.clock_last());
+    let mut w2 = writer(NodeId::from_secret(&[1; 32]), "a", 2, w.clock_last());
     let new_one = report_events(&mut w2, IncidentId::new_v7(NOW, [4; 10]), None);
     let mut forged = events[0].clone();
     forged.author = "someone else".into();
@@ -239,8 +262,8 @@ fn equivocation_and_bad_blobs_refuse_the_whole_batch() {
 #[test]
 fn contiguous_progress_waits_for_gaps() {
     let mut s = Store::in_memory().unwrap();
-    let origin = NodeId([2; 32]);
-    let mut w = Writer::new(origin, "b", 1, Hlc::default());
+    let origin = NodeId::from_secret(&[2; 32]);
+    let mut w = writer(origin, "b", 1, Hlc::default());
     let id = IncidentId::new_v7(NOW, [5; 10]);
     let mut all = report_events(&mut w, id, None);
     for i in 0..2 {
@@ -268,8 +291,8 @@ fn contiguous_progress_waits_for_gaps() {
 #[test]
 fn cursors_only_move_forward_and_pending_counts_follow_them() {
     let mut s = Store::in_memory().unwrap();
-    let me = NodeId([1; 32]);
-    let mut w = Writer::new(me, "a", 1, Hlc::default());
+    let me = NodeId::from_secret(&[1; 32]);
+    let mut w = writer(me, "a", 1, Hlc::default());
     let events = report_events(&mut w, IncidentId::new_v7(NOW, [1; 10]), None);
     s.append(&events, &[], None).unwrap();
     assert_eq!(s.pending(&me).unwrap().events, 1);
@@ -282,7 +305,12 @@ fn cursors_only_move_forward_and_pending_counts_follow_them() {
 #[test]
 fn the_recorded_clock_never_goes_back() {
     let mut s = Store::in_memory().unwrap();
-    let mut late = Writer::new(NodeId([1; 32]), "a", 1, Hlc::new(NOW + 60_000, 3));
+    let mut late = writer(
+        NodeId::from_secret(&[1; 32]),
+        "a",
+        1,
+        Hlc::new(NOW + 60_000, 3),
+    );
     s.append(
         &report_events(&mut late, IncidentId::new_v7(NOW, [1; 10]), None),
         &[],
@@ -291,7 +319,7 @@ fn the_recorded_clock_never_goes_back() {
     .unwrap();
     let high = s.clock_last().unwrap();
     assert!(high > Hlc::new(NOW + 60_000, 3));
-    let mut early = Writer::new(NodeId([2; 32]), "b", 1, Hlc::default());
+    let mut early = writer(NodeId::from_secret(&[2; 32]), "b", 1, Hlc::default());
     let older = report_events(&mut early, IncidentId::new_v7(NOW, [2; 10]), None);
     s.append(&older, &[], Some(Hlc::new(NOW - 1, 0))).unwrap();
     assert_eq!(s.clock_last().unwrap(), high);
@@ -407,7 +435,7 @@ fn our_own_store_with_a_pending_wal_opens_with_its_events() {
     let copy = dir.path().join("crashed.db");
     let mut s = Store::create(&live).unwrap();
     s.conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::default());
+    let mut w = writer(NodeId::from_secret(&[1; 32]), "a", 1, Hlc::default());
     let id = IncidentId::new_v7(NOW, [7; 10]);
     let events = report_events(&mut w, id, None);
     s.append(&events, &[], Some(w.clock_last())).unwrap();
@@ -428,15 +456,24 @@ fn an_admitted_batch_from_ahead_within_the_bound_is_stored_and_raises_the_clock(
     use gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS;
     let mut s = Store::in_memory().unwrap();
 
-    let mut fine = Writer::new(NodeId([1; 32]), "a", 1, Hlc::new(NOW, 0));
+    let mut fine = writer(NodeId::from_secret(&[1; 32]), "a", 1, Hlc::new(NOW, 0));
     let ok = report_events(&mut fine, IncidentId::new_v7(NOW, [8; 10]), None);
-    let mut ahead = Writer::new(NodeId([2; 32]), "b", 1, Hlc::new(NOW + 3_600_000, 0));
+    let mut ahead = writer(
+        NodeId::from_secret(&[2; 32]),
+        "b",
+        1,
+        Hlc::new(NOW + 3_600_000, 0),
+    );
     let bad = report_events(&mut ahead, IncidentId::new_v7(NOW, [9; 10]), None);
-    match admit(NodeId([7; 32]), &[ok[0].clone(), bad[0].clone()], NOW) {
+    match admit(
+        NodeId::from_secret(&[7; 32]),
+        &[ok[0].clone(), bad[0].clone()],
+        NOW,
+    ) {
         Err(gridsync_proto::AdmitError::ClockAhead {
             origin, seq, error, ..
         }) => {
-            assert_eq!((origin, seq), (NodeId([2; 32]), 1));
+            assert_eq!((origin, seq), (NodeId::from_secret(&[2; 32]), 1));
             assert!(matches!(
                 error,
                 gridsync_core::ClockError::TooFarAhead { max_drift_ms, .. }
@@ -449,10 +486,15 @@ fn an_admitted_batch_from_ahead_within_the_bound_is_stored_and_raises_the_clock(
     assert_eq!(s.clock_last().unwrap(), Hlc::default());
 
     // Nine minutes ahead is within the bound.
-    let mut near = Writer::new(NodeId([3; 32]), "c", 1, Hlc::new(NOW + 9 * 60_000, 0));
+    let mut near = writer(
+        NodeId::from_secret(&[3; 32]),
+        "c",
+        1,
+        Hlc::new(NOW + 9 * 60_000, 0),
+    );
     let near = report_events(&mut near, IncidentId::new_v7(NOW, [10; 10]), None);
     let done = s
-        .append_received(&admitted(NodeId([7; 32]), &near), &[])
+        .append_received(&admitted(NodeId::from_secret(&[7; 32]), &near), &[])
         .unwrap();
     assert_eq!(done.new_events, 1);
     assert_eq!(s.clock_last().unwrap(), near[0].hlc);
@@ -462,7 +504,7 @@ fn an_admitted_batch_from_ahead_within_the_bound_is_stored_and_raises_the_clock(
 #[test]
 fn a_cached_state_of_another_incident_is_rebuilt_from_events() {
     let mut s = Store::in_memory().unwrap();
-    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::default());
+    let mut w = writer(NodeId::from_secret(&[1; 32]), "a", 1, Hlc::default());
     let a = IncidentId::new_v7(NOW, [1; 10]);
     let b = IncidentId::new_v7(NOW, [2; 10]);
     let mut events = report_events(&mut w, a, None);
@@ -515,7 +557,12 @@ fn a_cached_state_of_another_incident_is_rebuilt_from_events() {
 #[test]
 fn an_unreadable_stored_clock_falls_back_to_the_newest_event() {
     let mut s = Store::in_memory().unwrap();
-    let mut w = Writer::new(NodeId([1; 32]), "a", 1, Hlc::new(NOW + 5_000, 2));
+    let mut w = writer(
+        NodeId::from_secret(&[1; 32]),
+        "a",
+        1,
+        Hlc::new(NOW + 5_000, 2),
+    );
     let events = report_events(&mut w, IncidentId::new_v7(NOW, [1; 10]), None);
     s.append(&events, &[], None).unwrap();
     let newest = events.iter().map(|e| e.hlc).max().unwrap();
@@ -537,4 +584,87 @@ fn an_unreadable_stored_clock_falls_back_to_the_newest_event() {
         )
         .unwrap();
     assert_eq!(empty.clock_last().unwrap(), Hlc::default());
+}
+
+/// Migration of stores written before signatures: a version 2 store's own unsigned events
+/// are signed in place by the first open (ids, content and arrival order unchanged), other
+/// origins' stay unsigned and readable, and the pass runs once.
+#[test]
+fn opening_a_version_2_store_signs_its_own_events_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    let key = [9; 32];
+    let me = NodeId::from_secret(&key);
+    let other = NodeId::from_secret(&[4; 32]);
+    let id = IncidentId::new_v7(NOW, [3; 10]);
+    // Unsigned, as the previous build wrote them.
+    let mine = report_events(
+        &mut Writer::new(me, "patrol-7", 1, Hlc::default()),
+        id,
+        None,
+    );
+    let theirs = report_events(&mut Writer::new(other, "p-8", 1, Hlc::default()), id, None);
+    {
+        // Schema 2 as the previous build left it; this build's append writes the same rows.
+        let mut c = Connection::open(&path).unwrap();
+        crate::schema::configure(&c).unwrap();
+        crate::schema::migrate_to(&mut c, 0, 2).unwrap();
+        let mut s = Store {
+            conn: c,
+            path: path.clone(),
+        };
+        s.set_identity(&Identity {
+            secret: key,
+            node_id: me,
+            name: "patrol-7".into(),
+            role: gridsync_proto::Role::Device,
+            scope: Some("110101/002/014/03".parse().unwrap()),
+        })
+        .unwrap();
+        s.append(&mine, &[], None).unwrap();
+        s.append(&theirs, &[], None).unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let events = s.events_of(&id).unwrap();
+    assert_eq!(events.len(), 2);
+    let stored_mine = events.iter().find(|e| e.origin == me).unwrap();
+    assert_eq!(stored_mine.verify(), Ok(()), "own event signed on open");
+    let mut content = stored_mine.clone();
+    content.signature = None;
+    assert_eq!(content, mine[0], "only the signature was added");
+    let stored_theirs = events.iter().find(|e| e.origin == other).unwrap();
+    assert_eq!(
+        stored_theirs, &theirs[0],
+        "another origin's event stays as it was"
+    );
+    assert_eq!(
+        s.meta("sign_own_events").unwrap(),
+        None,
+        "the pass ran once"
+    );
+}
+
+/// A signed and an unsigned copy of one event are the same event (a duplicate, not an
+/// equivocation), whichever came first, and the first copy stays.
+#[test]
+fn signed_and_unsigned_copies_of_one_event_are_duplicates() {
+    let key = [5; 32];
+    let id = IncidentId::new_v7(NOW, [4; 10]);
+    let signed = report_events(&mut Writer::signing(&key, "a", 1, Hlc::default()), id, None);
+    let mut unsigned = signed.clone();
+    unsigned[0].signature = None;
+    for (first, second) in [(&unsigned, &signed), (&signed, &unsigned)] {
+        let mut s = Store::in_memory().unwrap();
+        s.append(first, &[], None).unwrap();
+        let out = s.append(second, &[], None).unwrap();
+        assert_eq!((out.new_events, out.duplicate_events), (0, 1));
+        assert_eq!(&s.events_of(&id).unwrap(), first, "the first copy stays");
+        let mut altered = signed.clone();
+        altered[0].author = "b".into();
+        altered[0].sign(&key).unwrap();
+        assert!(matches!(
+            s.append(&altered, &[], None),
+            Err(StoreError::Equivocation { .. })
+        ));
+    }
 }

@@ -110,9 +110,10 @@ struct Node {
 impl Node {
     fn create(path: &Path) -> Result<Self, Error> {
         let store = Store::create(path)?;
-        let origin = NodeId([7; 32]);
-        let writer = Writer::new(
-            origin,
+        let secret = [7; 32];
+        let origin = NodeId::from_secret(&secret);
+        let writer = Writer::signing(
+            &secret,
             "patrol-7",
             store.next_seq(&origin)?,
             store.clock_last()?,

@@ -128,7 +128,7 @@ fn build(dir: &Path, size: usize) -> Result<(Identity, Identity, Reporter), Erro
     r.set_identity(&relay)?;
     r.enroll(&device.node_id, Role::Device, &Scope::from(&grid), now_ms())?;
     let mut reporter = Reporter {
-        writer: Writer::new(device.node_id, device.name.clone(), 1, Hlc::default()),
+        writer: Writer::signing(&device.secret, device.name.clone(), 1, Hlc::default()),
         grid,
         n: 0,
     };
@@ -150,6 +150,7 @@ fn build(dir: &Path, size: usize) -> Result<(Identity, Identity, Reporter), Erro
             origins: gridsync_proto::Origins::Only(device.node_id),
             max_events: usize::MAX,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
+            accept_unsigned_before: None,
         }
         .admit_events(&batch, now_ms())?;
         r.append_received(&admitted, &[])?;

@@ -29,6 +29,9 @@ pub fn cases() -> Vec<Case> {
         case!("upload.seq-zero", "§8.3", Any, "an event with sequence number 0 gets Error Malformed", seq_zero),
         case!("upload.window", "§8.3", Any, "`window` batches sent back to back are acknowledged in batch order", window),
         case!("upload.event-rules", "EVENTS.md", Any, "events breaking the model's bounds (score 0, a nil incident id, an empty author, a photo 0 px wide) get Error Malformed", event_rules),
+        case!("upload.unsigned", "§6.6", Any, "a device's own event without a signature, after a good one, gets Error BadSignature and nothing of the batch is stored", unsigned),
+        case!("upload.wrong-key", "§6.6", Any, "a device's own event signed by another key gets Error BadSignature and is not stored", wrong_key),
+        case!("upload.tampered", "§6.6", Any, "a device's own event whose description was changed after signing gets Error BadSignature and is not stored", tampered),
     ]
 }
 
@@ -198,11 +201,35 @@ async fn device_refused(
     code: Code,
     what: &str,
 ) -> Check {
+    device_refused_as(ctx, build, code, what, false).await
+}
+
+/// [`device_refused`]; with `as_is`, the events are sent exactly as built (an unsigned one
+/// stays unsigned).
+async fn device_refused_as(
+    ctx: &Ctx,
+    build: impl Fn(u64) -> Result<Vec<Event>, Fail>,
+    code: Code,
+    what: &str,
+    as_is: bool,
+) -> Check {
     let id = &ctx.ids.device_a;
     let (conn, mut ctl, w) = ctx.device(id).await?;
     let head = w.head(&id.key);
     let batch = build(head)?;
-    let r = send_batch(&mut ctl, 1, &batch).await?;
+    let r = if as_is {
+        let bodies = batch
+            .iter()
+            .map(events::encode_unsigned)
+            .collect::<Result<Vec<_>, _>>()?;
+        ctl.ask(&Msg::Events {
+            batch: 1,
+            events: bodies,
+        })
+        .await
+    } else {
+        send_batch(&mut ctl, 1, &batch).await?
+    };
     conn.close(0, "done");
     expect_error(&r, code, what)?;
     let seen = ctx.observe().await?;
@@ -427,4 +454,65 @@ async fn event_rules(ctx: &Ctx) -> Check {
         street_refused(ctx, &batch, Code::Malformed, what).await?;
     }
     Ok(())
+}
+
+// ---- signatures (§6.6) ----------------------------------------------------------------------
+
+async fn unsigned(ctx: &Ctx) -> Check {
+    let key = ctx.ids.device_a.key;
+    device_refused_as(
+        ctx,
+        |head| {
+            Ok(vec![events::report(key, head + 1, GRID_A)?, {
+                let mut e = events::report(key, head + 2, GRID_A)?;
+                e.signature = None;
+                e
+            }])
+        },
+        Code::BadSignature,
+        "a device's unsigned event",
+        true,
+    )
+    .await
+}
+
+async fn wrong_key(ctx: &Ctx) -> Check {
+    let key = ctx.ids.device_a.key;
+    device_refused_as(
+        ctx,
+        |head| {
+            let mut e = events::report(key, head + 1, GRID_A)?;
+            // The same content signed by a key that is not the origin's.
+            let (seed, other) = events::unregistered_key();
+            let mut by_other = e.clone();
+            by_other.origin = gridsync_core::NodeId(other);
+            by_other
+                .sign(&seed)
+                .map_err(|err| fail("a signable event", err.to_string()))?;
+            e.signature = by_other.signature;
+            Ok(vec![e])
+        },
+        Code::BadSignature,
+        "a device's event signed by another key",
+        true,
+    )
+    .await
+}
+
+async fn tampered(ctx: &Ctx) -> Check {
+    let key = ctx.ids.device_a.key;
+    device_refused_as(
+        ctx,
+        |head| {
+            let mut e = events::report(key, head + 1, GRID_A)?;
+            if let Payload::Reported(r) = &mut e.payload {
+                r.description.push_str(", and more");
+            }
+            Ok(vec![e])
+        },
+        Code::BadSignature,
+        "a device's event changed after it was signed",
+        true,
+    )
+    .await
 }

@@ -20,6 +20,7 @@ pub const GOLDEN: &[(&str, &[u8])] = golden!(
     "event-assigned.bin",
     "event-commented.bin",
     "event-evaluated.bin",
+    "event-signed.bin",
     "state-small.bin",
     "README.md",
 );

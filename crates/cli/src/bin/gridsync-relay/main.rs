@@ -127,6 +127,15 @@ enum Command {
     /// An operator decision (dispatch, escalate, assign, comment...), written as this relay's
     /// own; devices and the upstream get it at their next sync. Works while `run` runs.
     Edit(EditArgs),
+    /// Check every event of an incident: is its origin's signature valid, and whose key is
+    /// it (this relay, a peer enrolled here, or a key enrolled at another tier). Exit 0 only
+    /// if every signature verifies.
+    Verify {
+        /// The incident id (or a unique part of it of at least 4 characters).
+        incident: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// What the store holds and what waits to go upstream.
     Status {
         #[arg(long)]
@@ -277,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut node = open_relay(db)?;
             shared::edit(&mut node, a)?;
         }
+        Command::Verify { incident, json } => verify(db, &incident, json)?,
         Command::Status { json } => {
             let node = open_relay(db)?;
             let counts = node.counts()?;
@@ -327,6 +337,90 @@ fn open_relay(db: &std::path::Path) -> Result<Device> {
         );
     }
     Ok(node)
+}
+
+/// `verify`: prints each event's signature check; fails (exit 1) if any does not verify.
+fn verify(db: &std::path::Path, incident: &str, json: bool) -> Result<()> {
+    use gridsync_relay::verify::{verify_incident, Signer};
+    let node = open_relay(db)?;
+    let id = node.resolve(incident)?;
+    let report = verify_incident(node.store(), &node.node_id(), &id)?;
+    if report.events.is_empty() {
+        bail!("no incident {id} in this store");
+    }
+    let signer_text = |s: &Signer| match s {
+        Signer::ThisRelay => "this relay".to_owned(),
+        Signer::Peer {
+            role,
+            scope,
+            revoked,
+        } => format!(
+            "{} {}enrolled here for {scope}",
+            role.as_str(),
+            if *revoked { "once " } else { "" }
+        ),
+        Signer::NotEnrolledHere => "not enrolled here (enrolled at another tier)".to_owned(),
+    };
+    if json {
+        let events: Vec<_> = report
+            .events
+            .iter()
+            .map(|e| {
+                let signer = match &e.signer {
+                    Signer::ThisRelay => serde_json::json!({ "kind": "this-relay" }),
+                    Signer::Peer {
+                        role,
+                        scope,
+                        revoked,
+                    } => serde_json::json!({
+                        "kind": "peer",
+                        "role": role.as_str(),
+                        "scope": scope.to_string(),
+                        "revoked": revoked,
+                    }),
+                    Signer::NotEnrolledHere => serde_json::json!({ "kind": "not-enrolled-here" }),
+                };
+                serde_json::json!({
+                    "origin": e.origin.to_hex(),
+                    "seq": e.seq,
+                    "author": e.author,
+                    "kind": e.kind,
+                    "signature": e.status.as_str(),
+                    "signer": signer,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "incident": id.to_string(),
+            "all_valid": report.all_valid(),
+            "events": events,
+        }))?;
+    } else {
+        say!("incident {id}: {} events", report.events.len());
+        for e in &report.events {
+            say!(
+                "{}/{:<4} {:<13} {:<8}  by {} ({}): {}",
+                e.origin.short(),
+                e.seq,
+                e.kind,
+                e.status.as_str(),
+                e.author,
+                e.origin.short(),
+                signer_text(&e.signer)
+            );
+        }
+    }
+    if !report.all_valid() {
+        bail!(
+            "{} of the {} events of incident {id} do not carry a valid signature of their origin",
+            report.failures(),
+            report.events.len()
+        );
+    }
+    if !json {
+        say!("every signature verifies");
+    }
+    Ok(())
 }
 
 fn resolve_addr(text: &str) -> Result<SocketAddr> {

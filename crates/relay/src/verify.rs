@@ -1,0 +1,147 @@
+//! `gridsync-relay verify`: whether every event of an incident held here carries its origin's
+//! valid signature, and whose key that is as far as this relay knows: its own, a peer
+//! enrolled here, or a key enrolled at another tier (a device of another street, say).
+//!
+//! A valid signature proves that the holder of the origin's key wrote exactly these bytes,
+//! whichever relays carried them (`proto/EVENTS.md`, "Signatures").
+
+use gridsync_core::{Event, IncidentId, NodeId, Scope, SignatureError};
+use gridsync_proto::Role;
+use gridsync_store::{Store, StoreError};
+
+/// What a signature check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// Signed by the origin's key over exactly these bytes.
+    Valid,
+    /// No signature (an event stored before signatures, admitted under the migration policy).
+    Missing,
+    /// The origin is no Ed25519 key.
+    BadKey,
+    /// The signature does not verify: altered, or signed by another key.
+    Invalid,
+}
+
+impl SignatureStatus {
+    /// The status's name in the CLI's output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureStatus::Valid => "valid",
+            SignatureStatus::Missing => "unsigned",
+            SignatureStatus::BadKey => "bad-key",
+            SignatureStatus::Invalid => "invalid",
+        }
+    }
+}
+
+/// Whose key an origin is, as this relay knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signer {
+    /// This relay's own key (its operator's decisions).
+    ThisRelay,
+    /// A peer enrolled here (or enrolled once and revoked).
+    Peer {
+        role: Role,
+        scope: Scope,
+        revoked: bool,
+    },
+    /// Not enrolled here: a key enrolled at another tier.
+    NotEnrolledHere,
+}
+
+/// One event's check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCheck {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub author: String,
+    /// The payload's kind (`Reported`, `Edited`, ...).
+    pub kind: &'static str,
+    pub status: SignatureStatus,
+    pub signer: Signer,
+}
+
+/// Every event of one incident, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub incident: IncidentId,
+    pub events: Vec<EventCheck>,
+}
+
+impl Verification {
+    /// Whether every signature verifies.
+    pub fn all_valid(&self) -> bool {
+        self.events
+            .iter()
+            .all(|e| e.status == SignatureStatus::Valid)
+    }
+
+    /// How many do not.
+    pub fn failures(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| e.status != SignatureStatus::Valid)
+            .count()
+    }
+}
+
+fn kind(e: &Event) -> &'static str {
+    use gridsync_core::Payload::*;
+    match e.payload {
+        Reported(_) => "Reported",
+        Edited { .. } => "Edited",
+        PhotoAdded(_) => "PhotoAdded",
+        PhotoRemoved { .. } => "PhotoRemoved",
+        StatusChanged { .. } => "StatusChanged",
+        Escalated { .. } => "Escalated",
+        Assigned { .. } => "Assigned",
+        Commented { .. } => "Commented",
+        Evaluated { .. } => "Evaluated",
+    }
+}
+
+/// Checks every event the store holds of incident `id` (in the store's order); `me` is this
+/// relay's node id.
+pub fn verify_incident(
+    store: &Store,
+    me: &NodeId,
+    id: &IncidentId,
+) -> Result<Verification, StoreError> {
+    let peers = store.peers()?;
+    let events = store
+        .events_of(id)?
+        .into_iter()
+        .map(|e| {
+            let status = match e.verify() {
+                Ok(()) => SignatureStatus::Valid,
+                Err(SignatureError::Missing) => SignatureStatus::Missing,
+                Err(SignatureError::BadKey) => SignatureStatus::BadKey,
+                Err(SignatureError::Invalid | SignatureError::Codec(_)) => SignatureStatus::Invalid,
+            };
+            let signer = if e.origin == *me {
+                Signer::ThisRelay
+            } else {
+                match peers.iter().find(|p| p.node == e.origin) {
+                    Some(p) => Signer::Peer {
+                        role: p.role,
+                        scope: p.scope.clone(),
+                        revoked: p.revoked_ms.is_some(),
+                    },
+                    None => Signer::NotEnrolledHere,
+                }
+            };
+            EventCheck {
+                origin: e.origin,
+                seq: e.seq,
+                author: e.author.clone(),
+                kind: kind(&e),
+                status,
+                signer,
+            }
+        })
+        .collect();
+    Ok(Verification {
+        incident: *id,
+        events,
+    })
+}
