@@ -170,7 +170,7 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
     let held = lock(&shared.limiter).connected(peer);
     if let Err(e) = held {
         tracing::info!(peer = %peer.short(), error = %e, "refused a connection over the node's limit");
-        conn.close(ErrorCode::Busy.as_u16().into(), e.to_string().as_bytes());
+        refuse_busy(&conn, e.to_string()).await;
         return Ok(());
     }
     let _held = Held {
@@ -263,6 +263,25 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
         let _ = current.await;
     }
     result
+}
+
+/// Refuses a connection with `Busy` the way a session refusal goes (§8.7): the child's
+/// first control stream is answered with `Error { Busy }`, then the parent waits for the
+/// child to close (at most [`CLOSE_GRACE`]) and closes with `Busy` itself. Closing at once
+/// would race the child's first packets, which could then meet a connection already gone.
+async fn refuse_busy(conn: &Connection, reason: String) {
+    if let Ok(Ok((mut send, _recv))) = tokio::time::timeout(CLOSE_GRACE, conn.accept_bi()).await {
+        let msg = Message::Error {
+            code: ErrorCode::Busy,
+            message: reason.clone(),
+        };
+        if let Ok(bytes) = frame::encode(&msg) {
+            let _ = send.write_all(&bytes).await;
+        }
+        let _ = send.finish();
+        let _ = tokio::time::timeout(CLOSE_GRACE, conn.closed()).await;
+    }
+    conn.close(ErrorCode::Busy.as_u16().into(), reason.as_bytes());
 }
 
 /// A connection counted against its node's limit, until dropped.
