@@ -140,6 +140,11 @@ mod tests {
         faulty.faults.accept_forged_origin = true;
         let mut outside = codec::decode_event(&event_of(OTHER)).expect("decodes");
         outside.grid = "110101/002/015/01".parse().expect("grid");
+        // Signed again by its origin: the scope, not the signature, is what refuses it.
+        outside.signature = None;
+        outside
+            .sign(&key_of(&OTHER).expect("OTHER's key"))
+            .expect("signed");
         let body = codec::encode_event(&outside).expect("encodes");
         let out = upload(faulty, body, &mut store);
         assert!(refused_out_of_scope(&out), "{out:?}");
