@@ -23,23 +23,12 @@ const CLIENT_SEED: [u8; 32] = [0x55; 32];
 
 #[tokio::test]
 async fn a_parent_at_its_limit_refuses_until_a_connection_ends() {
-    let server_id = node_id(&SERVER_SEED);
-    let endpoint = server::endpoint(&SERVER_SEED, loopback()).expect("server endpoint");
-    let addr = endpoint.local_addr().expect("server address");
-    let store: SharedStore = Arc::new(Mutex::new(
-        gridsync_store::Store::in_memory().expect("store"),
-    ));
-    let (stop, shutdown) = watch::channel(false);
-    let shared = Arc::new(Shared {
+    let in_memory = gridsync_store::Store::in_memory().expect("store");
+    let (_shared, addr, server_id, stop, serving) = relay_on(in_memory, &[], |s| Shared {
         max_connections: 1,
-        ..Shared::new(
-            store,
-            ServerConfig::new(server_id, Role::Street, "street-002"),
-            Arc::new(Notify::new()),
-            shutdown,
-        )
-    });
-    let serving = tokio::spawn(server::serve(endpoint, shared));
+        ..s
+    })
+    .await;
 
     // The first connection takes the one slot.
     let first_endpoint = client::endpoint(loopback()).expect("client endpoint");
@@ -98,17 +87,18 @@ async fn relay_with(
 ) {
     relay_on(
         gridsync_store::Store::in_memory().expect("store"),
-        limits,
         devices,
+        |s| s.with_node_limits(limits),
     )
     .await
 }
 
-/// [`relay_with`] on this store.
+/// A street relay on loopback on this store, `devices` enrolled for [`GRID`], its defaults
+/// changed by `tweak`.
 async fn relay_on(
     mut store: gridsync_store::Store,
-    limits: NodeLimits,
     devices: &[NodeId],
+    tweak: impl FnOnce(Shared) -> Shared,
 ) -> (
     Arc<Shared>,
     SocketAddr,
@@ -125,15 +115,12 @@ async fn relay_on(
     }
     let store: SharedStore = Arc::new(Mutex::new(store));
     let (stop, shutdown) = watch::channel(false);
-    let shared = Arc::new(
-        Shared::new(
-            store,
-            ServerConfig::new(server_id, Role::Street, "street-002"),
-            Arc::new(Notify::new()),
-            shutdown,
-        )
-        .with_node_limits(limits),
-    );
+    let shared = Arc::new(tweak(Shared::new(
+        store,
+        ServerConfig::new(server_id, Role::Street, "street-002"),
+        Arc::new(Notify::new()),
+        shutdown,
+    )));
     let serving = tokio::spawn(server::serve(endpoint, shared.clone()));
     (shared, addr, server_id, stop, serving)
 }
@@ -195,7 +182,8 @@ async fn one_node_over_its_connection_limit_is_closed_with_busy_and_others_are_s
         .await
         .expect("served");
     // The same node again: the handshake completes (the parent learns who it is only then),
-    // and the parent closes the connection with `Busy` at once.
+    // and the parent refuses the connection with `Busy` (this child opens no control stream,
+    // so the close comes once the parent's grace for one is over).
     let second = client::connect(&endpoint, &CLIENT_SEED, addr, server_id)
         .await
         .expect("the handshake completes");
@@ -219,25 +207,14 @@ async fn one_node_over_its_connection_limit_is_closed_with_busy_and_others_are_s
 
 #[tokio::test]
 async fn a_connection_with_no_session_is_closed_after_the_handshake_timeout() {
-    let server_id2 = node_id(&SERVER_SEED);
-    let endpoint = server::endpoint(&SERVER_SEED, loopback()).expect("server endpoint");
-    let addr = endpoint.local_addr().expect("server address");
-    let (stop, shutdown) = watch::channel(false);
-    let store: SharedStore = Arc::new(Mutex::new(
-        gridsync_store::Store::in_memory().expect("store"),
-    ));
-    let shared = Arc::new(Shared {
+    let in_memory = gridsync_store::Store::in_memory().expect("store");
+    let (_shared, addr, server_id, stop, serving) = relay_on(in_memory, &[], |s| Shared {
         handshake_timeout: Duration::from_millis(300),
-        ..Shared::new(
-            store,
-            ServerConfig::new(server_id2, Role::Street, "street-002"),
-            Arc::new(Notify::new()),
-            shutdown,
-        )
-    });
-    let serving = tokio::spawn(server::serve(endpoint, shared));
+        ..s
+    })
+    .await;
     let client_endpoint = client::endpoint(loopback()).expect("client endpoint");
-    let idle = client::connect(&client_endpoint, &CLIENT_SEED, addr, server_id2)
+    let idle = client::connect(&client_endpoint, &CLIENT_SEED, addr, server_id)
         .await
         .expect("served");
     let closed = NetError::from(idle.closed().await);
@@ -316,8 +293,7 @@ async fn revoking_a_node_ends_its_open_session_at_once() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("street.db");
     let store = gridsync_store::Store::create(&path).expect("a relay store");
-    let (_shared, addr, server_id, stop, serving) =
-        relay_on(store, NodeLimits::default(), &[device]).await;
+    let (_shared, addr, server_id, stop, serving) = relay_on(store, &[device], |s| s).await;
     let endpoint = client::endpoint(loopback()).expect("client endpoint");
     let conn = client::connect(&endpoint, &CLIENT_SEED, addr, server_id)
         .await
