@@ -15,8 +15,8 @@ use gridsync_net::client::{self, SyncOptions};
 use gridsync_net::{NetError, SharedStore};
 use gridsync_proto::client::{ClientConfig, SessionError};
 use gridsync_proto::{
-    Admitted, BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled, ErrorCode, Head,
-    Page, Role, StorageError, SyncStore,
+    Admitted, AdmittedRecords, BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled,
+    ErrorCode, Head, NodeRecord, Page, Role, StorageError, SyncStore,
 };
 use gridsync_scenarios::net::{
     db, enroll, event_ids, init_device, init_relay, loopback, start_relay, sync, wait_until,
@@ -35,14 +35,17 @@ fn report(description: &str) -> NewReport {
 }
 
 /// How the tampered street alters what it forwards.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Tamper {
     /// Every forwarded report gets another description (the signature is kept).
     RewriteDescription,
-    /// After a device's events, one more under the device's origin, signed by the street.
+    /// After a device's events, one more under the device's origin with this payload, signed
+    /// with `key`: the street's own (it cannot sign for the device), or the device's (a
+    /// stolen handheld's key in a compromised street's hands).
     Invent {
         device: NodeId,
-        street_key: [u8; 32],
+        key: [u8; 32],
+        payload: Payload,
     },
     /// Nothing: an honest street.
     None,
@@ -64,6 +67,25 @@ impl SyncStore for Tampered {
     }
     fn commit(&mut self, batch: &Admitted) -> Result<Committed, StorageError> {
         self.inner.commit(batch)
+    }
+    fn records_about(&self, node: &NodeId) -> Result<Vec<NodeRecord>, StorageError> {
+        self.inner.records_about(node)
+    }
+    fn commit_records(&mut self, records: &AdmittedRecords) -> Result<Committed, StorageError> {
+        self.inner.commit_records(records)
+    }
+    fn records_cursor(&self, parent: &NodeId) -> Result<u64, StorageError> {
+        self.inner.records_cursor(parent)
+    }
+    fn records_to_send(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, NodeRecord)>, StorageError> {
+        self.inner.records_to_send(after, limit)
+    }
+    fn records_acked(&mut self, parent: &NodeId, upto: u64) -> Result<(), StorageError> {
+        self.inner.records_acked(parent, upto)
     }
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, StorageError> {
         self.inner.blob_state(hash)
@@ -109,7 +131,7 @@ impl SyncStore for Tampered {
         limit: usize,
     ) -> Result<Vec<Event>, StorageError> {
         let mut events = self.inner.events_after(origin, after, limit)?;
-        match self.how {
+        match &self.how {
             Tamper::RewriteDescription => {
                 for e in &mut events {
                     if let Payload::Reported(r) = &mut e.payload {
@@ -117,22 +139,30 @@ impl SyncStore for Tampered {
                     }
                 }
             }
-            Tamper::Invent { device, street_key } if *origin == device => {
-                if let Some(last) = events.last() {
+            Tamper::Invent {
+                device,
+                key,
+                payload,
+            } if origin == device => {
+                // After the device's last event (read from the start: the district may hold
+                // them all already).
+                let all = self.inner.events_after(origin, 0, usize::MAX)?;
+                if let Some(last) = all.last() {
                     let mut forged = last.clone();
                     forged.seq = last.seq + 1;
-                    forged.payload = Payload::Edited {
-                        value: FieldValue::Description("Handled, no action needed".into()),
-                        pred: vec![],
-                    };
-                    // The street cannot sign for the device: it signs with its own key.
-                    let real = Writer::signing(&street_key, "x", 1, forged.hlc).write(
+                    forged.payload = payload.clone();
+                    forged.signature = None;
+                    let signer = Writer::signing(key, "x", 1, forged.hlc).write(
                         forged.incident,
                         &forged.grid,
                         forged.payload.clone(),
                         forged.hlc.wall_ms,
                     );
-                    forged.signature = real.signature;
+                    if NodeId::from_secret(key) == *device {
+                        forged.sign(key).expect("the device's own key");
+                    } else {
+                        forged.signature = signer.signature;
+                    }
                     events.push(forged);
                 }
             }
@@ -201,13 +231,17 @@ async fn forward(
 }
 
 fn refused_with_bad_signature(r: Result<(), NetError>) -> String {
+    refused_with(ErrorCode::BadSignature, r)
+}
+
+fn refused_with(expected: ErrorCode, r: Result<(), NetError>) -> String {
     match r {
         Err(NetError::Session(SessionError::Refused { code, message })) => {
-            assert_eq!(code, ErrorCode::BadSignature, "{message}");
+            assert_eq!(code, expected, "{message}");
             message
         }
-        Err(e) if e.is_closed_with(ErrorCode::BadSignature) => e.to_string(),
-        other => panic!("expected a BadSignature refusal, got {other:?}"),
+        Err(e) if e.is_closed_with(expected) => e.to_string(),
+        other => panic!("expected a {expected:?} refusal, got {other:?}"),
     }
 }
 
@@ -258,7 +292,11 @@ async fn a_tampered_street_is_refused_by_the_district_which_keeps_serving() {
             &tampered_db,
             Tamper::Invent {
                 device: pda1_id,
-                street_key,
+                key: street_key,
+                payload: Payload::Edited {
+                    value: FieldValue::Description("Handled, no action needed".into()),
+                    pred: vec![],
+                },
             },
             &district,
         )
@@ -304,5 +342,110 @@ async fn a_tampered_street_is_refused_by_the_district_which_keeps_serving() {
 
     honest.stop().await;
     tampered.stop().await;
+    district.stop().await;
+}
+
+/// Authorisation and revocation hold at the district whatever a street forwards (issue 9,
+/// items 3 and 4): a compromised street holding a stolen handheld's key can neither pass off
+/// an operator decision under the handheld's origin, nor, once its street revoked the
+/// handheld, a later event of that key. The district learns both from the street's signed
+/// node records, refuses each batch with `NotAuthorised`, stores nothing of it, and keeps the
+/// handheld's earlier events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handhelds_decision_or_a_revoked_keys_later_event_is_refused_upstream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (district_db, street_db, pda_db) = (
+        db(dir.path(), "district"),
+        db(dir.path(), "street-002"),
+        db(dir.path(), "pda-1"),
+    );
+    init_relay(&district_db, "district", "district");
+    let street_id = init_relay(&street_db, "street-002", "street");
+    enroll(&district_db, street_id, Role::Street, "110101/002");
+    let pda_id = init_device(&pda_db, "patrol-1", "110101/002/014/03");
+    enroll(&street_db, pda_id, Role::Device, "110101/002/014/03");
+    let pda_key = Store::open(&pda_db)
+        .expect("open")
+        .identity()
+        .expect("identity")
+        .secret;
+    let district = start_relay(&district_db, None).await;
+    let street = start_relay(&street_db, None).await;
+
+    let mut pda = Device::open(&pda_db).expect("open pda-1");
+    pda.report(report("Bags piled by the east gate"))
+        .expect("report");
+    sync(&pda, &street).await;
+    forward(&street_db, Tamper::None, &district)
+        .await
+        .expect("an honest forward");
+    let held = |origin: NodeId| {
+        event_ids(&district_db)
+            .iter()
+            .filter(|id| id.origin == origin)
+            .count()
+    };
+    assert_eq!(held(pda_id), 1);
+
+    // (a) A decision under the handheld's origin, signed with its (stolen) key.
+    let close = Payload::StatusChanged {
+        status: gridsync_core::Status::Closed,
+        pred: vec![],
+    };
+    let message = refused_with(
+        ErrorCode::NotAuthorised,
+        forward(
+            &street_db,
+            Tamper::Invent {
+                device: pda_id,
+                key: pda_key,
+                payload: close,
+            },
+            &district,
+        )
+        .await,
+    );
+    assert!(message.contains("operator decision"), "{message}");
+    assert_eq!(held(pda_id), 1, "nothing of the batch stored");
+
+    // (b) The street revokes the handheld; the revocation goes up with the next forward.
+    gridsync_scenarios::net::revoke(&street_db, pda_id);
+    forward(&street_db, Tamper::None, &district)
+        .await
+        .expect("the revocation goes up");
+    let comment = Payload::Commented {
+        text: "all fine here".into(),
+    };
+    let message = refused_with(
+        ErrorCode::NotAuthorised,
+        forward(
+            &street_db,
+            Tamper::Invent {
+                device: pda_id,
+                key: pda_key,
+                payload: comment,
+            },
+            &district,
+        )
+        .await,
+    );
+    assert!(message.contains("was revoked after its event 1"), "{message}");
+    assert_eq!(held(pda_id), 1, "the earlier event is kept, the later refused");
+
+    // The street itself still forwards: its own decisions go through.
+    let mut desk = Device::open(&street_db).expect("open the street's store");
+    let incident = desk.list().expect("list")[0].id;
+    desk.edit(
+        incident,
+        vec![gridsync_core::Change::Status(gridsync_core::Status::Accepted)],
+        vec![],
+    )
+    .expect("the sub-center accepts the case");
+    forward(&street_db, Tamper::None, &district)
+        .await
+        .expect("the street's decision goes through");
+    assert_eq!(held(street_id), 1);
+
+    street.stop().await;
     district.stop().await;
 }

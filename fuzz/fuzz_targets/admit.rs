@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
         // Unsigned events are admitted (as a migrating parent may), so random bodies reach
         // every check after the signature; a signature that is there is still verified.
         accept_unsigned_before: Some(u64::MAX),
+        directory: None,
     };
     match admission.admit(&bodies, now_ms) {
         Ok(admitted) => {

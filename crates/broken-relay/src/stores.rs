@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
 use gridsync_proto::{
-    Admitted, BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled, Head, Page,
-    StorageError, StorageErrorKind, SyncStore,
+    Admitted, AdmittedRecords, BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled,
+    Head, NodeRecord, Page, StorageError, StorageErrorKind, SyncStore,
 };
 
 /// A batch acknowledged but not yet handed to the inner store.
@@ -235,6 +235,30 @@ impl<S: SyncStore> SyncStore for AckBeforeCommit<S> {
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError> {
         self.write(|s| s.own_acked(parent, seq))
     }
+
+    fn records_about(&self, node: &NodeId) -> Result<Vec<NodeRecord>, StorageError> {
+        self.read(|s| s.records_about(node))
+    }
+
+    fn commit_records(&mut self, records: &AdmittedRecords) -> Result<Committed, StorageError> {
+        self.write(|s| s.commit_records(records))
+    }
+
+    fn records_cursor(&self, parent: &NodeId) -> Result<u64, StorageError> {
+        self.read(|s| s.records_cursor(parent))
+    }
+
+    fn records_to_send(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, NodeRecord)>, StorageError> {
+        self.read(|s| s.records_to_send(after, limit))
+    }
+
+    fn records_acked(&mut self, parent: &NodeId, upto: u64) -> Result<(), StorageError> {
+        self.write(|s| s.records_acked(parent, upto))
+    }
 }
 
 /// The district a scope lies in: its first segment (the scope itself if it has one only).
@@ -349,6 +373,30 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError> {
         self.0.own_acked(parent, seq)
     }
+
+    fn records_about(&self, node: &NodeId) -> Result<Vec<NodeRecord>, StorageError> {
+        self.0.records_about(node)
+    }
+
+    fn commit_records(&mut self, records: &AdmittedRecords) -> Result<Committed, StorageError> {
+        self.0.commit_records(records)
+    }
+
+    fn records_cursor(&self, parent: &NodeId) -> Result<u64, StorageError> {
+        self.0.records_cursor(parent)
+    }
+
+    fn records_to_send(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, NodeRecord)>, StorageError> {
+        self.0.records_to_send(after, limit)
+    }
+
+    fn records_acked(&mut self, parent: &NodeId, upto: u64) -> Result<(), StorageError> {
+        self.0.records_acked(parent, upto)
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +456,7 @@ mod tests {
             max_events: usize::MAX,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
+            directory: None,
         }
         .admit_events(events, now)
         .expect("admitted")

@@ -672,3 +672,107 @@ fn verify_proves_each_event_chains_back_to_an_enrolled_key() {
     let line = expect_one_line_failure(&["verify"], &out);
     assert!(line.contains("no incident"), "{line}");
 }
+
+/// The closed loop of grid management, through both command lines as a handheld and its
+/// sub-center use them: the handheld reports with a photo and syncs; the platform accepts and
+/// dispatches; the handheld, synced, reports handling and resolves with an "after" photo; the
+/// platform verifies, closes, evaluates and reopens. The workflow's refusals (a transition not
+/// allowed, a score before resolution or out of range) and a handheld's attempt at a decision
+/// are each one line that changes nothing.
+#[test]
+fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let street_db = dir.path().join("street.db");
+    relay_ok(
+        &street_db,
+        &["init", "--name", "street-002", "--role", "street"],
+    );
+    let (pda, pda_id) = device("patrol-7", GRID_A);
+    relay_ok(&street_db, &["enroll", &pda_id, "--grid", GRID_A]);
+    let street = Relay::run("street", &street_db, &[]);
+
+    let id = pda.report_photos(
+        "Overflowing bin",
+        &[&fixture("street-640x427-gps.jpg")],
+    );
+    sync_json(&pda, &street);
+    let platform = |args: &[&str]| {
+        let mut all = vec!["edit", id.as_str()];
+        all.extend_from_slice(args);
+        all.push("--json");
+        relay_json(&street_db, &all)
+    };
+    let refused = |db: &Path, args: &[&str]| {
+        let mut all = vec!["edit", id.as_str()];
+        all.extend_from_slice(args);
+        let out = relay_command(db).args(&all).output().expect("run gridsync-relay");
+        expect_one_line_failure(&all, &out)
+    };
+
+    // Scores wait for resolution; reported -> verified is no move.
+    let before = relay_show(&street_db, &id);
+    let line = refused(&street_db, &["--score", "4"]);
+    assert!(line.contains("resolved"), "{line}");
+    let line = refused(&street_db, &["--status", "verified"]);
+    assert!(line.contains("accepted") && line.contains("rejected"), "{line}");
+    assert_eq!(relay_show(&street_db, &id), before, "refusals changed nothing");
+
+    let v = platform(&["--status", "accepted"]);
+    assert_eq!(str_of(&v, "status"), "accepted");
+    let v = platform(&["--status", "dispatched", "--assignee", "sanitation"]);
+    assert_eq!(str_of(&v, "status"), "dispatched");
+    assert_eq!(v["assignee"], "sanitation");
+
+    // The handheld learns of the dispatch, may not decide, and reports handling.
+    let s = sync_json(&pda, &street);
+    assert!(u64_of(&s, "events_down") >= 3, "{s}");
+    assert_eq!(str_of(&pda.show(&id), "status"), "dispatched");
+    let line = pda.fail(&["edit", &id, "--status", "accepted"]);
+    assert!(line.contains("operator decision"), "{line}");
+    let v = pda.edit(&id, &["--status", "in_progress"]);
+    assert_eq!(str_of(&v, "status"), "in_progress");
+    let cat = fixture("cat-2400x1600-rot8.jpg").display().to_string();
+    let v = pda.edit(&id, &["--status", "resolved", "--photo", &cat]);
+    assert_eq!(str_of(&v, "status"), "resolved");
+    let kind_of_cat = photos(&v)
+        .iter()
+        .find(|p| p["width"] == 1067)
+        .map(|p| p["kind"].clone());
+    assert_eq!(
+        kind_of_cat,
+        Some(Value::from("after")),
+        "the photo of the resolving edit shows the result: {v}"
+    );
+    let s = sync_json(&pda, &street);
+    assert_eq!(u64_of(&s, "events_up"), 3, "{s}");
+
+    // The platform verifies the result, closes and evaluates; bad scores are refused.
+    assert_eq!(str_of(&relay_show(&street_db, &id), "status"), "resolved");
+    for bad in ["9", "0"] {
+        let line = refused(&street_db, &["--score", bad]);
+        assert!(line.contains(bad) && line.contains('5'), "{line}");
+    }
+    platform(&["--status", "verified"]);
+    let v = platform(&["--status", "closed"]);
+    assert_eq!(str_of(&v, "status"), "closed");
+    let line = refused(&street_db, &["--status", "resolved"]);
+    assert!(line.contains("accepted"), "closed -> resolved: {line}");
+    let v = platform(&["--score", "5", "--comment", "Clean now, thanks"]);
+    assert_eq!(v["score"], 5);
+    assert_eq!(str_of(&v, "status"), "closed");
+    let kinds: Vec<&str> = photos(&v).iter().map(|p| str_of(p, "kind")).collect();
+    assert_eq!(kinds.len(), 2, "{v}");
+    assert!(kinds.contains(&"before") && kinds.contains(&"after"), "{v}");
+    // 2 reported + accept + dispatch (status, assignee) + in_progress + resolve (status,
+    // photo) + verify + close + score + comment.
+    assert_eq!(common::event_count(&v), 12, "{v}");
+
+    // Reopening is a decision too.
+    let v = platform(&["--status", "accepted"]);
+    assert_eq!(str_of(&v, "status"), "accepted");
+    sync_json(&pda, &street);
+    let seen = pda.show(&id);
+    assert_eq!(str_of(&seen, "status"), "accepted");
+    assert_eq!(seen["score"], 5);
+    assert!(street.terminate().success());
+}

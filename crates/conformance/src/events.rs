@@ -50,7 +50,20 @@ fn key_of(origin: &[u8; 32]) -> Option<[u8; 32]> {
 /// A fresh origin: the node id of a new key pair nobody holds events of (the harness keeps
 /// the secret, so its events are signed).
 pub fn fresh_origin() -> [u8; 32] {
-    register(&random())
+    let id = register(&random());
+    if let Ok(mut fresh) = FRESH.lock() {
+        fresh.push(id);
+    }
+    id
+}
+
+/// Every fresh origin made so far, in the order made (the street identity vouches for them
+/// with node records before it forwards their events, §8.9).
+static FRESH: Mutex<Vec<[u8; 32]>> = Mutex::new(Vec::new());
+
+/// The fresh origins made so far.
+pub fn fresh_origins() -> Vec<[u8; 32]> {
+    FRESH.lock().map(|f| f.clone()).unwrap_or_default()
 }
 
 /// A fresh key pair the harness does not register: (secret, node id). Events encoded for
@@ -118,6 +131,25 @@ pub fn edit_description(
             pred,
         },
     )
+}
+
+/// A decision (`StatusChanged` to `closed`) by `origin` about `about`'s incident.
+pub fn close(origin: [u8; 32], seq: u64, about: &Event) -> Event {
+    follow_up(
+        origin,
+        seq,
+        about,
+        Payload::StatusChanged {
+            status: gridsync_core::Status::Closed,
+            pred: vec![],
+        },
+    )
+}
+
+/// A key the harness holds (its events are signed) but that no record vouches for: not a
+/// fresh origin, so the street never sends a record about it by itself.
+pub fn unvouched_origin() -> [u8; 32] {
+    register(&random())
 }
 
 /// An event of `origin` about `about`'s incident, written now.

@@ -261,7 +261,12 @@ pub struct Ctx {
     spawned: Option<Mutex<spawn::Spawned>>,
     pub idle_timeout: Option<Duration>,
     observer: tokio::sync::Mutex<Observer>,
+    /// Fresh origins the street identity has sent node records for.
+    vouched: Mutex<std::collections::BTreeSet<Key>>,
 }
+
+/// The first batch number of the street's node records.
+pub const VOUCH_BATCH: u64 = 1_000_000;
 
 /// A parsed `Welcome`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,9 +398,56 @@ impl Ctx {
         self.open(id, Role::Device).await
     }
 
-    /// A street-relay session of the street identity.
+    /// A street-relay session of the street identity, which first vouches (§8.9) for every fresh origin
+    /// it has not vouched for yet, so that it may forward their events.
     pub async fn street(&self) -> Result<(Conn, Ctl, Welcome), Fail> {
-        self.open(&self.ids.street, Role::Street).await
+        let (conn, mut ctl, w) = self.open(&self.ids.street, Role::Street).await?;
+        self.vouch_fresh(&mut ctl).await?;
+        Ok((conn, ctl, w))
+    }
+
+    /// Sends node records, signed by the street identity, for the fresh origins not yet
+    /// vouched for: each as a relay for the street's scope (a fresh origin stands for any
+    /// node under the street). Batch numbers from [`VOUCH_BATCH`] up, apart from those of the
+    /// cases (the parent does not enforce batch numbering, §8.3).
+    pub async fn vouch_fresh(&self, ctl: &mut Ctl) -> Result<(), Fail> {
+        let todo: Vec<Key> = {
+            let done = self.vouched.lock().unwrap_or_else(|p| p.into_inner());
+            events::fresh_origins()
+                .into_iter()
+                .filter(|o| !done.contains(o))
+                .collect()
+        };
+        for (i, chunk) in todo.chunks(256).enumerate() {
+            let records = chunk
+                .iter()
+                .map(|o| {
+                    wire::NodeRecord::signed(
+                        &self.ids.street.seed,
+                        *o,
+                        Role::Street,
+                        identity::STREET_SCOPE,
+                        1,
+                        None,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail("node records that encode", e.to_string()))?;
+            let batch = VOUCH_BATCH + i as u64;
+            let r = ctl.ask(&Msg::Nodes { batch, records }).await;
+            match r {
+                Ok(Msg::Ack { batch: b, .. }) if b == batch => {}
+                other => {
+                    return Err(fail(
+                        "Ack of the street's node records (§8.9)",
+                        describe(&other),
+                    ))
+                }
+            }
+            let mut done = self.vouched.lock().unwrap_or_else(|p| p.into_inner());
+            done.extend(chunk.iter().copied());
+        }
+        Ok(())
     }
 
     /// Everything new the street identity can download (scope 990000/001), all pages, and
@@ -550,6 +602,7 @@ async fn run_async(config: RunConfig, each: &mut dyn FnMut(&Outcome)) -> Result<
         spawned,
         idle_timeout: idle,
         observer: tokio::sync::Mutex::new(Observer::default()),
+        vouched: Mutex::new(std::collections::BTreeSet::new()),
     };
     if let Err(f) = ctx.prime_observer().await {
         tracing::warn!(expected = %f.expected, got = %f.got, "the street identity cannot download; cases that check what is stored will fail");

@@ -10,7 +10,9 @@ use gridsync_core::{Event, Hlc, NodeId};
 
 use crate::events::category;
 use crate::report::{Outcome, Status};
-use crate::wire::{self, BlobHeader, BlobInfo, BlobKind, Code, Head, Limits, Msg, Want};
+use crate::wire::{
+    self, BlobHeader, BlobInfo, BlobKind, Code, Head, Limits, Msg, NodeRecord, Role, Want,
+};
 
 const T0: u64 = 1_764_000_000_000;
 const GRID: &str = "110101/002/014/03";
@@ -163,6 +165,22 @@ fn documented() -> Result<Vec<(&'static str, Value)>, String> {
             }),
         ),
         ("bye.bin", Value::Msg(Msg::Bye)),
+        (
+            "nodes.bin",
+            Value::Msg(Msg::Nodes {
+                batch: 1,
+                // Signed here from the spec (§8.9): the file's signature must be this one.
+                records: vec![NodeRecord::signed(
+                    &[0x55; 32],
+                    [0x11; 32],
+                    Role::Device,
+                    "110101/002/014/03",
+                    T0,
+                    None,
+                )
+                .map_err(|e| e.to_string())?],
+            }),
+        ),
         (
             "blob_header.bin",
             Value::Header(BlobHeader {

@@ -56,11 +56,12 @@ pub enum Code {
     ShuttingDown,
     BadSignature,
     Busy,
+    NotAuthorised,
 }
 
 impl Code {
     /// Every code, in wire order.
-    pub const ALL: [Code; 16] = [
+    pub const ALL: [Code; 17] = [
         Code::Done,
         Code::Version,
         Code::NotEnrolled,
@@ -77,6 +78,7 @@ impl Code {
         Code::ShuttingDown,
         Code::BadSignature,
         Code::Busy,
+        Code::NotAuthorised,
     ];
 
     /// The code's number (§10).
@@ -133,6 +135,62 @@ pub struct BlobHeader {
     pub kind: BlobKind,
     pub size: u64,
     pub offset: u64,
+}
+
+/// An Ed25519 signature (R, S) (§6.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sig {
+    pub r: [u8; 32],
+    pub s: [u8; 32],
+}
+
+/// The domain tag of a node record's signed message (§8.9).
+pub const RECORD_DOMAIN: &[u8] = b"gridsync-node-v1\0";
+
+/// §6.5 and §8.9: a relay's signed statement about one of its children.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub issuer: Key,
+    pub node: Key,
+    pub role: Role,
+    pub scope: String,
+    pub serial: u64,
+    pub revoked_after: Option<u64>,
+    pub signature: Sig,
+}
+
+impl NodeRecord {
+    /// A record about `node` signed by the issuer whose Ed25519 seed is `secret`: the
+    /// signature is over [`RECORD_DOMAIN`] and the body encoding (version byte, then bincode)
+    /// of the fields before `signature`, as a tuple.
+    pub fn signed(
+        secret: &[u8; 32],
+        node: Key,
+        role: Role,
+        scope: &str,
+        serial: u64,
+        revoked_after: Option<u64>,
+    ) -> Result<Self, WireError> {
+        use ed25519_dalek::Signer;
+        let key = ed25519_dalek::SigningKey::from_bytes(secret);
+        let issuer = key.verifying_key().to_bytes();
+        let fields = (issuer, node, role, scope, serial, revoked_after);
+        let mut message = RECORD_DOMAIN.to_vec();
+        message.extend_from_slice(&body("node record", &fields)?);
+        let sig = key.sign(&message).to_bytes();
+        let (mut r, mut s) = ([0u8; 32], [0u8; 32]);
+        r.copy_from_slice(&sig[..32]);
+        s.copy_from_slice(&sig[32..]);
+        Ok(Self {
+            issuer,
+            node,
+            role,
+            scope: scope.to_owned(),
+            serial,
+            revoked_after,
+            signature: Sig { r, s },
+        })
+    }
 }
 
 /// §7: every control-stream message, in variant-index order.
@@ -194,6 +252,10 @@ pub enum Msg {
         more: bool,
     },
     Bye,
+    Nodes {
+        batch: u64,
+        records: Vec<NodeRecord>,
+    },
 }
 
 impl Msg {
@@ -213,6 +275,7 @@ impl Msg {
             Msg::Pull { .. } => "Pull",
             Msg::Down { .. } => "Down",
             Msg::Bye => "Bye",
+            Msg::Nodes { .. } => "Nodes",
         }
     }
 
@@ -358,7 +421,7 @@ mod tests {
             let body = body("code", c).expect("encode");
             assert_eq!(body, vec![1, i as u8]);
         }
-        assert_eq!(Code::from_number(16), None);
+        assert_eq!(Code::from_number(17), None);
     }
 
     /// What the `conformance_wire` fuzz target checks, on mutated golden vectors with a fixed

@@ -53,6 +53,8 @@ pub use event::{
 pub use hlc::{Clock, ClockError, Hlc};
 pub use ids::{EventId, GridCode, IncidentId, NodeId, Scope};
 pub use merge::IncidentState;
-pub use rules::{check_rules, RuleError};
-pub use sign::{signing_bytes, verify_batch, BatchError, SignError, SignatureError};
+pub use rules::{check_rules, is_decision, RuleError};
+pub use sign::{
+    sign_message, signing_bytes, verify_batch, verify_message, BatchError, SignError, SignatureError,
+};
 pub use view::IncidentView;

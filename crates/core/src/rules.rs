@@ -11,7 +11,7 @@
 //! The rules look at one event alone: nothing here depends on a store, the incident's state,
 //! the clock or the workflow.
 
-use crate::event::{limits, Event, FieldValue, Payload, PhotoMeta, Report};
+use crate::event::{limits, Event, FieldValue, Payload, PhotoMeta, Report, Status};
 use crate::ids::{EventId, IncidentId};
 
 /// An event that breaks one of the admission rules. The message names the field and the
@@ -78,6 +78,26 @@ pub fn check_payload(payload: &Payload) -> Result<(), RuleError> {
             }
             check_refs("pred", pred)
         }
+    }
+}
+
+/// Whether `payload` is an operator decision, which only a platform (a relay identity) may
+/// make: a status change other than a handler's report of handling (`in_progress`,
+/// `resolved`), an assignment (dispatch), an escalation and an evaluation. Reports, edits,
+/// photos, comments and a handler's progress are what a handheld writes. `proto/PROTOCOL.md`
+/// ("Authorisation") is the normative rule; a device's own library refuses to write a
+/// decision, and every relay refuses one whose origin is not a relay.
+pub fn is_decision(payload: &Payload) -> bool {
+    match payload {
+        Payload::StatusChanged { status, .. } => {
+            !matches!(status, Status::InProgress | Status::Resolved)
+        }
+        Payload::Assigned { .. } | Payload::Escalated { .. } | Payload::Evaluated { .. } => true,
+        Payload::Reported(_)
+        | Payload::Edited { .. }
+        | Payload::PhotoAdded(_)
+        | Payload::PhotoRemoved { .. }
+        | Payload::Commented { .. } => false,
     }
 }
 
@@ -192,6 +212,51 @@ mod tests {
     }
 
     type MakeEvent = dyn Fn(&str) -> Event;
+
+    #[test]
+    fn decisions_are_what_a_platform_decides_and_handling_is_not() {
+        for s in Status::ALL {
+            let p = Payload::StatusChanged {
+                status: *s,
+                pred: vec![],
+            };
+            let handling = matches!(s, Status::InProgress | Status::Resolved);
+            assert_eq!(is_decision(&p), !handling, "{s}");
+        }
+        let decisions = [
+            Payload::Assigned {
+                assignee: "sanitation".into(),
+                due: None,
+                pred: vec![],
+            },
+            Payload::Escalated {
+                level: Level::Street,
+                reason: String::new(),
+                pred: vec![],
+            },
+            Payload::Evaluated {
+                score: 4,
+                verdict: Verdict::Satisfied,
+                pred: vec![],
+            },
+        ];
+        assert!(decisions.iter().all(is_decision));
+        let writes = [
+            report("bags").payload,
+            photo(1, 1, 1).payload,
+            Payload::Commented { text: "ok".into() },
+            Payload::Edited {
+                value: FieldValue::Severity(Severity::Urgent),
+                pred: vec![],
+            },
+            Payload::PhotoRemoved {
+                hash: BlobHash::of(b"p"),
+                removes: vec![],
+            },
+        ];
+        assert!(!writes.iter().any(is_decision));
+    }
+
 
     fn message(e: &Event) -> String {
         check_rules(e).expect_err("refused").to_string()

@@ -29,12 +29,14 @@
 //!     observed_at: None,
 //!     photos: vec![photo],
 //! })?;
-//! pda.edit(id, vec![Change::Status(Status::Accepted)], vec![])?;
+//! pda.edit(id, vec![Change::Severity(Severity::Urgent)], vec![])?;
+//! // Decisions (accept, dispatch, verify, close, evaluate) are a platform's to make.
+//! assert!(pda.edit(id, vec![Change::Status(Status::Accepted)], vec![]).is_err());
 //!
 //! let incident = pda.get(id)?.expect("just reported");
-//! assert_eq!(incident.view().status, "accepted");
+//! assert_eq!(incident.view().status, "reported");
 //! assert_eq!(incident.view().photos.len(), 1);
-//! assert_eq!(pda.pending()?.events, 3); // report, photo, status: nothing synced yet
+//! assert_eq!(pda.pending()?.events, 3); // report, photo, severity: nothing synced yet
 //! # Ok(()) }
 //! ```
 
@@ -103,9 +105,28 @@ pub enum DeviceError {
     Role(String),
     #[error("this store belongs to a relay, which edits incidents but files no reports")]
     NotADevice,
+    /// An operator decision asked of a handheld: every relay would refuse it, so it is
+    /// refused before anything is written.
+    #[error("incident {incident}: {what} is an operator decision, made at a platform (`gridsync-relay edit`); a handheld reports, comments, adds photos and reports handling (--status in_progress or resolved)")]
+    Decision {
+        incident: IncidentId,
+        what: &'static str,
+    },
 }
 
 type Result<T, E = DeviceError> = std::result::Result<T, E>;
+
+/// A decision's name in [`DeviceError::Decision`].
+fn decision_name(p: &gridsync_core::Payload) -> &'static str {
+    use gridsync_core::Payload::*;
+    match p {
+        StatusChanged { .. } => "this status change",
+        Assigned { .. } => "an assignment (dispatch)",
+        Escalated { .. } => "an escalation",
+        Evaluated { .. } => "an evaluation",
+        _ => "this change",
+    }
+}
 
 /// A photo to attach: its bytes and a name for messages (usually the file path).
 #[derive(Clone)]
@@ -431,6 +452,14 @@ impl<E: Env> Device<E> {
                 incident: id,
                 error,
             })?;
+        if self.identity.role == Role::Device {
+            if let Some(p) = payloads.iter().find(|p| gridsync_core::is_decision(p)) {
+                return Err(DeviceError::Decision {
+                    incident: id,
+                    what: decision_name(p),
+                });
+            }
+        }
         let n = payloads.len();
         let grid = state
             .grid()

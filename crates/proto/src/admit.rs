@@ -16,7 +16,9 @@
 use gridsync_core::codec::{self, CodecError};
 use gridsync_core::{hlc, ClockError, Event, GridCode, NodeId, RuleError, Scope, SignatureError};
 
+use crate::directory::{self, AuthError, Records, Standing};
 use crate::message::ErrorCode;
+use crate::storage::StorageError;
 
 /// Whose events a peer may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +30,7 @@ pub enum Origins {
 }
 
 /// What a received batch must satisfy: who sent it and what it may hold.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Admission<'a> {
     /// The peer the batch came from (recorded with the events, so they are not sent back).
     pub from: NodeId,
@@ -45,6 +47,25 @@ pub struct Admission<'a> {
     /// unsigned. `None` (the default everywhere): every event must be validly signed.
     /// A signed event is always verified, whatever its time.
     pub accept_unsigned_before: Option<u64>,
+    /// For a batch from a relay child: the directory each event's origin is checked against
+    /// ([`crate::directory::authorise`]). `None` for a device (its own events, checked with
+    /// [`crate::directory::authorise_device`] since `origins` is `Only`) and for what comes
+    /// down from a parent or is handed over locally.
+    pub directory: Option<&'a dyn Records>,
+}
+
+impl std::fmt::Debug for Admission<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("from", &self.from)
+            .field("scope", &self.scope)
+            .field("origins", &self.origins)
+            .field("max_events", &self.max_events)
+            .field("max_drift_ms", &self.max_drift_ms)
+            .field("accept_unsigned_before", &self.accept_unsigned_before)
+            .field("directory", &self.directory.map(|d| d.me()))
+            .finish()
+    }
 }
 
 /// A batch of events that passed [`Admission::admit`]; nothing else can make one.
@@ -111,6 +132,11 @@ pub enum AdmitError {
     },
     #[error("event {}/{seq} is not the sender's own", origin.short())]
     NotOwn { origin: NodeId, seq: u64 },
+    #[error("event {index}: {error}")]
+    NotAuthorised { index: usize, error: AuthError },
+    /// The directory could not be read (the receiver's storage failed).
+    #[error("reading the node directory: {0}")]
+    Directory(StorageError),
     #[error("event {}/{seq} is in grid {grid}, outside the scope {scope}", origin.short())]
     OutOfScope {
         origin: NodeId,
@@ -137,6 +163,8 @@ impl AdmitError {
             AdmitError::Unsigned { .. } | AdmitError::BadSignature { .. } => {
                 ErrorCode::BadSignature
             }
+            AdmitError::NotAuthorised { .. } => ErrorCode::NotAuthorised,
+            AdmitError::Directory(_) => ErrorCode::Storage,
         }
     }
 }
@@ -152,6 +180,7 @@ impl Admission<'_> {
             });
         }
         let mut events = Vec::with_capacity(bodies.len());
+        let mut standings = Vec::new();
         for (index, body) in bodies.iter().enumerate() {
             if body.len() > crate::MAX_EVENT_BYTES {
                 return Err(AdmitError::TooLarge {
@@ -185,6 +214,7 @@ impl Admission<'_> {
                     scope: self.scope.clone(),
                 });
             }
+            self.authorise(index, &event, &mut standings)?;
             events.push(event);
         }
         // A node with a wrong clock must not win every last-writer-wins race, nor drag the
@@ -225,6 +255,34 @@ impl Admission<'_> {
                 error,
             }),
         }
+    }
+
+    /// Who may write `event`: a device sends no operator decision; a relay child's events
+    /// must be vouched for by the directory. `standings` caches each origin's standing for
+    /// the batch (a batch holds few origins).
+    fn authorise(
+        &self,
+        index: usize,
+        event: &Event,
+        standings: &mut Vec<(NodeId, Standing)>,
+    ) -> Result<(), AdmitError> {
+        let refused = |error| AdmitError::NotAuthorised { index, error };
+        if let Origins::Only(_) = self.origins {
+            return directory::authorise_device(event).map_err(refused);
+        }
+        let Some(records) = self.directory else {
+            return Ok(());
+        };
+        let at = match standings.iter().position(|(o, _)| *o == event.origin) {
+            Some(at) => at,
+            None => {
+                let standing =
+                    directory::vouches(records, &event.origin).map_err(AdmitError::Directory)?;
+                standings.push((event.origin, standing));
+                standings.len() - 1
+            }
+        };
+        directory::authorise(event, &standings[at].1).map_err(refused)
     }
 
     /// [`Admission::admit`] for events at hand already decoded (read from another store, a
@@ -283,6 +341,7 @@ mod tests {
             max_events: 2,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
+            directory: None,
         }
     }
 
@@ -381,6 +440,7 @@ mod tests {
             max_events: usize::MAX,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
+            directory: None,
         };
         assert!(relay.admit(&[body(&at_limit)], NOW).is_ok());
         let past = comment(

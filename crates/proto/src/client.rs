@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
 
 use crate::admit::{Admission, AdmitError, Origins};
+use crate::directory::{covers, NodeRecord, MAX_RECORDS};
 
 use crate::message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want,
@@ -253,10 +254,23 @@ struct Upload {
     /// Origins still to upload, with the last sequence number sent (or held by the parent).
     queue: VecDeque<(NodeId, u64)>,
     next_batch: u64,
-    /// Unacknowledged batches: number → highest own sequence number in it.
-    in_flight: BTreeMap<u64, u64>,
+    /// Unacknowledged batches, by number.
+    in_flight: BTreeMap<u64, InFlight>,
+    /// For a relay: the position after which node records are still to send (`None`: all
+    /// sent, or a device, which sends none). Records go before events, so that the parent
+    /// holds the records vouching for an origin before its events arrive.
+    records_after: Option<u64>,
     to_upload: u64,
     acked: u64,
+}
+
+/// A batch sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+enum InFlight {
+    /// `Events`, with the highest own sequence number in it (0: none of this node's own).
+    Events { own_max: u64 },
+    /// `Nodes`, with the position of its last record.
+    Records { upto: u64 },
 }
 
 /// What the offers of one session share.
@@ -379,8 +393,12 @@ fn download_refusal(e: AdmitError) -> SessionError {
         AdmitError::Unsigned { .. } | AdmitError::BadSignature { .. } => {
             SessionError::BadSignature(format!("downloaded {e}"))
         }
-        // A download has no batch limit and takes any origin.
-        AdmitError::TooMany { .. } | AdmitError::NotOwn { .. } => {
+        // A download has no batch limit, takes any origin and is not checked against a
+        // directory (a child holds none of the tiers above).
+        AdmitError::TooMany { .. }
+        | AdmitError::NotOwn { .. }
+        | AdmitError::NotAuthorised { .. }
+        | AdmitError::Directory(_) => {
             SessionError::Protocol(format!("downloaded page refused: {e}"))
         }
     }
@@ -740,10 +758,17 @@ impl Cx<'_> {
         stored: u32,
         duplicates: u32,
     ) -> Result<Next, SessionError> {
-        let Some(own_max) = up.in_flight.remove(&batch) else {
-            return Err(SessionError::Protocol(format!(
-                "Ack for batch {batch}, which is not in flight"
-            )));
+        let own_max = match up.in_flight.remove(&batch) {
+            Some(InFlight::Events { own_max }) => own_max,
+            Some(InFlight::Records { upto }) => {
+                self.store.records_acked(&self.config.parent, upto)?;
+                return self.pump_upload(g, up);
+            }
+            None => {
+                return Err(SessionError::Protocol(format!(
+                    "Ack for batch {batch}, which is not in flight"
+                )))
+            }
         };
         self.summary.events_up += u64::from(stored);
         self.summary.events_dup += u64::from(duplicates);
@@ -924,6 +949,8 @@ impl Cx<'_> {
             max_drift_ms: self.config.max_drift_ms,
             // A parent never sends unsigned events down (`ServerSession`'s pull).
             accept_unsigned_before: None,
+            // What comes down is the tiers above's business (module `directory`).
+            directory: None,
         };
         let decoded = admission.admit(events, now_ms).map_err(download_refusal)?;
         // A page that says "more" without moving the cursor would loop forever; one or two
@@ -973,14 +1000,18 @@ impl Cx<'_> {
         if own_head > 0 {
             self.store.own_acked(&self.config.parent, own_head)?;
         }
-        let origins = match self.config.role {
-            Role::Device => vec![self.config.node],
-            Role::Street | Role::District => self.store.origins()?,
+        let (origins, records_after) = match self.config.role {
+            Role::Device => (vec![self.config.node], None),
+            Role::Street | Role::District => (
+                self.store.origins()?,
+                Some(self.store.records_cursor(&self.config.parent)?),
+            ),
         };
         Ok(Upload {
             queue: origins.into_iter().map(|o| (o, head_of(&o))).collect(),
             next_batch: 1,
             in_flight: BTreeMap::new(),
+            records_after,
             to_upload: 0,
             acked: 0,
         })
@@ -992,6 +1023,32 @@ impl Cx<'_> {
         let max_bytes = BATCH_BYTES.min(g.limits.max_frame as usize / 2);
         let window = g.limits.window.clamp(1, 64) as usize;
         while up.in_flight.len() < window {
+            if let Some(after) = up.records_after {
+                let found = self.store.records_to_send(after, MAX_RECORDS)?;
+                let Some(&(upto, _)) = found.last() else {
+                    up.records_after = None;
+                    continue;
+                };
+                up.records_after = Some(upto);
+                // Records outside the granted scope are the parent's refusal to make, and
+                // not its business: leave them out.
+                let records: Vec<NodeRecord> = found
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .filter(|r| covers(&g.scope, &r.scope))
+                    .collect();
+                if records.is_empty() {
+                    self.store.records_acked(&self.config.parent, upto)?;
+                    continue;
+                }
+                let batch = up.next_batch;
+                up.next_batch += 1;
+                up.in_flight.insert(batch, InFlight::Records { upto });
+                self.summary.round_trips += 1;
+                self.out
+                    .push(ClientAction::Send(Message::Nodes { batch, records }));
+                continue;
+            }
             let (bodies, own_max) = self.next_batch(g, up, max_events, max_bytes)?;
             if bodies.is_empty() {
                 break;
@@ -999,14 +1056,14 @@ impl Cx<'_> {
             let batch = up.next_batch;
             up.next_batch += 1;
             up.to_upload += bodies.len() as u64;
-            up.in_flight.insert(batch, own_max);
+            up.in_flight.insert(batch, InFlight::Events { own_max });
             self.summary.round_trips += 1;
             self.out.push(ClientAction::Send(Message::Events {
                 batch,
                 events: bodies,
             }));
         }
-        if up.in_flight.is_empty() && up.queue.is_empty() {
+        if up.in_flight.is_empty() && up.queue.is_empty() && up.records_after.is_none() {
             return self.start_offer(Offers::default()).map(Next::Step);
         }
         Ok(Next::Stay)
@@ -1725,7 +1782,7 @@ mod tests {
     fn a_relay_session_uploads_only_what_its_parent_lacks_in_scope() {
         // A street relay syncing with its district: it forwards its street's events, not
         // those of other streets, and not what the district holds already.
-        let street = NodeId([4; 32]);
+        let street = NodeId::from_secret(&[4; 32]);
         let mut relay = MemoryStore::new();
         relay
             .append(&[
@@ -1734,6 +1791,7 @@ mod tests {
                 comment(OTHER, 1, "110101/003/001/01", "another street"),
             ])
             .unwrap();
+        relay.add_record(vouch(&[4; 32], DEVICE, GRID));
         let mut district = MemoryStore::new();
         district.enroll(street, Role::Street, scope(STREET));
         district
@@ -1743,11 +1801,84 @@ mod tests {
             ClientSession::new(ClientConfig::new(street, Role::Street, "street-002", RELAY));
         let mut parent =
             ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), street);
-        let run = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
-        let summary = run.finished.expect("finished");
+        let first = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        let summary = first.finished.expect("finished");
         assert_eq!((summary.events_up, summary.events_down), (1, 0));
         assert!(district.event(&DEVICE, 2).is_some() && district.event(&OTHER, 1).is_none());
         assert_eq!(district.via(&DEVICE, 2), Some(street));
+        // The record vouching for the device went up first, and is not sent again.
+        assert_eq!(district.records_about(&DEVICE).unwrap().len(), 1);
+        assert!(relay.records_cursor(&RELAY).unwrap() > 0);
+        let mut child =
+            ClientSession::new(ClientConfig::new(street, Role::Street, "street-002", RELAY));
+        let mut parent =
+            ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), street);
+        let again = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+        assert!(again.finished.is_some());
+        assert!(!again
+            .messages
+            .iter()
+            .any(|(up, m)| *up && matches!(m, Message::Nodes { .. })));
+    }
+
+    /// A record by `issuer` (its secret key) enrolling device `node` for grid `g`.
+    fn vouch(issuer: &[u8; 32], node: NodeId, g: &str) -> NodeRecord {
+        NodeRecord::issue(issuer, node, Role::Device, scope(g), 1, None).expect("issue")
+    }
+
+    /// What a relay child forwards is checked against the records it sent: an origin no
+    /// record vouches for, and a device's decision, are refused with `NotAuthorised` and
+    /// nothing of the batch is stored; the records themselves stay (they were acknowledged).
+    #[test]
+    fn a_relay_forwards_only_what_its_records_vouch_for() {
+        let street_key = [4; 32];
+        let street = NodeId::from_secret(&street_key);
+        let mut district = MemoryStore::new();
+        district.enroll(street, Role::Street, scope(STREET));
+        let close = |origin: NodeId, seq: u64| {
+            let key = key_of(&origin).expect("key");
+            gridsync_core::Writer::signing(&key, "x", seq, gridsync_core::Hlc::new(NOW, 0)).write(
+                gridsync_core::IncidentId::new_v7(NOW, [1; 10]),
+                &grid(GRID),
+                gridsync_core::Payload::StatusChanged {
+                    status: gridsync_core::Status::Closed,
+                    pred: vec![],
+                },
+                NOW,
+            )
+        };
+        let cases: [(&str, Vec<Event>, bool); 3] = [
+            ("an origin no record vouches for", vec![comment(OTHER, 1, GRID, "who?")], false),
+            ("a device's decision", vec![close(DEVICE, 1)], true),
+            (
+                "an honest report after the refused one",
+                vec![comment(DEVICE, 1, GRID, "bags")],
+                true,
+            ),
+        ];
+        for (what, events, vouched) in cases {
+            let mut relay = MemoryStore::new();
+            relay.append(&events).unwrap();
+            if vouched {
+                relay.add_record(vouch(&street_key, DEVICE, GRID));
+            }
+            let mut child =
+                ClientSession::new(ClientConfig::new(street, Role::Street, "street-002", RELAY));
+            let mut parent =
+                ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), street);
+            let r = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
+            let held = events.iter().all(|e| district.event(&e.origin, e.seq).is_some());
+            if what.starts_with("an honest") {
+                assert!(r.finished.is_some() && held, "{what}");
+                continue;
+            }
+            let code = r.failed.as_ref().map(SessionError::code);
+            assert_eq!(code, Some(ErrorCode::NotAuthorised), "{what}: {r:?}");
+            assert!(
+                events.iter().all(|e| district.event(&e.origin, e.seq).is_none()),
+                "{what}: nothing stored"
+            );
+        }
     }
 
     /// The migration policy for events held unsigned from before signatures: a relay child
@@ -1762,6 +1893,7 @@ mod tests {
         let signed = comment(OTHER, 2, GRID, "signed");
         let mut relay = MemoryStore::new();
         relay.append(&[legacy.clone(), signed.clone()]).unwrap();
+        relay.add_record(vouch(&[4; 32], OTHER, GRID));
         let mut district = MemoryStore::new();
         district.enroll(street, Role::Street, scope(STREET));
         let config = ClientConfig::new(street, Role::Street, "street-002", RELAY);

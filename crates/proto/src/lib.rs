@@ -96,6 +96,7 @@
 
 pub mod admit;
 pub mod client;
+pub mod directory;
 mod faults;
 pub mod frame;
 pub mod limits;
@@ -116,6 +117,7 @@ pub use frame::{FrameError, FrameReader, MAX_FRAME};
 /// sent.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 pub use admit::{Admission, AdmitError, Admitted, Origins};
+pub use directory::{AdmittedRecords, AuthError, NodeRecord, RecordError, Standing, Vouch};
 pub use message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN, VERSIONS,
 };

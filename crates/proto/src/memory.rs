@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gridsync_core::{codec, BlobHash, Event, GridCode, NodeId, Payload, Scope};
 
 use crate::admit::Admitted;
+use crate::directory::{AdmittedRecords, NodeRecord};
 use crate::message::{BlobInfo, BlobKind, Head, Role};
 use crate::storage::{
     BlobFinish, BlobState, Committed, Enrolled, Page, StorageError, StorageErrorKind, SyncStore,
@@ -69,6 +70,11 @@ pub struct MemoryStore {
     sent: BTreeSet<(NodeId, BlobHash)>,
     down: BTreeMap<NodeId, u64>,
     acked: BTreeMap<NodeId, u64>,
+    /// Node records in the order stored (a record's position is its index + 1); a record
+    /// replaced by a higher serial stays in the list, but only the one in force is sent.
+    records: Vec<NodeRecord>,
+    /// Per parent: the position up to which it acknowledged node records.
+    records_acked: BTreeMap<NodeId, u64>,
 }
 
 impl MemoryStore {
@@ -86,6 +92,25 @@ impl MemoryStore {
     /// Revokes `node`'s enrollment; whether it was enrolled.
     pub fn revoke(&mut self, node: &NodeId) -> bool {
         self.enrolled.remove(node).is_some()
+    }
+
+    /// Stores a node record as if issued or received here (no check: tests build the
+    /// directory they need with it); whether it replaced the one in force.
+    pub fn add_record(&mut self, record: NodeRecord) -> bool {
+        let newer = self
+            .in_force(&record.issuer, &record.node)
+            .is_none_or(|r| r.serial < record.serial);
+        if newer {
+            self.records.push(record);
+        }
+        newer
+    }
+
+    fn in_force(&self, issuer: &NodeId, node: &NodeId) -> Option<&NodeRecord> {
+        self.records
+            .iter()
+            .filter(|r| r.issuer == *issuer && r.node == *node)
+            .max_by_key(|r| r.serial)
     }
 
     /// Stores this node's own events (written here, from no peer), with the same
@@ -247,6 +272,31 @@ impl SyncStore for MemoryStore {
 
     fn commit(&mut self, batch: &Admitted) -> Result<Committed, StorageError> {
         self.write(batch.events(), Some(*batch.from()))
+    }
+
+    fn records_about(&self, node: &NodeId) -> Result<Vec<NodeRecord>, StorageError> {
+        let issuers: BTreeSet<NodeId> = self
+            .records
+            .iter()
+            .filter(|r| r.node == *node)
+            .map(|r| r.issuer)
+            .collect();
+        Ok(issuers
+            .iter()
+            .filter_map(|i| self.in_force(i, node).cloned())
+            .collect())
+    }
+
+    fn commit_records(&mut self, records: &AdmittedRecords) -> Result<Committed, StorageError> {
+        let mut c = Committed::default();
+        for r in records.records() {
+            if self.add_record(r.clone()) {
+                c.stored += 1;
+            } else {
+                c.duplicates += 1;
+            }
+        }
+        Ok(c)
     }
 
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, StorageError> {
@@ -466,6 +516,37 @@ impl SyncStore for MemoryStore {
     }
 
     /// Kept per parent; never moves back.
+    fn records_cursor(&self, parent: &NodeId) -> Result<u64, StorageError> {
+        Ok(self.records_acked.get(parent).copied().unwrap_or(0))
+    }
+
+    fn records_to_send(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, NodeRecord)>, StorageError> {
+        Ok(self
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64 + 1, r))
+            .filter(|(pos, r)| {
+                *pos > after
+                    && self
+                        .in_force(&r.issuer, &r.node)
+                        .is_some_and(|f| f.serial == r.serial)
+            })
+            .take(limit)
+            .map(|(pos, r)| (pos, r.clone()))
+            .collect())
+    }
+
+    fn records_acked(&mut self, parent: &NodeId, upto: u64) -> Result<(), StorageError> {
+        let at = self.records_acked.entry(*parent).or_default();
+        *at = (*at).max(upto);
+        Ok(())
+    }
+
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError> {
         let at = self.acked.entry(*parent).or_default();
         *at = (*at).max(seq);
@@ -500,6 +581,7 @@ mod tests {
             max_events: usize::MAX,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
+            directory: None,
         }
         .admit_events(events, NOW)
         .expect("admitted")

@@ -81,6 +81,10 @@ pub enum ErrorCode {
     BadSignature = 14,
     /// The peer is at a limit for this node (its connections at once); retry later.
     Busy = 15,
+    /// An event its origin may not write (an operator decision from a handheld, an origin no
+    /// chain of node records vouches for, a revoked key's later event), or a node record its
+    /// issuer may not make.
+    NotAuthorised = 16,
 }
 
 impl ErrorCode {
@@ -109,6 +113,7 @@ impl ErrorCode {
             ShuttingDown,
             BadSignature,
             Busy,
+            NotAuthorised,
         ]
         .into_iter()
         .find(|c| c.as_u16() == n)
@@ -235,6 +240,12 @@ pub enum Message {
     },
     /// Child → parent: the session is over.
     Bye,
+    /// Child (a relay) → parent: node records of its scope, sent before the events they vouch
+    /// for; answered by `Ack` with the same batch numbering as `Events`.
+    Nodes {
+        batch: u64,
+        records: Vec<crate::directory::NodeRecord>,
+    },
 }
 
 impl Message {
@@ -254,6 +265,7 @@ impl Message {
             Message::Pull { .. } => "Pull",
             Message::Down { .. } => "Down",
             Message::Bye => "Bye",
+            Message::Nodes { .. } => "Nodes",
         }
     }
 }

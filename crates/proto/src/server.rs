@@ -11,6 +11,7 @@ use gridsync_core::codec;
 use gridsync_core::{BlobHash, NodeId};
 
 use crate::admit::{Admission, AdmitError, Origins};
+use crate::directory::{admit_records, NodeRecord, Records, StoreDirectory};
 use crate::message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want,
 };
@@ -354,6 +355,9 @@ impl ServerSession {
             (State::Ready(ready), Message::Events { batch, events }) => {
                 ready.events(&self.config, &mut self.stats, batch, &events, store, now_ms)
             }
+            (State::Ready(ready), Message::Nodes { batch, records }) => {
+                ready.nodes(&self.config, batch, records, store)
+            }
             (State::Ready(ready), Message::Offer { blobs }) => {
                 ready.offer(self.config.limits.max_blob, blobs, store)
             }
@@ -506,6 +510,10 @@ impl Ready {
         } else {
             Origins::Any
         };
+        let held = StoreDirectory {
+            store: &*store,
+            me: config.node,
+        };
         let admission = Admission {
             from: peer.node,
             scope: &peer.scope,
@@ -513,6 +521,7 @@ impl Ready {
             max_events: config.limits.max_batch_events as usize,
             max_drift_ms: config.max_drift_ms,
             accept_unsigned_before: config.accept_unsigned_before,
+            directory: (peer.role != Role::Device).then_some(&held as &dyn Records),
         };
         let batch_events = admission
             .admit(bodies, now_ms)
@@ -529,6 +538,36 @@ impl Ready {
             out.push(ServerOutput::Committed { stored: c.stored });
         }
         Ok(out)
+    }
+
+    /// Node records from a relay child: admitted whole ([`admit_records`]) and committed, then
+    /// acknowledged like a batch of events, or the session ends with the refusal's code.
+    fn nodes(
+        &self,
+        config: &ServerConfig,
+        batch: u64,
+        records: Vec<NodeRecord>,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        let peer = &self.granted.peer;
+        if peer.role == Role::Device {
+            return Err(Failure::new(
+                ErrorCode::Unexpected,
+                "Nodes is a relay's message; a device sends none".into(),
+            ));
+        }
+        let held = StoreDirectory {
+            store: &*store,
+            me: config.node,
+        };
+        let admitted = admit_records(&held, peer, records)
+            .map_err(|e| Failure::new(e.code(), format!("batch {batch}: {e}")))?;
+        let c = store.commit_records(&admitted)?;
+        Ok(vec![ServerOutput::Send(Message::Ack {
+            batch,
+            stored: c.stored,
+            duplicates: c.duplicates,
+        })])
     }
 
     /// Answers an offer: a `BlobRefused` for each offered blob declined for a reason the
@@ -786,8 +825,14 @@ fn refusal(batch: u64, e: &AdmitError) -> String {
         | AdmitError::Malformed { .. }
         | AdmitError::Rules { .. }
         | AdmitError::Unsigned { .. }
-        | AdmitError::BadSignature { .. } => {
+        | AdmitError::BadSignature { .. }
+        | AdmitError::NotAuthorised { .. } => {
             format!("batch {batch}, {e}")
+        }
+        // The cause (a path, SQL) is the operator's, in the log; the peer may retry.
+        AdmitError::Directory(cause) => {
+            tracing::error!(%cause, "reading the node directory");
+            format!("batch {batch}: this relay's storage failed; retry later")
         }
         AdmitError::NotOwn { origin, seq } => format!(
             "batch {batch}: event {}/{seq} is not the device's own; a device sends only its own events",
@@ -1085,7 +1130,23 @@ mod tests {
         ahead.sign(&DEVICE_KEY).expect("sign");
         let mut one_a_batch = relay_config();
         one_a_batch.limits.max_batch_events = 1;
+        let close = gridsync_core::Writer::signing(&DEVICE_KEY, "patrol-7", 2, gridsync_core::Hlc::new(NOW, 0))
+            .write(
+                gridsync_core::IncidentId::new_v7(NOW, [1; 10]),
+                &grid(GRID),
+                gridsync_core::Payload::StatusChanged {
+                    status: gridsync_core::Status::Closed,
+                    pred: vec![],
+                },
+                NOW,
+            );
         let cases: Vec<(ServerConfig, Message, ErrorCode, &str)> = vec![
+            (
+                relay_config(),
+                batch(&[comment(DEVICE, 1, GRID, "mine"), close]),
+                ErrorCode::NotAuthorised,
+                "batch 1, event 1: event 8139770e/2 is an operator decision (StatusChanged); only a platform",
+            ),
             (
                 relay_config(),
                 batch(&[comment(DEVICE, 1, GRID, "mine"), comment(OTHER, 1, GRID, "not mine")]),

@@ -13,6 +13,7 @@
 use gridsync_core::{BlobHash, Event, NodeId, Scope};
 
 use crate::admit::Admitted;
+use crate::directory::{AdmittedRecords, NodeRecord};
 use crate::message::{BlobInfo, BlobKind, Head, Role};
 
 /// Why storage refused or failed.
@@ -113,6 +114,16 @@ pub trait SyncStore {
     /// paged back to it). Refuses, storing nothing, any id already held with other content.
     fn commit(&mut self, batch: &Admitted) -> Result<Committed, StorageError>;
 
+    /// The node record in force from each issuer about `node` (the one with the highest
+    /// serial), as received or issued here; none if there is none.
+    fn records_about(&self, node: &NodeId) -> Result<Vec<NodeRecord>, StorageError>;
+
+    /// Stores admitted node records in one durable transaction, each replacing the one in
+    /// force from its issuer about its node only if its serial is higher (a record held
+    /// already, or older, counts as a duplicate). A record stored here is sent on to this
+    /// node's own parent.
+    fn commit_records(&mut self, records: &AdmittedRecords) -> Result<Committed, StorageError>;
+
     /// What this node holds of blob `hash`.
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, StorageError>;
 
@@ -191,6 +202,20 @@ pub trait SyncStore {
     /// [`SyncStore::commit`]).
     fn commit_download(&mut self, batch: &Admitted, cursor: u64)
         -> Result<Committed, StorageError>;
+
+    /// The position up to which the parent `parent` acknowledged node records (0: none).
+    fn records_cursor(&self, parent: &NodeId) -> Result<u64, StorageError>;
+
+    /// The node records in force stored after position `after`, in the order this node stored
+    /// them, at most `limit`, each with its position.
+    fn records_to_send(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, NodeRecord)>, StorageError>;
+
+    /// Records that `parent` acknowledged every node record up to position `upto`.
+    fn records_acked(&mut self, parent: &NodeId, upto: u64) -> Result<(), StorageError>;
 
     /// Records that `parent` acknowledged this node's own events up to `seq` (for "pending").
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError>;

@@ -33,7 +33,7 @@ use gridsync_proto::frame::{self, decode_blob_header, decode_body};
 use gridsync_proto::server::ServerConfig;
 use gridsync_proto::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, FrameError, FrameReader, Head, Limits, Message,
-    Role, Want, MAX_FRAME,
+    NodeRecord, Role, Want, MAX_FRAME,
 };
 
 // ---- the vectors -------------------------------------------------------------------------
@@ -71,6 +71,7 @@ const GOLDEN: &[(&str, &[u8])] = golden!(
     "down.bin",
     "bye.bin",
     "blob_header.bin",
+    "nodes.bin",
     "README.md",
 );
 
@@ -111,6 +112,7 @@ fn file_of(m: &Message) -> &'static str {
         Message::Pull { .. } => "pull.bin",
         Message::Down { .. } => "down.bin",
         Message::Bye => "bye.bin",
+        Message::Nodes { .. } => "nodes.bin",
     }
 }
 
@@ -130,6 +132,7 @@ fn index_of(m: &Message) -> u8 {
         Message::Pull { .. } => 10,
         Message::Down { .. } => 11,
         Message::Bye => 12,
+        Message::Nodes { .. } => 13,
     }
 }
 
@@ -262,7 +265,28 @@ fn messages() -> Vec<Message> {
             more: false,
         },
         Message::Bye,
+        Message::Nodes {
+            batch: 1,
+            records: vec![node_record()],
+        },
     ]
+}
+
+/// The issuer of the node record in `nodes.bin`: a real key (the record is signed), from
+/// the secret seed 55×32.
+const ISSUER_SECRET: [u8; 32] = [0x55; 32];
+
+/// A street relay's record enrolling the device 11×32 for its grid.
+fn node_record() -> NodeRecord {
+    NodeRecord::issue(
+        &ISSUER_SECRET,
+        CHILD,
+        Role::Device,
+        GRID.parse().expect("scope"),
+        T0,
+        None,
+    )
+    .expect("record encodes")
 }
 
 fn blob_header() -> BlobHeader {
@@ -292,7 +316,7 @@ fn check_golden(name: &str, encoded: &[u8]) {
 #[test]
 fn every_message_encodes_to_its_golden_frame_and_decodes_back() {
     let all = messages();
-    assert_eq!(all.len(), 13, "one vector per Message variant");
+    assert_eq!(all.len(), 14, "one vector per Message variant");
     for (i, m) in all.iter().enumerate() {
         assert_eq!(
             usize::from(index_of(m)),
@@ -323,6 +347,24 @@ fn every_message_encodes_to_its_golden_frame_and_decodes_back() {
             assert_eq!(again, file, "{name}: re-encodes to the same bytes");
         }
     }
+}
+
+/// The record in `nodes.bin` carries its issuer's valid signature over the bytes
+/// PROTOCOL.md specifies, and any change to it breaks the signature.
+#[test]
+fn the_golden_node_record_is_signed_by_its_issuer() {
+    let Message::Nodes { records, .. } = decode_body(&golden("nodes.bin")[4..]).expect("decodes")
+    else {
+        panic!("nodes.bin is not a Nodes message")
+    };
+    let r = &records[0];
+    assert_eq!(r.issuer, NodeId::from_secret(&ISSUER_SECRET));
+    assert_eq!(r.verify(), Ok(()));
+    let bytes = r.signing_bytes().expect("bytes");
+    assert!(bytes.starts_with(b"gridsync-node-v1\0"));
+    let mut changed = r.clone();
+    changed.scope = "110101/002".parse().expect("scope");
+    assert!(changed.verify().is_err());
 }
 
 #[test]
@@ -621,14 +663,14 @@ fn bincode_rules_are_as_documented() {
 
 #[test]
 fn error_codes_are_their_variant_indices() {
-    for n in 0u16..=15 {
+    for n in 0u16..=16 {
         let code = ErrorCode::from_u16(n).expect("a code");
         assert_eq!(code.as_u16(), n);
         let bytes = codec::encode_wire("code", &code).expect("encodes");
         assert_eq!(bytes, [FORMAT_V1, n as u8], "{code:?} is variant {n}");
     }
-    assert_eq!(ErrorCode::from_u16(16), None);
-    let transient: Vec<u16> = (0u16..=15)
+    assert_eq!(ErrorCode::from_u16(17), None);
+    let transient: Vec<u16> = (0u16..=16)
         .filter_map(ErrorCode::from_u16)
         .filter(|c| c.is_transient())
         .map(ErrorCode::as_u16)
@@ -761,11 +803,11 @@ fn trailing_bytes_inside_a_frame_are_refused() {
 
 #[test]
 fn unknown_variant_indices_are_refused() {
-    // Message variants 13.. (in every varint width).
+    // Message variants 14.. (in every varint width).
     for index in [
-        &[13u8][..],
+        &[14u8][..],
         &[250],
-        &[251, 13, 0],
+        &[251, 14, 0],
         &[252, 0, 0, 0, 1],
         &[255],
     ] {
@@ -776,7 +818,7 @@ fn unknown_variant_indices_are_refused() {
     // An unknown error code inside Error: the whole message is malformed.
     let mut error = frame::encode(&messages()[2]).expect("encodes")[4..].to_vec();
     assert_eq!(error[2], ErrorCode::ClockAhead.as_u16() as u8);
-    error[2] = 16;
+    error[2] = 17;
     malformed(decode_body(&error));
     // An unknown role in Hello (variant, versions, node, then the role byte).
     let mut hello = frame::encode(&messages()[0]).expect("encodes")[4..].to_vec();

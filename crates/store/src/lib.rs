@@ -46,6 +46,7 @@ mod meta;
 mod open;
 mod peers;
 mod read;
+mod records;
 mod schema;
 mod sync;
 mod write;

@@ -92,6 +92,7 @@ impl Store {
             path: path.to_owned(),
         };
         store.sign_own_events()?;
+        store.issue_peer_records()?;
         Ok(store)
     }
 

@@ -42,28 +42,39 @@ impl Store {
                 ),
             });
         }
+        let tx = self.immediate()?;
         exec(
-            &self.conn,
+            &tx,
             "INSERT INTO peers (node, role, scope, enrolled_ms, revoked_ms)
              VALUES (?1, ?2, ?3, ?4, NULL)
              ON CONFLICT (node) DO UPDATE SET role = excluded.role, scope = excluded.scope,
                  enrolled_ms = excluded.enrolled_ms, revoked_ms = NULL",
             params![&node.0[..], role.as_str(), scope.as_str(), sql_int(now_ms)],
         )
-        .map(|_| ())
-        .map_err(self.err("enrolling a peer"))
+        .map_err(self.err("enrolling a peer"))?;
+        // The record the tiers above learn the enrollment from, in the same transaction.
+        self.issue_record(&tx, node, now_ms)?;
+        tx.commit().map_err(self.err("commit"))
     }
 
     /// Revokes `node`'s enrollment; returns whether it was enrolled (and not yet revoked).
-    /// Revoking again keeps the first revocation time.
+    /// Revoking again keeps the first revocation time. The revocation's node record (sent up
+    /// so that every tier refuses the node's later events) names the highest sequence number
+    /// of the node's events held here: those stay valid.
     pub fn revoke(&mut self, node: &NodeId, now_ms: u64) -> Result<bool> {
-        exec(
-            &self.conn,
+        let tx = self.immediate()?;
+        let revoked = exec(
+            &tx,
             "UPDATE peers SET revoked_ms = ?2 WHERE node = ?1 AND revoked_ms IS NULL",
             params![&node.0[..], sql_int(now_ms)],
         )
-        .map(|n| n > 0)
-        .map_err(self.err("revoking a peer"))
+        .map_err(self.err("revoking a peer"))?
+            > 0;
+        if revoked {
+            self.issue_record(&tx, node, now_ms)?;
+        }
+        tx.commit().map_err(self.err("commit"))?;
+        Ok(revoked)
     }
 
     /// Every peer ever enrolled here (revoked ones too), in enrollment order.
@@ -105,7 +116,7 @@ impl Store {
         Ok(out)
     }
 
-    fn peer_role_scope(&self, role: &str, scope: &str) -> Result<(Role, Scope)> {
+    pub(crate) fn peer_role_scope(&self, role: &str, scope: &str) -> Result<(Role, Scope)> {
         let role =
             Role::from_name(role).ok_or_else(|| self.corrupt(format!("peer role {role:?}")))?;
         let parsed: Scope = scope

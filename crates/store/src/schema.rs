@@ -132,6 +132,29 @@ const MIGRATIONS: &[&str] = &[
     r#"
     INSERT OR REPLACE INTO meta (key, value) VALUES ('sign_own_events', x'01');
     "#,
+    // 4: node records (`gridsync_proto::directory`). One row per (issuer, node): the record
+    // in force; a newer one replaces it and gets a new position, so it is sent up again.
+    // The peers enrolled before this are given their records by the next open that knows
+    // the node's key (`Store::issue_peer_records`, which removes the marker).
+    r#"
+    CREATE TABLE node_records (
+        pos    INTEGER PRIMARY KEY AUTOINCREMENT,
+        issuer BLOB    NOT NULL,
+        node   BLOB    NOT NULL,
+        serial INTEGER NOT NULL,
+        record BLOB    NOT NULL,
+        UNIQUE (issuer, node)
+    ) STRICT;
+    CREATE INDEX node_records_by_node ON node_records (node);
+
+    -- Per parent: the position up to which it acknowledged node records.
+    CREATE TABLE records_sent (
+        parent BLOB PRIMARY KEY,
+        upto   INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    INSERT OR REPLACE INTO meta (key, value) VALUES ('issue_peer_records', x'01');
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is

@@ -5,8 +5,8 @@
 
 use gridsync_core::{BlobHash, Event, NodeId, Scope};
 use gridsync_proto::{
-    Admitted, BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled, Head, Page,
-    StorageError, SyncStore,
+    Admitted, AdmittedRecords, BlobFinish, BlobInfo, BlobKind, BlobState, Committed, Enrolled,
+    Head, NodeRecord, Page, StorageError, SyncStore,
 };
 
 use crate::error::storage;
@@ -32,6 +32,14 @@ impl SyncStore for Store {
         self.append_received(batch, &[])
             .map(committed)
             .map_err(storage)
+    }
+
+    fn records_about(&self, node: &NodeId) -> Result<Vec<NodeRecord>, StorageError> {
+        Store::records_about(self, node).map_err(storage)
+    }
+
+    fn commit_records(&mut self, records: &AdmittedRecords) -> Result<Committed, StorageError> {
+        Store::commit_records(self, records).map_err(storage)
     }
 
     fn blob_state(&self, hash: &BlobHash) -> Result<BlobState, StorageError> {
@@ -114,6 +122,22 @@ impl SyncStore for Store {
         Store::commit_download(self, batch, cursor)
             .map(committed)
             .map_err(storage)
+    }
+
+    fn records_cursor(&self, parent: &NodeId) -> Result<u64, StorageError> {
+        Store::records_cursor(self, parent).map_err(storage)
+    }
+
+    fn records_to_send(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, NodeRecord)>, StorageError> {
+        Store::records_to_send(self, after, limit).map_err(storage)
+    }
+
+    fn records_acked(&mut self, parent: &NodeId, upto: u64) -> Result<(), StorageError> {
+        Store::records_acked(self, parent, upto).map_err(storage)
     }
 
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError> {

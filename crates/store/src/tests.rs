@@ -23,6 +23,7 @@ pub(crate) fn admit(
         max_events: usize::MAX,
         max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
         accept_unsigned_before: None,
+        directory: None,
     }
     .admit_events(events, now_ms)
 }

@@ -1,6 +1,7 @@
 //! The cases, by group. Each is an `async fn(&Ctx) -> Check` registered with its id, the
 //! spec section it checks, and where it may run.
 
+mod authorisation;
 mod blobs;
 mod download;
 mod durability;
@@ -36,6 +37,7 @@ pub fn all() -> Vec<Case> {
     v.extend(handshake::cases());
     v.extend(frames::cases());
     v.extend(upload::cases());
+    v.extend(authorisation::cases());
     v.extend(blobs::cases());
     v.extend(download::cases());
     v.extend(sessions::cases());

@@ -402,9 +402,9 @@ async fn seq_zero(ctx: &Ctx) -> Check {
 }
 
 async fn window(ctx: &Ctx) -> Check {
+    let origin = fresh_origin();
     let (conn, mut ctl, w) = ctx.street().await?;
     let n = w.limits.window.clamp(1, 16) as u64;
-    let origin = fresh_origin();
     for b in 1..=n {
         let msg = Msg::Events {
             batch: b,
