@@ -39,13 +39,14 @@ fn three_pdas(dir: &Path) -> Vec<Pda> {
         .enumerate()
         .map(|(i, name)| {
             let path = dir.join(format!("{name}.db"));
-            Device::init_with(
-                &path,
-                name,
-                "110101/002/014/03".parse().expect("grid"),
-                FixedEnv::new(T0, 100 + i as u64),
-            )
-            .expect("init");
+            let env = FixedEnv::new(T0, 100 + i as u64);
+            if *name == "sub-center" {
+                // The sub-center makes the decision (accepting): a relay's store.
+                Device::init_node(&path, name, "street", "110101/002", env).expect("init");
+            } else {
+                Device::init_with(&path, name, "110101/002/014/03".parse().expect("grid"), env)
+                    .expect("init");
+            }
             Pda { path }
         })
         .collect()

@@ -429,15 +429,24 @@ async fn a_handhelds_decision_or_a_revoked_keys_later_event_is_refused_upstream(
         )
         .await,
     );
-    assert!(message.contains("was revoked after its event 1"), "{message}");
-    assert_eq!(held(pda_id), 1, "the earlier event is kept, the later refused");
+    assert!(
+        message.contains("was revoked after its event 1"),
+        "{message}"
+    );
+    assert_eq!(
+        held(pda_id),
+        1,
+        "the earlier event is kept, the later refused"
+    );
 
     // The street itself still forwards: its own decisions go through.
     let mut desk = Device::open(&street_db).expect("open the street's store");
     let incident = desk.list().expect("list")[0].id;
     desk.edit(
         incident,
-        vec![gridsync_core::Change::Status(gridsync_core::Status::Accepted)],
+        vec![gridsync_core::Change::Status(
+            gridsync_core::Status::Accepted,
+        )],
         vec![],
     )
     .expect("the sub-center accepts the case");

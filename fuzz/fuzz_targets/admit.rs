@@ -80,7 +80,11 @@ fuzz_target!(|data: &[u8]| {
         // Unsigned events are admitted (as a migrating parent may), so random bodies reach
         // every check after the signature; a signature that is there is still verified.
         accept_unsigned_before: Some(u64::MAX),
-        directory: None,
+        // A device's batch (no operator decision) whenever its origins are its own.
+        authority: match origins {
+            Origins::Only(_) => gridsync_proto::Authority::Device,
+            Origins::Any => gridsync_proto::Authority::Unchecked,
+        },
     };
     match admission.admit(&bodies, now_ms) {
         Ok(admitted) => {
@@ -101,6 +105,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(scope.contains(&e.grid), "{} outside {scope}", e.grid);
                 if let Origins::Only(own) = origins {
                     assert_eq!(e.origin, own, "not the sender's own");
+                    assert!(!gridsync_core::is_decision(&e.payload), "a device's decision");
                 }
                 assert!(hlc::check_ahead(e.hlc, now_ms, max_drift_ms).is_ok());
             }

@@ -24,7 +24,7 @@ pub fn admit_from(from: NodeId, events: &[Event], now_ms: u64) -> Result<Admitte
         max_events: usize::MAX,
         max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
         accept_unsigned_before: None,
-        directory: None,
+        authority: gridsync_proto::Authority::Unchecked,
     }
     .admit_events(events, now_ms)
 }

@@ -58,12 +58,25 @@ impl Node {
     pub fn new(seed: u8, name: &str, role: Role) -> Self {
         let secret = [seed; 32];
         let id = NodeId::from_secret(&secret);
+        let mut store = Store::in_memory().expect("in-memory store");
+        if role != Role::Device {
+            // A relay signs the node records of the children it enrolls with its key.
+            store
+                .set_identity(&gridsync_store::Identity {
+                    secret,
+                    node_id: id,
+                    name: name.to_owned(),
+                    role,
+                    scope: None,
+                })
+                .expect("identity");
+        }
         Self {
             id,
             secret,
             name: name.to_owned(),
             role,
-            store: Store::in_memory().expect("in-memory store"),
+            store,
             limits: ServerConfig::new(id, role, name).limits,
             blob_check: None,
             incidents: 0,

@@ -456,7 +456,7 @@ mod tests {
             max_events: usize::MAX,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
-            directory: None,
+            authority: gridsync_proto::Authority::Unchecked,
         }
         .admit_events(events, now)
         .expect("admitted")

@@ -631,15 +631,31 @@ fn a_handheld_refuses_operator_decisions_in_one_line() {
             args.join(" ")
         );
         assert!(line.contains(&id), "names the incident: {line}");
-        assert_eq!(gs.snapshot(), before, "`{}` wrote something", args.join(" "));
+        assert_eq!(
+            gs.snapshot(),
+            before,
+            "`{}` wrote something",
+            args.join(" ")
+        );
     }
     let cat = path_str(&fixture(CAT));
     let v = gs.edit(
         &id,
-        &["--comment", "Still there at noon", "--photo", &cat, "--severity", "urgent"],
+        &[
+            "--comment",
+            "Still there at noon",
+            "--photo",
+            &cat,
+            "--severity",
+            "urgent",
+        ],
     );
     assert_eq!(str_of(&v, "status"), "reported");
-    assert_eq!(event_count(&v), 5, "report, photo, comment, photo, severity: {v}");
+    assert_eq!(
+        event_count(&v),
+        5,
+        "report, photo, comment, photo, severity: {v}"
+    );
     assert_eq!(photos(&v).len(), 2);
 }
 

@@ -691,10 +691,7 @@ fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
     relay_ok(&street_db, &["enroll", &pda_id, "--grid", GRID_A]);
     let street = Relay::run("street", &street_db, &[]);
 
-    let id = pda.report_photos(
-        "Overflowing bin",
-        &[&fixture("street-640x427-gps.jpg")],
-    );
+    let id = pda.report_photos("Overflowing bin", &[&fixture("street-640x427-gps.jpg")]);
     sync_json(&pda, &street);
     let platform = |args: &[&str]| {
         let mut all = vec!["edit", id.as_str()];
@@ -705,7 +702,10 @@ fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
     let refused = |db: &Path, args: &[&str]| {
         let mut all = vec!["edit", id.as_str()];
         all.extend_from_slice(args);
-        let out = relay_command(db).args(&all).output().expect("run gridsync-relay");
+        let out = relay_command(db)
+            .args(&all)
+            .output()
+            .expect("run gridsync-relay");
         expect_one_line_failure(&all, &out)
     };
 
@@ -714,8 +714,15 @@ fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
     let line = refused(&street_db, &["--score", "4"]);
     assert!(line.contains("resolved"), "{line}");
     let line = refused(&street_db, &["--status", "verified"]);
-    assert!(line.contains("accepted") && line.contains("rejected"), "{line}");
-    assert_eq!(relay_show(&street_db, &id), before, "refusals changed nothing");
+    assert!(
+        line.contains("accepted") && line.contains("rejected"),
+        "{line}"
+    );
+    assert_eq!(
+        relay_show(&street_db, &id),
+        before,
+        "refusals changed nothing"
+    );
 
     let v = platform(&["--status", "accepted"]);
     assert_eq!(str_of(&v, "status"), "accepted");

@@ -304,7 +304,7 @@ mod tests {
             .map(|o| o.line())
             .collect();
         assert!(bad.is_empty(), "{bad:#?}");
-        assert_eq!(out.len(), 15);
+        assert_eq!(out.len(), 16);
     }
 
     #[test]

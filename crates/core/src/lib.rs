@@ -55,6 +55,7 @@ pub use ids::{EventId, GridCode, IncidentId, NodeId, Scope};
 pub use merge::IncidentState;
 pub use rules::{check_rules, is_decision, RuleError};
 pub use sign::{
-    sign_message, signing_bytes, verify_batch, verify_message, BatchError, SignError, SignatureError,
+    sign_message, signing_bytes, verify_batch, verify_message, BatchError, SignError,
+    SignatureError,
 };
 pub use view::IncidentView;

@@ -257,7 +257,6 @@ mod tests {
         assert!(!writes.iter().any(is_decision));
     }
 
-
     fn message(e: &Event) -> String {
         check_rules(e).expect_err("refused").to_string()
     }

@@ -47,11 +47,32 @@ pub struct Admission<'a> {
     /// unsigned. `None` (the default everywhere): every event must be validly signed.
     /// A signed event is always verified, whatever its time.
     pub accept_unsigned_before: Option<u64>,
-    /// For a batch from a relay child: the directory each event's origin is checked against
-    /// ([`crate::directory::authorise`]). `None` for a device (its own events, checked with
-    /// [`crate::directory::authorise_device`] since `origins` is `Only`) and for what comes
-    /// down from a parent or is handed over locally.
-    pub directory: Option<&'a dyn Records>,
+    /// Who may write what in the batch (PROTOCOL.md §8.9).
+    pub authority: Authority<'a>,
+}
+
+/// How a batch's events are authorised ([`crate::directory`]).
+#[derive(Clone, Copy)]
+pub enum Authority<'a> {
+    /// From a device: its own events, and no operator decision
+    /// ([`crate::directory::authorise_device`]).
+    Device,
+    /// From a relay child: each event's origin checked against the node records this
+    /// directory holds ([`crate::directory::authorise`]).
+    Relay(&'a dyn Records),
+    /// Not checked here: what comes down from a parent (a child holds no records of the
+    /// tiers above), and a node's local hand-over of events it holds.
+    Unchecked,
+}
+
+impl std::fmt::Debug for Authority<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Authority::Device => f.write_str("Device"),
+            Authority::Relay(r) => write!(f, "Relay(directory of {})", r.me().short()),
+            Authority::Unchecked => f.write_str("Unchecked"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Admission<'_> {
@@ -63,7 +84,7 @@ impl std::fmt::Debug for Admission<'_> {
             .field("max_events", &self.max_events)
             .field("max_drift_ms", &self.max_drift_ms)
             .field("accept_unsigned_before", &self.accept_unsigned_before)
-            .field("directory", &self.directory.map(|d| d.me()))
+            .field("authority", &self.authority)
             .finish()
     }
 }
@@ -258,7 +279,7 @@ impl Admission<'_> {
     }
 
     /// Who may write `event`: a device sends no operator decision; a relay child's events
-    /// must be vouched for by the directory. `standings` caches each origin's standing for
+    /// must be vouched for by the directory ([`Admission::authority`]). `standings` caches each origin's standing for
     /// the batch (a batch holds few origins).
     fn authorise(
         &self,
@@ -267,11 +288,10 @@ impl Admission<'_> {
         standings: &mut Vec<(NodeId, Standing)>,
     ) -> Result<(), AdmitError> {
         let refused = |error| AdmitError::NotAuthorised { index, error };
-        if let Origins::Only(_) = self.origins {
-            return directory::authorise_device(event).map_err(refused);
-        }
-        let Some(records) = self.directory else {
-            return Ok(());
+        let records = match self.authority {
+            Authority::Device => return directory::authorise_device(event).map_err(refused),
+            Authority::Relay(records) => records,
+            Authority::Unchecked => return Ok(()),
         };
         let at = match standings.iter().position(|(o, _)| *o == event.origin) {
             Some(at) => at,
@@ -341,7 +361,7 @@ mod tests {
             max_events: 2,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
-            directory: None,
+            authority: crate::admit::Authority::Unchecked,
         }
     }
 
@@ -440,7 +460,7 @@ mod tests {
             max_events: usize::MAX,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
-            directory: None,
+            authority: crate::admit::Authority::Unchecked,
         };
         assert!(relay.admit(&[body(&at_limit)], NOW).is_ok());
         let past = comment(

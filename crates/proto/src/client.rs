@@ -950,7 +950,7 @@ impl Cx<'_> {
             // A parent never sends unsigned events down (`ServerSession`'s pull).
             accept_unsigned_before: None,
             // What comes down is the tiers above's business (module `directory`).
-            directory: None,
+            authority: crate::admit::Authority::Unchecked,
         };
         let decoded = admission.admit(events, now_ms).map_err(download_refusal)?;
         // A page that says "more" without moving the cursor would loop forever; one or two
@@ -1848,7 +1848,11 @@ mod tests {
             )
         };
         let cases: [(&str, Vec<Event>, bool); 3] = [
-            ("an origin no record vouches for", vec![comment(OTHER, 1, GRID, "who?")], false),
+            (
+                "an origin no record vouches for",
+                vec![comment(OTHER, 1, GRID, "who?")],
+                false,
+            ),
             ("a device's decision", vec![close(DEVICE, 1)], true),
             (
                 "an honest report after the refused one",
@@ -1867,7 +1871,9 @@ mod tests {
             let mut parent =
                 ServerSession::new(ServerConfig::new(RELAY, Role::District, "district"), street);
             let r = run(&mut child, &mut parent, &mut relay, &mut district, NOW);
-            let held = events.iter().all(|e| district.event(&e.origin, e.seq).is_some());
+            let held = events
+                .iter()
+                .all(|e| district.event(&e.origin, e.seq).is_some());
             if what.starts_with("an honest") {
                 assert!(r.finished.is_some() && held, "{what}");
                 continue;
@@ -1875,7 +1881,9 @@ mod tests {
             let code = r.failed.as_ref().map(SessionError::code);
             assert_eq!(code, Some(ErrorCode::NotAuthorised), "{what}: {r:?}");
             assert!(
-                events.iter().all(|e| district.event(&e.origin, e.seq).is_none()),
+                events
+                    .iter()
+                    .all(|e| district.event(&e.origin, e.seq).is_none()),
                 "{what}: nothing stored"
             );
         }

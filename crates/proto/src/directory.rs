@@ -182,13 +182,12 @@ fn vouches_at(
         });
     }
     for r in records.records_about(node)? {
-        if r.issuer == records.me() {
-            out.push(r.vouch());
-        } else if depth > 1
-            && vouches_at(records, &r.issuer, depth - 1)?
-                .iter()
-                .any(|v| v.may_issue_for(&r.scope))
-        {
+        let trusted = r.issuer == records.me()
+            || (depth > 1
+                && vouches_at(records, &r.issuer, depth - 1)?
+                    .iter()
+                    .any(|v| v.may_issue_for(&r.scope)));
+        if trusted {
             out.push(r.vouch());
         }
     }
@@ -210,7 +209,11 @@ pub enum AuthError {
     Unknown { origin: NodeId, seq: u64 },
     /// The origin was revoked, and this event is later than what the revoking relay held.
     #[error("event {}/{seq}: origin {} was revoked after its event {after}; its later events are refused", origin.short(), origin.short())]
-    Revoked { origin: NodeId, seq: u64, after: u64 },
+    Revoked {
+        origin: NodeId,
+        seq: u64,
+        after: u64,
+    },
     /// The origin is vouched for, but not for this event's grid.
     #[error("event {}/{seq} is in grid {grid}, outside every scope its origin is enrolled for", origin.short())]
     NotItsScope {
@@ -388,8 +391,7 @@ pub fn admit_records(
         if node == held.me() {
             return Err(RecordError::AboutMe { index });
         }
-        if r.role == Role::Device && r.scope.as_str().parse::<gridsync_core::GridCode>().is_err()
-        {
+        if r.role == Role::Device && r.scope.as_str().parse::<gridsync_core::GridCode>().is_err() {
             return Err(RecordError::DeviceScope {
                 index,
                 node,
@@ -639,7 +641,17 @@ mod tests {
             })
         );
         // Revoking the community cuts off what it vouched for.
-        h.add(NodeRecord::issue(&[2; 32], id(3), Role::Street, scope("110101/002/014"), 2, Some(0)).unwrap());
+        h.add(
+            NodeRecord::issue(
+                &[2; 32],
+                id(3),
+                Role::Street,
+                scope("110101/002/014"),
+                2,
+                Some(0),
+            )
+            .unwrap(),
+        );
         assert_eq!(standing(&h, 4), Standing::Vouched(vec![]));
         assert!(matches!(
             authorise(&event(3, 1, close()), &standing(&h, 3)),
@@ -661,7 +673,10 @@ mod tests {
             issue(2, id(3), Role::Street, "110101/002/014", None),
             issue(3, id(4), Role::Device, GRID, None),
         ];
-        assert_eq!(admit_records(&h, &street, ok.clone()).map(|a| a.records().len()), Ok(2));
+        assert_eq!(
+            admit_records(&h, &street, ok.clone()).map(|a| a.records().len()),
+            Ok(2)
+        );
         // In the other order the community is not yet trusted.
         let reversed: Vec<_> = ok.into_iter().rev().collect();
         assert!(matches!(

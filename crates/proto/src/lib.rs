@@ -116,7 +116,7 @@ pub use frame::{FrameError, FrameReader, MAX_FRAME};
 /// 8 KiB); the bound keeps every stored event far inside a frame, so any page of them can be
 /// sent.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
-pub use admit::{Admission, AdmitError, Admitted, Origins};
+pub use admit::{Admission, AdmitError, Admitted, Authority, Origins};
 pub use directory::{AdmittedRecords, AuthError, NodeRecord, RecordError, Standing, Vouch};
 pub use message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN, VERSIONS,

@@ -581,7 +581,7 @@ mod tests {
             max_events: usize::MAX,
             max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
-            directory: None,
+            authority: crate::admit::Authority::Unchecked,
         }
         .admit_events(events, NOW)
         .expect("admitted")

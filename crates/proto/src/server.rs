@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use gridsync_core::codec;
 use gridsync_core::{BlobHash, NodeId};
 
-use crate::admit::{Admission, AdmitError, Origins};
-use crate::directory::{admit_records, NodeRecord, Records, StoreDirectory};
+use crate::admit::{Admission, AdmitError, Authority, Origins};
+use crate::directory::{admit_records, NodeRecord, StoreDirectory};
 use crate::message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want,
 };
@@ -521,7 +521,11 @@ impl Ready {
             max_events: config.limits.max_batch_events as usize,
             max_drift_ms: config.max_drift_ms,
             accept_unsigned_before: config.accept_unsigned_before,
-            directory: (peer.role != Role::Device).then_some(&held as &dyn Records),
+            authority: if peer.role == Role::Device {
+                Authority::Device
+            } else {
+                Authority::Relay(&held)
+            },
         };
         let batch_events = admission
             .admit(bodies, now_ms)
@@ -1130,16 +1134,21 @@ mod tests {
         ahead.sign(&DEVICE_KEY).expect("sign");
         let mut one_a_batch = relay_config();
         one_a_batch.limits.max_batch_events = 1;
-        let close = gridsync_core::Writer::signing(&DEVICE_KEY, "patrol-7", 2, gridsync_core::Hlc::new(NOW, 0))
-            .write(
-                gridsync_core::IncidentId::new_v7(NOW, [1; 10]),
-                &grid(GRID),
-                gridsync_core::Payload::StatusChanged {
-                    status: gridsync_core::Status::Closed,
-                    pred: vec![],
-                },
-                NOW,
-            );
+        let close = gridsync_core::Writer::signing(
+            &DEVICE_KEY,
+            "patrol-7",
+            2,
+            gridsync_core::Hlc::new(NOW, 0),
+        )
+        .write(
+            gridsync_core::IncidentId::new_v7(NOW, [1; 10]),
+            &grid(GRID),
+            gridsync_core::Payload::StatusChanged {
+                status: gridsync_core::Status::Closed,
+                pred: vec![],
+            },
+            NOW,
+        );
         let cases: Vec<(ServerConfig, Message, ErrorCode, &str)> = vec![
             (
                 relay_config(),

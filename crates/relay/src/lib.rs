@@ -132,6 +132,13 @@ pub struct RelayOptions {
     /// Per-node limits: connections one node may hold at once (one more is closed with
     /// `Busy`), and its sustained event rate and burst (over it, its batches wait).
     pub node_limits: NodeLimits,
+    /// The migration opt-in for events stored before signatures, as a parent: unsigned events
+    /// timestamped before this Unix time (ms) are admitted from children
+    /// ([`ServerConfig::accept_unsigned_before`]). `None` (the default): none is.
+    pub accept_unsigned_before: Option<u64>,
+    /// The same opt-in as a child: offer the upstream the unsigned events held here
+    /// ([`ClientConfig::upload_unsigned`]; the upstream must opt in too). Off by default.
+    pub upload_unsigned: bool,
 }
 
 impl Default for RelayOptions {
@@ -141,7 +148,31 @@ impl Default for RelayOptions {
             max_connections: server::MAX_CONNECTIONS,
             handshake_timeout: server::HANDSHAKE_TIMEOUT,
             node_limits: NodeLimits::default(),
+            accept_unsigned_before: None,
+            upload_unsigned: false,
         }
+    }
+}
+
+impl RelayOptions {
+    /// The parent-side session configuration these options give a relay `node`.
+    pub fn server_config(&self, node: NodeId, role: Role, name: impl Into<String>) -> ServerConfig {
+        let mut config = server_config(node, role, name);
+        config.accept_unsigned_before = self.accept_unsigned_before;
+        config
+    }
+
+    /// The child-side session configuration for the upstream `parent`.
+    pub fn client_config(
+        &self,
+        node: NodeId,
+        role: Role,
+        name: impl Into<String>,
+        parent: NodeId,
+    ) -> ClientConfig {
+        let mut config = ClientConfig::new(node, role, name, parent);
+        config.upload_unsigned = self.upload_unsigned;
+        config
     }
 }
 
@@ -181,7 +212,7 @@ pub async fn start_with(
         handshake_timeout: options.handshake_timeout,
         ..Shared::new(
             store.clone(),
-            server_config(identity.node_id, role, identity.name.clone()),
+            options.server_config(identity.node_id, role, identity.name.clone()),
             changed.clone(),
             rx.clone(),
         )
@@ -192,7 +223,7 @@ pub async fn start_with(
     let task = tokio::spawn(async move {
         let up = upstream.map(|target| {
             let config =
-                ClientConfig::new(identity.node_id, role, identity.name.clone(), target.id);
+                options.client_config(identity.node_id, role, identity.name.clone(), target.id);
             tokio::spawn(upstream_loop(
                 store,
                 identity.secret,
@@ -332,6 +363,27 @@ async fn upstream_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unsigned_opt_ins_reach_the_session_configs_and_are_off_by_default() {
+        let (node, parent) = (NodeId([1; 32]), NodeId([2; 32]));
+        let default = RelayOptions::default();
+        let s = default.server_config(node, Role::Street, "s");
+        let c = default.client_config(node, Role::Street, "s", parent);
+        assert_eq!((s.accept_unsigned_before, c.upload_unsigned), (None, false));
+        assert!(s.blob_check.is_some(), "still the relay's blob check");
+        let opted = RelayOptions {
+            accept_unsigned_before: Some(1_764_000_000_000),
+            upload_unsigned: true,
+            ..RelayOptions::default()
+        };
+        let s = opted.server_config(node, Role::Street, "s");
+        let c = opted.client_config(node, Role::Street, "s", parent);
+        assert_eq!(
+            (s.accept_unsigned_before, c.upload_unsigned),
+            (Some(1_764_000_000_000), true)
+        );
+    }
 
     #[test]
     fn the_relay_serves_with_the_media_blob_check() {

@@ -115,7 +115,12 @@ impl Store {
     /// Issues, in `tx`, this node's record about its peer `node` as the `peers` table now has
     /// it: enrolled, or revoked after the highest sequence number of `node` held here. Does
     /// nothing for a store without a key (a relay always has one).
-    pub(crate) fn issue_record(&self, tx: &Transaction<'_>, node: &NodeId, now_ms: u64) -> Result<()> {
+    pub(crate) fn issue_record(
+        &self,
+        tx: &Transaction<'_>,
+        node: &NodeId,
+        now_ms: u64,
+    ) -> Result<()> {
         let secret = match self.identity() {
             Ok(id) => id.secret,
             Err(StoreError::NoIdentity { .. }) => return Ok(()),
@@ -156,7 +161,7 @@ impl Store {
         )
         .optional()
         .map_err(sql(path, "issuing a node record"))?;
-        let serial = now_ms.max(last.map_or(0, |v| v.max(0) as u64 + 1));
+        let serial = now_ms.max(last.map_or(1, |v| v.max(0) as u64 + 1));
         let record = NodeRecord::issue(&secret, *node, role, scope, serial, revoked_after)
             .map_err(|e| self.corrupt(format!("encoding a node record: {e}")))?;
         put_record(tx, &record).map_err(sql(path, "issuing a node record"))?;
@@ -185,7 +190,10 @@ impl Store {
             .map_err(sql(&path, "issuing node records"))?;
         tx.commit().map_err(sql(&path, "commit"))?;
         if !peers.is_empty() {
-            tracing::info!(peers = peers.len(), "issued node records for the peers enrolled before them");
+            tracing::info!(
+                peers = peers.len(),
+                "issued node records for the peers enrolled before them"
+            );
         }
         Ok(peers.len())
     }
@@ -223,7 +231,12 @@ fn put_record(tx: &Transaction<'_>, record: &NodeRecord) -> rusqlite::Result<boo
     exec(
         tx,
         "INSERT INTO node_records (issuer, node, serial, record) VALUES (?1, ?2, ?3, ?4)",
-        params![&record.issuer.0[..], &record.node.0[..], sql_int(record.serial), bytes],
+        params![
+            &record.issuer.0[..],
+            &record.node.0[..],
+            sql_int(record.serial),
+            bytes
+        ],
     )?;
     Ok(true)
 }

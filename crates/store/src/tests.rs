@@ -23,7 +23,7 @@ pub(crate) fn admit(
         max_events: usize::MAX,
         max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
         accept_unsigned_before: None,
-        directory: None,
+        authority: gridsync_proto::Authority::Unchecked,
     }
     .admit_events(events, now_ms)
 }
@@ -668,4 +668,168 @@ fn signed_and_unsigned_copies_of_one_event_are_duplicates() {
             Err(StoreError::Equivocation { .. })
         ));
     }
+}
+
+// ---- node records ---------------------------------------------------------------------------
+
+fn relay_store(key: [u8; 32]) -> Store {
+    let mut s = Store::in_memory().unwrap();
+    s.set_identity(&Identity {
+        secret: key,
+        node_id: NodeId::from_secret(&key),
+        name: "street-002".into(),
+        role: gridsync_proto::Role::Street,
+        scope: None,
+    })
+    .unwrap();
+    s
+}
+
+/// Enrolling and revoking issue the relay's signed record in the same transaction; a
+/// revocation names the highest sequence number held of the node; re-enrolling lifts it with
+/// a higher serial; only the record in force is kept and sent.
+#[test]
+fn enroll_and_revoke_issue_signed_records_in_force_by_serial() {
+    use gridsync_proto::{Role, SyncStore};
+    let key = [9; 32];
+    let me = NodeId::from_secret(&key);
+    let device = NodeId::from_secret(&[5; 32]);
+    let grid: gridsync_core::Scope = "110101/002/014/03".parse().unwrap();
+    let mut s = relay_store(key);
+    s.enroll(&device, Role::Device, &grid, NOW).unwrap();
+    let id = IncidentId::new_v7(NOW, [6; 10]);
+    let events = report_events(&mut writer(device, "p", 1, Hlc::default()), id, None);
+    s.append_received(&admit(device, &events, NOW).unwrap(), &[])
+        .unwrap();
+
+    let [first] = &s.records_about(&device).unwrap()[..] else {
+        panic!("one record")
+    };
+    assert_eq!(
+        (first.issuer, first.node, first.role),
+        (me, device, Role::Device)
+    );
+    assert_eq!(
+        (first.scope.clone(), first.revoked_after),
+        (grid.clone(), None)
+    );
+    assert_eq!(first.verify(), Ok(()));
+
+    assert!(s.revoke(&device, NOW + 1).unwrap());
+    let [revoked] = &s.records_about(&device).unwrap()[..] else {
+        panic!("one record in force")
+    };
+    assert_eq!(revoked.revoked_after, Some(events.len() as u64));
+    assert!(revoked.serial > first.serial);
+    assert_eq!(revoked.verify(), Ok(()));
+    // Revoking again changes nothing; enrolling again lifts the revocation.
+    assert!(!s.revoke(&device, NOW + 2).unwrap());
+    assert_eq!(s.records().unwrap().len(), 1);
+    s.enroll(&device, Role::Device, &grid, NOW + 3).unwrap();
+    let all = s.records_to_send(0, 100).unwrap();
+    assert_eq!(all.len(), 1, "only the record in force: {all:?}");
+    assert_eq!(all[0].1.revoked_after, None);
+    assert!(all[0].1.serial > revoked.serial);
+
+    // A parent's cursor moves forward only.
+    s.records_acked(&me, all[0].0).unwrap();
+    s.records_acked(&me, 0).unwrap();
+    assert_eq!(SyncStore::records_cursor(&s, &me).unwrap(), all[0].0);
+    assert!(s.records_to_send(all[0].0, 100).unwrap().is_empty());
+}
+
+/// Received records are kept by issuer and node, the higher serial winning whatever the
+/// order, and count as duplicates otherwise.
+#[test]
+fn received_records_keep_the_highest_serial_whatever_the_order() {
+    use gridsync_proto::directory::{admit_records, Records, StoreDirectory};
+    use gridsync_proto::{Enrolled, NodeRecord, Role};
+    let district_key = [1; 32];
+    let street_key = [2; 32];
+    let street = NodeId::from_secret(&street_key);
+    let device = NodeId::from_secret(&[3; 32]);
+    let mut s = relay_store(district_key);
+    let scope: gridsync_core::Scope = "110101/002".parse().unwrap();
+    s.enroll(&street, Role::Street, &scope, NOW).unwrap();
+    let record = |serial, revoked_after| {
+        NodeRecord::issue(
+            &street_key,
+            device,
+            Role::Device,
+            "110101/002/014/03".parse().unwrap(),
+            serial,
+            revoked_after,
+        )
+        .unwrap()
+    };
+    let sender = Enrolled {
+        node: street,
+        role: Role::Street,
+        scope,
+    };
+    let me = NodeId::from_secret(&district_key);
+    for (records, stored, duplicates) in [
+        (vec![record(2, Some(4))], 1, 0),
+        (vec![record(1, None)], 0, 1),
+        (vec![record(2, Some(4))], 0, 1),
+        (vec![record(3, None), record(5, Some(9))], 2, 0),
+    ] {
+        let held = StoreDirectory { store: &s, me };
+        let admitted = admit_records(&held, &sender, records).unwrap();
+        let c = s.commit_records(&admitted).unwrap();
+        assert_eq!((c.stored, c.duplicates), (stored, duplicates));
+    }
+    let held = StoreDirectory { store: &s, me };
+    let about = held.records_about(&device).unwrap();
+    assert_eq!(about.len(), 1);
+    assert_eq!((about[0].serial, about[0].revoked_after), (5, Some(9)));
+}
+
+/// A relay store from before node records gets a record for each of its peers the first time
+/// this build opens it, once.
+#[test]
+fn peers_enrolled_before_records_get_theirs_on_the_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("street.db");
+    let key = [9; 32];
+    let (device, relay) = (NodeId::from_secret(&[5; 32]), NodeId::from_secret(&[6; 32]));
+    {
+        let mut c = Connection::open(&path).unwrap();
+        crate::schema::configure(&c).unwrap();
+        crate::schema::migrate_to(&mut c, 0, 3).unwrap();
+        c.execute_batch("DELETE FROM meta WHERE key = 'sign_own_events'")
+            .unwrap();
+        let mut s = Store {
+            conn: c,
+            path: path.clone(),
+        };
+        s.set_identity(&Identity {
+            secret: key,
+            node_id: NodeId::from_secret(&key),
+            name: "street-002".into(),
+            role: gridsync_proto::Role::Street,
+            scope: None,
+        })
+        .unwrap();
+        for (node, role, scope, revoked) in [
+            (device, "device", "110101/002/014/03", None),
+            (relay, "street", "110101/002/015", Some(NOW)),
+        ] {
+            s.conn
+                .execute(
+                    "INSERT INTO peers (node, role, scope, enrolled_ms, revoked_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![&node.0[..], role, scope, NOW as i64, revoked.map(|v: u64| v as i64)],
+                )
+                .unwrap();
+        }
+    }
+    let s = Store::open(&path).unwrap();
+    let records = s.records().unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.verify().is_ok() && r.serial == 1));
+    let of = |n: NodeId| records.iter().find(|r| r.node == n).unwrap().revoked_after;
+    assert_eq!((of(device), of(relay)), (None, Some(0)));
+    assert_eq!(s.meta("issue_peer_records").unwrap(), None, "once");
+    drop(s);
+    assert_eq!(Store::open(&path).unwrap().records().unwrap().len(), 2);
 }

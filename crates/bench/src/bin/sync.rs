@@ -151,7 +151,7 @@ fn build(dir: &Path, size: usize) -> Result<(Identity, Identity, Reporter), Erro
             max_events: usize::MAX,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
             accept_unsigned_before: None,
-            directory: None,
+            authority: gridsync_proto::Authority::Unchecked,
         }
         .admit_events(&batch, now_ms())?;
         r.append_received(&admitted, &[])?;

@@ -83,7 +83,7 @@ fn run() -> Result<(), Error> {
         max_events: batch,
         max_drift_ms: hlc::DEFAULT_MAX_DRIFT_MS,
         accept_unsigned_before: unsigned.then_some(u64::MAX),
-        directory: None,
+        authority: gridsync_proto::Authority::Unchecked,
     };
 
     let sign_s = time(rounds, || events(batch, true).map(|_| ()))?;

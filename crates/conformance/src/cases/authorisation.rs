@@ -32,12 +32,22 @@ fn by_street(
     serial: u64,
     revoked_after: Option<u64>,
 ) -> Result<NodeRecord, Fail> {
-    NodeRecord::signed(&ctx.ids.street.seed, node, role, scope, serial, revoked_after)
-        .map_err(|e| fail("a record that encodes", e.to_string()))
+    NodeRecord::signed(
+        &ctx.ids.street.seed,
+        node,
+        role,
+        scope,
+        serial,
+        revoked_after,
+    )
+    .map_err(|e| fail("a record that encodes", e.to_string()))
 }
 
 /// Sends `records` as one `Nodes` in a new street session and returns the answer.
-async fn street_nodes(ctx: &Ctx, records: Vec<NodeRecord>) -> Result<Result<Msg, crate::client::NoMsg>, Fail> {
+async fn street_nodes(
+    ctx: &Ctx,
+    records: Vec<NodeRecord>,
+) -> Result<Result<Msg, crate::client::NoMsg>, Fail> {
     let (conn, mut ctl, _) = ctx.street().await?;
     let r = ctl.ask(&Msg::Nodes { batch: 1, records }).await;
     crate::bye(&mut ctl, &conn).await;
@@ -63,7 +73,11 @@ async fn vouched_batch(
 
 async fn head_is(ctx: &Ctx, origin: &[u8; 32], want: u64, what: &str) -> Check {
     let h = street_head(ctx, origin).await?;
-    ensure(h == want, format!("head {want} ({what})"), format!("head {h}"))
+    ensure(
+        h == want,
+        format!("head {want} ({what})"),
+        format!("head {h}"),
+    )
 }
 
 async fn device_decision(ctx: &Ctx) -> Check {
@@ -103,7 +117,11 @@ async fn record_then_events(ctx: &Ctx) -> Check {
     let (conn, mut ctl, _) = ctx.street().await?;
     let r = send_batch(&mut ctl, 1, &[close]).await?;
     conn.close(0, "done");
-    expect_error(&r, Code::NotAuthorised, "a decision under a device's origin")?;
+    expect_error(
+        &r,
+        Code::NotAuthorised,
+        "a decision under a device's origin",
+    )?;
     head_is(ctx, &device, 1, "the report kept, the decision not stored").await
 }
 

@@ -133,8 +133,15 @@ fn a_fresh_store_has_the_sync_schema() {
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (3, 3));
-    for table in ["origin_grids", "peers", "blob_parts", "blobs_sent"] {
+    assert_eq!((version, SCHEMA_VERSION), (4, 4));
+    for table in [
+        "origin_grids",
+        "peers",
+        "blob_parts",
+        "blobs_sent",
+        "node_records",
+        "records_sent",
+    ] {
         let n: i64 = s
             .conn
             .query_row(

@@ -114,6 +114,15 @@ enum Command {
         /// (at least 1).
         #[arg(long, default_value_t = gridsync_net::server::HANDSHAKE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
         handshake_secs: u64,
+        /// Migration from stores written before signed events: admit unsigned events from
+        /// children if their timestamp is before this time (RFC 3339, e.g.
+        /// 2026-12-01T00:00:00Z). Off by default: every event must be signed.
+        #[arg(long, value_parser = parse_cutoff)]
+        accept_unsigned_before: Option<u64>,
+        /// Migration: offer the upstream the unsigned events held here (it must run with
+        /// --accept-unsigned-before too). Off by default.
+        #[arg(long)]
+        upload_unsigned: bool,
     },
     /// List the incidents held here.
     List {
@@ -258,6 +267,8 @@ fn run(cli: Cli) -> Result<()> {
             max_events_per_sec,
             event_burst,
             handshake_secs,
+            accept_unsigned_before,
+            upload_unsigned,
         } => {
             open_relay(db)?;
             let upstream = match (upstream, upstream_id) {
@@ -276,6 +287,8 @@ fn run(cli: Cli) -> Result<()> {
                     events_per_sec: max_events_per_sec,
                     burst: event_burst,
                 },
+                accept_unsigned_before,
+                upload_unsigned,
             };
             serve(db, listen, upstream, options)?;
         }
@@ -464,4 +477,10 @@ fn main() -> ExitCode {
         Ok(cli) => shared::finish("gridsync-relay", run(cli)),
         Err(code) => code,
     }
+}
+
+/// An RFC 3339 time as Unix milliseconds, for `--accept-unsigned-before` (not before 1970).
+fn parse_cutoff(s: &str) -> std::result::Result<u64, String> {
+    let ms = shared::parse_time(s)?;
+    u64::try_from(ms).map_err(|_| format!("{s:?} is before 1970"))
 }
