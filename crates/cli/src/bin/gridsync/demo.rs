@@ -262,6 +262,17 @@ async fn story(keep: Option<PathBuf>) -> Result<()> {
         },
     )?;
     steps.step(
+        "a handheld may not accept its own report: decisions are a platform's",
+        || match devices[1].edit(ids[1], vec![Change::Status(Status::Accepted)], vec![]) {
+            Err(e @ gridsync_device::DeviceError::Decision { .. }) => {
+                say!("    refused: {e}");
+                Ok(())
+            }
+            Err(e) => bail!("refused for another reason: {e}"),
+            Ok(_) => bail!("a handheld made an operator decision"),
+        },
+    )?;
+    steps.step(
         "a decompression-bomb PNG is refused, store unchanged",
         || {
             let before = devices[1].counts()?;
