@@ -121,7 +121,9 @@ impl Spawned {
         c
     }
 
-    fn cli(&self, args: &[&str]) -> Result<String, SpawnError> {
+    /// Runs the relay's command line on its store (`--db DB ARGS`), as its operator would
+    /// while it runs; the command's standard output.
+    pub fn cli(&self, args: &[&str]) -> Result<String, SpawnError> {
         let out = self
             .command()
             .args(args)

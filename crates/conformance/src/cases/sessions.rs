@@ -46,6 +46,13 @@ pub fn cases() -> Vec<Case> {
             two_hundred
         ),
         case!(
+            "session.revoked-mid-session",
+            "§8.2",
+            Spawn,
+            "a node revoked while its session runs loses it at once (Error or close NotEnrolled within 5 s), and a new session is refused",
+            revoked_mid_session
+        ),
+        case!(
             "session.node-limit",
             "§11",
             Any,
@@ -218,4 +225,42 @@ async fn node_limit(ctx: &Ctx) -> Check {
         "another node served meanwhile",
         format!("{served} served, {busy} Busy, {failures:?}"),
     )
+}
+
+/// Enrolls a fresh device through the relay's command line, opens a session and uploads one
+/// event, revokes the device the same way while the session runs, and expects the session to
+/// end with `NotEnrolled` (PROTOCOL.md §8.2: revocation takes effect at once) and the next
+/// session to be refused.
+async fn revoked_mid_session(ctx: &Ctx) -> Check {
+    let grid = crate::identity::GRID_A;
+    let mut id = crate::Id::fresh("revoked-mid-session")?;
+    id.scope = Some(grid.to_owned());
+    crate::events::register(&id.seed);
+    let hex: String = id.key.iter().map(|b| format!("{b:02x}")).collect();
+    let operator = |args: Vec<&str>| {
+        let r = tokio::task::block_in_place(|| ctx.with_relay(|s| s.cli(&args)))?;
+        r.map_err(|e| fail("the relay's command line to succeed", e.to_string()))
+    };
+    operator(vec!["enroll", &hex, "--grid", grid])?;
+    let (conn, mut ctl, _) = ctx.device(&id).await?;
+    let first = crate::events::report(id.key, 1, grid)?;
+    let r = super::upload::send_batch(&mut ctl, 1, &[first]).await?;
+    super::upload::expect_ack(&r, 1, 1, 0)?;
+    operator(vec!["revoke", &hex])?;
+    // Nothing is sent: the parent must end the session by itself.
+    let r = ctl.recv_within(Duration::from_secs(5)).await;
+    conn.close(0, "done");
+    expect_error(
+        &r,
+        Code::NotEnrolled,
+        "the session of a node revoked while it runs",
+    )?;
+    let conn = ctx.connect(&id).await?;
+    let mut ctl = conn
+        .control()
+        .await
+        .map_err(|e| fail("a control stream", e.to_string()))?;
+    let r = ctl.ask(&ctx.hello(&id, Role::Device)).await;
+    conn.close(0, "done");
+    expect_error(&r, Code::NotEnrolled, "a new session of the revoked node")
 }
