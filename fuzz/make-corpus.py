@@ -190,6 +190,15 @@ def main():
     put("admit", "out-of-scope", header(0, 0, 6, 255) + batch([events[0][1]]))
     put("admit", "empty", header(0, 0, 0, 0))
 
+    # admit_records: a u16 LE length, a version-byte-prefixed Vec<NodeRecord>, then an event.
+    nodes = dict(wire).get("nodes.bin")
+    if nodes:
+        # nodes.bin: length (4), version, variant 13, batch 1, then the records vector.
+        records = b"\x01" + nodes[7:]
+        for n, b in events[:4]:
+            put("admit_records", "nodes-" + n, struct.pack("<H", len(records)) + records + b)
+        put("admit_records", "nodes-only", struct.pack("<H", len(records)) + records)
+
     # Photos.
     grey = [(1, 1)]
     c420 = [(2, 2), (1, 1), (1, 1)]
