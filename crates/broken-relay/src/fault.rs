@@ -19,15 +19,18 @@ pub enum Fault {
     NoFrameLimit,
     /// A download page holds the whole district, not just the child's scope.
     LeakScope,
+    /// Events are taken whoever may write them (no authorisation, PROTOCOL.md §8.9).
+    NoAuthorisation,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::None,
         Fault::AckBeforeCommit,
         Fault::ForgedOrigin,
         Fault::NoFrameLimit,
         Fault::LeakScope,
+        Fault::NoAuthorisation,
     ];
 
     /// The name `GRIDSYNC_BROKEN` gives it.
@@ -38,6 +41,7 @@ impl Fault {
             Fault::ForgedOrigin => "forged-origin",
             Fault::NoFrameLimit => "no-frame-limit",
             Fault::LeakScope => "leak-scope",
+            Fault::NoAuthorisation => "no-authorisation",
         }
     }
 

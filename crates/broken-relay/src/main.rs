@@ -180,7 +180,7 @@ fn session_store(store: Store, fault: Fault) -> (SharedStore, Option<Flushable>)
             (lazy.clone(), Some(lazy))
         }
         Fault::LeakScope => (Arc::new(Mutex::new(LeakScope(store))), None),
-        Fault::None | Fault::ForgedOrigin | Fault::NoFrameLimit => {
+        Fault::None | Fault::ForgedOrigin | Fault::NoFrameLimit | Fault::NoAuthorisation => {
             (Arc::new(Mutex::new(store)), None)
         }
     }
@@ -193,6 +193,7 @@ fn server_config(node: NodeId, role: Role, name: &str, fault: Fault) -> ServerCo
     match fault {
         Fault::ForgedOrigin => config.faults.accept_forged_origin = true,
         Fault::NoFrameLimit => config.limits.max_frame = u32::MAX,
+        Fault::NoAuthorisation => config.faults.skip_authorisation = true,
         Fault::None | Fault::AckBeforeCommit | Fault::LeakScope => {}
     }
     config

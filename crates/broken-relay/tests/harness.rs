@@ -51,6 +51,19 @@ fn an_ignored_frame_limit_is_caught_by_the_frame_limit_cases() {
 }
 
 #[test]
+fn skipped_authorisation_is_caught_by_the_authorisation_cases() {
+    assert_eq!(
+        failed_with("no-authorisation"),
+        [
+            "auth.device-decision",
+            "auth.unvouched-origin",
+            "auth.record-then-events",
+            "auth.revoked-later-events"
+        ]
+    );
+}
+
+#[test]
 fn a_leaked_grid_is_caught_by_the_scope_case() {
     assert_eq!(failed_with("leak-scope"), ["down.scope"]);
 }

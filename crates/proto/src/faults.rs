@@ -16,12 +16,27 @@ pub struct Faults {
     /// Accept, from a device, events whose origin is not the device's own node id (a
     /// correct parent ends the session with `OutOfScope`).
     pub accept_forged_origin: bool,
+    /// Skip authorisation (PROTOCOL.md §8.9): take a device's decisions and a relay child's
+    /// events whatever the node records say (a correct parent refuses with `NotAuthorised`).
+    pub skip_authorisation: bool,
 }
 
 /// Whether a device's events of another origin are accepted (never, without the feature).
 #[cfg(feature = "faults")]
 pub(crate) fn accept_forged_origin(config: &ServerConfig) -> bool {
     config.faults.accept_forged_origin
+}
+
+/// Whether authorisation is skipped (never, without the feature).
+#[cfg(feature = "faults")]
+pub(crate) fn skip_authorisation(config: &ServerConfig) -> bool {
+    config.faults.skip_authorisation
+}
+
+/// Whether authorisation is skipped (never, without the feature).
+#[cfg(not(feature = "faults"))]
+pub(crate) fn skip_authorisation(_config: &ServerConfig) -> bool {
+    false
 }
 
 /// Whether a device's events of another origin are accepted (never, without the feature).

@@ -521,7 +521,9 @@ impl Ready {
             max_events: config.limits.max_batch_events as usize,
             max_drift_ms: config.max_drift_ms,
             accept_unsigned_before: config.accept_unsigned_before,
-            authority: if peer.role == Role::Device {
+            authority: if crate::faults::skip_authorisation(config) {
+                Authority::Unchecked
+            } else if peer.role == Role::Device {
                 Authority::Device
             } else {
                 Authority::Relay(&held)
