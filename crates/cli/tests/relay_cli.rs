@@ -616,10 +616,14 @@ fn verify_proves_each_event_chains_back_to_an_enrolled_key() {
     assert_eq!(
         signers(&at_district),
         vec![
-            (a_id.clone(), "valid".into(), "not-enrolled-here".into()),
+            (a_id.clone(), "valid".into(), "vouched".into()),
             (street_id.clone(), "valid".into(), "peer".into()),
         ]
     );
+    // The district knows the handheld from the street's signed node record.
+    assert_eq!(at_district["events"][0]["signer"]["by"], street_id.as_str());
+    assert_eq!(at_district["events"][0]["signer"]["role"], "device");
+    assert_eq!(at_district["events"][0]["signer"]["scope"], GRID_A);
     assert_eq!(at_district["events"][1]["signer"]["role"], "street");
     assert_eq!(at_district["events"][1]["signer"]["scope"], STREET_SCOPE);
     let at_street = relay_json(&street_db, &["verify", &id, "--json"]);

@@ -113,6 +113,7 @@ impl NodeRecord {
             role: self.role,
             scope: self.scope.clone(),
             revoked_after: self.revoked_after,
+            issuer: self.issuer,
         }
     }
 }
@@ -123,6 +124,8 @@ pub struct Vouch {
     pub role: Role,
     pub scope: Scope,
     pub revoked_after: Option<u64>,
+    /// Who vouches: the relay that enrolled the node (this relay, for its own children).
+    pub issuer: NodeId,
 }
 
 impl Vouch {
@@ -179,6 +182,7 @@ fn vouches_at(
             role: e.role,
             scope: e.scope,
             revoked_after: None,
+            issuer: records.me(),
         });
     }
     for r in records.records_about(node)? {

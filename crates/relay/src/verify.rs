@@ -1,12 +1,14 @@
 //! `gridsync-relay verify`: whether every event of an incident held here carries its origin's
 //! valid signature, and whose key that is as far as this relay knows: its own, a peer
-//! enrolled here, or a key enrolled at another tier (a device of another street, say).
+//! enrolled here, a key a trusted node record vouches for (a handheld of a street below,
+//! enrolled by that street), or a key it knows nothing of (an origin above it).
 //!
 //! A valid signature proves that the holder of the origin's key wrote exactly these bytes,
 //! whichever relays carried them (`proto/EVENTS.md`, "Signatures").
 
 use gridsync_core::{Event, IncidentId, NodeId, Scope, SignatureError};
-use gridsync_proto::Role;
+use gridsync_proto::directory::{self, StoreDirectory};
+use gridsync_proto::{Role, Standing};
 use gridsync_store::{Store, StoreError};
 
 /// What a signature check found.
@@ -45,7 +47,17 @@ pub enum Signer {
         scope: Scope,
         revoked: bool,
     },
-    /// Not enrolled here: a key enrolled at another tier.
+    /// Not enrolled here, but vouched for by a node record of a relay this one trusts (a
+    /// device or relay enrolled at a tier below, PROTOCOL.md §8.9): its role and scope
+    /// there, the relay that enrolled it, and its revocation if any.
+    Vouched {
+        role: Role,
+        scope: Scope,
+        by: NodeId,
+        revoked_after: Option<u64>,
+    },
+    /// Not enrolled here, and no record this relay trusts vouches for it (an origin above
+    /// this relay, say: the district's decisions at a street).
     NotEnrolledHere,
 }
 
@@ -83,6 +95,29 @@ impl Verification {
             .filter(|e| e.status != SignatureStatus::Valid)
             .count()
     }
+}
+
+/// What the trusted node records say of `e`'s origin: the vouch covering its grid (the first
+/// one, if several), or none.
+fn vouched(store: &Store, me: &NodeId, e: &Event) -> Result<Signer, StoreError> {
+    let directory = StoreDirectory { store, me: *me };
+    let standing =
+        directory::vouches(&directory, &e.origin).map_err(|err| StoreError::CorruptRow {
+            path: store.path().to_owned(),
+            what: format!("reading node records: {err}"),
+        })?;
+    let Standing::Vouched(vouches) = standing else {
+        return Ok(Signer::ThisRelay);
+    };
+    Ok(vouches
+        .into_iter()
+        .find(|v| v.scope.contains(&e.grid))
+        .map_or(Signer::NotEnrolledHere, |v| Signer::Vouched {
+            role: v.role,
+            scope: v.scope,
+            by: v.issuer,
+            revoked_after: v.revoked_after,
+        }))
 }
 
 fn kind(e: &Event) -> &'static str {
@@ -127,19 +162,19 @@ pub fn verify_incident(
                         scope: p.scope.clone(),
                         revoked: p.revoked_ms.is_some(),
                     },
-                    None => Signer::NotEnrolledHere,
+                    None => vouched(store, me, &e)?,
                 }
             };
-            EventCheck {
+            Ok(EventCheck {
                 origin: e.origin,
                 seq: e.seq,
                 author: e.author.clone(),
                 kind: kind(&e),
                 status,
                 signer,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, StoreError>>()?;
     Ok(Verification {
         incident: *id,
         events,

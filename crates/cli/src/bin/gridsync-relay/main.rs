@@ -137,8 +137,8 @@ enum Command {
     /// own; devices and the upstream get it at their next sync. Works while `run` runs.
     Edit(EditArgs),
     /// Check every event of an incident: is its origin's signature valid, and whose key is
-    /// it (this relay, a peer enrolled here, or a key enrolled at another tier). Exit 0 only
-    /// if every signature verifies.
+    /// it (this relay, a peer enrolled here, or a key a node record from below vouches for).
+    /// Exit 0 only if every signature verifies.
     Verify {
         /// The incident id (or a unique part of it of at least 4 characters).
         incident: String,
@@ -372,7 +372,18 @@ fn verify(db: &std::path::Path, incident: &str, json: bool) -> Result<()> {
             role.as_str(),
             if *revoked { "once " } else { "" }
         ),
-        Signer::NotEnrolledHere => "not enrolled here (enrolled at another tier)".to_owned(),
+        Signer::Vouched {
+            role,
+            scope,
+            by,
+            revoked_after,
+        } => format!(
+            "{} enrolled for {scope} by relay {}{}",
+            role.as_str(),
+            by.short(),
+            revoked_after.map_or(String::new(), |n| format!(", revoked after its event {n}"))
+        ),
+        Signer::NotEnrolledHere => "not enrolled here, nor vouched for below".to_owned(),
     };
     if json {
         let events: Vec<_> = report
@@ -390,6 +401,18 @@ fn verify(db: &std::path::Path, incident: &str, json: bool) -> Result<()> {
                         "role": role.as_str(),
                         "scope": scope.to_string(),
                         "revoked": revoked,
+                    }),
+                    Signer::Vouched {
+                        role,
+                        scope,
+                        by,
+                        revoked_after,
+                    } => serde_json::json!({
+                        "kind": "vouched",
+                        "role": role.as_str(),
+                        "scope": scope.to_string(),
+                        "by": by.to_hex(),
+                        "revoked_after": revoked_after,
                     }),
                     Signer::NotEnrolledHere => serde_json::json!({ "kind": "not-enrolled-here" }),
                 };
