@@ -9,6 +9,8 @@
 //! - **admit**: `Admission::admit` of a `batch`-event upload (decode, rules, signature, scope,
 //!   clock), as a parent runs it on every `Events` batch, against the same checks without the
 //!   signature (events admitted under the unsigned opt-in), in events/s.
+//! - **authz**: the signed batch from a street child, each origin checked against the node
+//!   records that vouch for it (PROTOCOL.md §8.9), against signatures alone.
 //! - **verify**: the signatures alone, one by one (`Event::verify`, what admission uses)
 //!   against one Ed25519 batch verification (`gridsync_core::verify_batch`), in events/s.
 //!
@@ -113,7 +115,24 @@ fn run() -> Result<(), Error> {
         admission(true).admit(&unsigned_bodies, NOW)?;
         Ok(())
     })?;
+    // The same signed batch from a street child, each origin checked against node records
+    // (PROTOCOL.md §8.9): what authorisation adds on top of the signatures.
+    let directory = Street16::new(&scope)?;
+    let authorised = time(rounds, || {
+        Admission {
+            authority: gridsync_proto::Authority::Relay(&directory),
+            ..admission(false)
+        }
+        .admit(&signed_bodies, NOW)?;
+        Ok(())
+    })?;
     let rate = |s: f64| batch as f64 / s;
+    println!(
+        "authz:  the signed batch checked against node records {:.0} events/s ({:.2} ms/batch, {:+.1}% over signatures alone)",
+        rate(authorised),
+        authorised * 1e3,
+        (authorised / with - 1.0) * 100.0
+    );
     println!(
         "admit:  {batch}-event batch with signatures {:.0} events/s ({:.2} ms/batch), without {:.0} events/s ({:.2} ms/batch)",
         rate(with),
@@ -139,6 +158,62 @@ fn run() -> Result<(), Error> {
         single / batched
     );
     Ok(())
+}
+
+/// A district that enrolled the street `[99; 32]`, which sent records for the 16 origins.
+struct Street16 {
+    street: gridsync_proto::Enrolled,
+    records: Vec<gridsync_proto::NodeRecord>,
+}
+
+impl Street16 {
+    fn new(scope: &Scope) -> Result<Self, Error> {
+        let street_key = [99; 32];
+        let records = (0..16u8)
+            .map(|k| {
+                gridsync_proto::NodeRecord::issue(
+                    &street_key,
+                    NodeId::from_secret(&[k + 1; 32]),
+                    gridsync_proto::Role::Device,
+                    "110101/002/014/03".parse()?,
+                    1,
+                    None,
+                )
+                .map_err(Error::from)
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Self {
+            street: gridsync_proto::Enrolled {
+                node: NodeId::from_secret(&street_key),
+                role: gridsync_proto::Role::Street,
+                scope: scope.clone(),
+            },
+            records,
+        })
+    }
+}
+
+impl gridsync_proto::directory::Records for Street16 {
+    fn me(&self) -> NodeId {
+        NodeId::from_secret(&[98; 32])
+    }
+    fn enrolled_here(
+        &self,
+        node: &NodeId,
+    ) -> Result<Option<gridsync_proto::Enrolled>, gridsync_proto::StorageError> {
+        Ok((*node == self.street.node).then(|| self.street.clone()))
+    }
+    fn records_about(
+        &self,
+        node: &NodeId,
+    ) -> Result<Vec<gridsync_proto::NodeRecord>, gridsync_proto::StorageError> {
+        Ok(self
+            .records
+            .iter()
+            .filter(|r| r.node == *node)
+            .cloned()
+            .collect())
+    }
 }
 
 fn main() -> ExitCode {
