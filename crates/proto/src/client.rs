@@ -1031,16 +1031,13 @@ impl Cx<'_> {
                 };
                 up.records_after = Some(upto);
                 // Records outside the granted scope are the parent's refusal to make, and
-                // not its business: leave them out.
+                // not its business: leave them out (a message left empty is still sent, so
+                // that its `Ack` moves the cursor in order with the batches before it).
                 let records: Vec<NodeRecord> = found
                     .into_iter()
                     .map(|(_, r)| r)
                     .filter(|r| covers(&g.scope, &r.scope))
                     .collect();
-                if records.is_empty() {
-                    self.store.records_acked(&self.config.parent, upto)?;
-                    continue;
-                }
                 let batch = up.next_batch;
                 up.next_batch += 1;
                 up.in_flight.insert(batch, InFlight::Records { upto });
