@@ -141,6 +141,23 @@ pub enum Payload {
     },
 }
 
+impl Payload {
+    /// The variant's name (`Reported`, `Edited`, ...), as refusals and `verify` name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Payload::Reported(_) => "Reported",
+            Payload::Edited { .. } => "Edited",
+            Payload::PhotoAdded(_) => "PhotoAdded",
+            Payload::PhotoRemoved { .. } => "PhotoRemoved",
+            Payload::StatusChanged { .. } => "StatusChanged",
+            Payload::Escalated { .. } => "Escalated",
+            Payload::Assigned { .. } => "Assigned",
+            Payload::Commented { .. } => "Commented",
+            Payload::Evaluated { .. } => "Evaluated",
+        }
+    }
+}
+
 /// The content of a report.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Report {

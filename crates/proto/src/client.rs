@@ -1832,25 +1832,13 @@ mod tests {
         let street = NodeId::from_secret(&street_key);
         let mut district = MemoryStore::new();
         district.enroll(street, Role::Street, scope(STREET));
-        let close = |origin: NodeId, seq: u64| {
-            let key = key_of(&origin).expect("key");
-            gridsync_core::Writer::signing(&key, "x", seq, gridsync_core::Hlc::new(NOW, 0)).write(
-                gridsync_core::IncidentId::new_v7(NOW, [1; 10]),
-                &grid(GRID),
-                gridsync_core::Payload::StatusChanged {
-                    status: gridsync_core::Status::Closed,
-                    pred: vec![],
-                },
-                NOW,
-            )
-        };
         let cases: [(&str, Vec<Event>, bool); 3] = [
             (
                 "an origin no record vouches for",
                 vec![comment(OTHER, 1, GRID, "who?")],
                 false,
             ),
-            ("a device's decision", vec![close(DEVICE, 1)], true),
+            ("a device's decision", vec![close(DEVICE, 1, GRID)], true),
             (
                 "an honest report after the refused one",
                 vec![comment(DEVICE, 1, GRID, "bags")],

@@ -241,29 +241,13 @@ impl AuthError {
     }
 }
 
-/// The payload's kind, as refusals name it.
-pub fn kind(event: &Event) -> &'static str {
-    use gridsync_core::Payload::*;
-    match &event.payload {
-        Reported(_) => "Reported",
-        Edited { .. } => "Edited",
-        PhotoAdded(_) => "PhotoAdded",
-        PhotoRemoved { .. } => "PhotoRemoved",
-        StatusChanged { .. } => "StatusChanged",
-        Escalated { .. } => "Escalated",
-        Assigned { .. } => "Assigned",
-        Commented { .. } => "Commented",
-        Evaluated { .. } => "Evaluated",
-    }
-}
-
 /// Checks a device's own event: it may be anything but an operator decision.
 pub fn authorise_device(event: &Event) -> Result<(), AuthError> {
     if is_decision(&event.payload) {
         return Err(AuthError::DecisionByDevice {
             origin: event.origin,
             seq: event.seq,
-            kind: kind(event),
+            kind: event.payload.kind(),
         });
     }
     Ok(())
@@ -306,7 +290,7 @@ pub fn authorise(event: &Event, standing: &Standing) -> Result<(), AuthError> {
         return Err(AuthError::DecisionByDeviceOrigin {
             origin,
             seq,
-            kind: kind(event),
+            kind: event.payload.kind(),
         });
     }
     Ok(())

@@ -1136,25 +1136,10 @@ mod tests {
         ahead.sign(&DEVICE_KEY).expect("sign");
         let mut one_a_batch = relay_config();
         one_a_batch.limits.max_batch_events = 1;
-        let close = gridsync_core::Writer::signing(
-            &DEVICE_KEY,
-            "patrol-7",
-            2,
-            gridsync_core::Hlc::new(NOW, 0),
-        )
-        .write(
-            gridsync_core::IncidentId::new_v7(NOW, [1; 10]),
-            &grid(GRID),
-            gridsync_core::Payload::StatusChanged {
-                status: gridsync_core::Status::Closed,
-                pred: vec![],
-            },
-            NOW,
-        );
         let cases: Vec<(ServerConfig, Message, ErrorCode, &str)> = vec![
             (
                 relay_config(),
-                batch(&[comment(DEVICE, 1, GRID, "mine"), close]),
+                batch(&[comment(DEVICE, 1, GRID, "mine"), close(DEVICE, 2, GRID)]),
                 ErrorCode::NotAuthorised,
                 "batch 1, event 1: event 8139770e/2 is an operator decision (StatusChanged); only a platform",
             ),

@@ -72,6 +72,19 @@ pub fn comment(origin: NodeId, seq: u64, g: &str, text: &str) -> Event {
     )
 }
 
+/// An operator decision by `origin`: closing an incident in grid `g`.
+pub fn close(origin: NodeId, seq: u64, g: &str) -> Event {
+    writer(origin, seq).write(
+        IncidentId::new_v7(NOW, [7; 10]),
+        &grid(g),
+        Payload::StatusChanged {
+            status: gridsync_core::Status::Closed,
+            pred: vec![],
+        },
+        NOW,
+    )
+}
+
 /// A photo event by `origin` naming the photo and thumbnail bytes given.
 pub fn photo(origin: NodeId, seq: u64, g: &str, photo: &[u8], thumb: &[u8]) -> Event {
     writer(origin, seq).write(

@@ -120,21 +120,6 @@ fn vouched(store: &Store, me: &NodeId, e: &Event) -> Result<Signer, StoreError> 
         }))
 }
 
-fn kind(e: &Event) -> &'static str {
-    use gridsync_core::Payload::*;
-    match e.payload {
-        Reported(_) => "Reported",
-        Edited { .. } => "Edited",
-        PhotoAdded(_) => "PhotoAdded",
-        PhotoRemoved { .. } => "PhotoRemoved",
-        StatusChanged { .. } => "StatusChanged",
-        Escalated { .. } => "Escalated",
-        Assigned { .. } => "Assigned",
-        Commented { .. } => "Commented",
-        Evaluated { .. } => "Evaluated",
-    }
-}
-
 /// Checks every event the store holds of incident `id` (in the store's order); `me` is this
 /// relay's node id.
 pub fn verify_incident(
@@ -169,7 +154,7 @@ pub fn verify_incident(
                 origin: e.origin,
                 seq: e.seq,
                 author: e.author.clone(),
-                kind: kind(&e),
+                kind: e.payload.kind(),
                 status,
                 signer,
             })
