@@ -1407,6 +1407,58 @@ fn a_conflict_between_a_device_and_the_district_converges_on_all_three_nodes() {
     }
 }
 
+/// Agreement is not a conflict (EVENTS.md, "Merge"): a street and the district that both
+/// accept a case during a network cut end with the case accepted on all three nodes and no
+/// `status` conflict listed, while a real disagreement (the description) still shows.
+#[test]
+fn a_street_and_the_district_accepting_during_a_cut_is_no_conflict() {
+    let mut sim = Sim::new(T0 + 10_000);
+    let mut dev = device(7, "patrol-7");
+    let mut street = street();
+    let mut district = Node::new(30, "district-110101", Role::District);
+    street.enroll(&dev, GRID, T0);
+    district.enroll(&street, STREET_SCOPE, T0);
+    let id = dev.report(GRID, "Bags by the gate", &[], T0 + 1_000);
+    assert!(sim.sync(&mut dev, &mut street, &[]).finished());
+    assert!(sim.sync(&mut street, &mut district, &[]).finished());
+
+    // The cut: both platforms accept; they also word the description differently.
+    street.edit(
+        id,
+        vec![
+            Change::Status(Status::Accepted),
+            Change::Description("Bags by the east gate".into()),
+        ],
+        &[],
+        T0 + 30_000,
+    );
+    district.edit(
+        id,
+        vec![
+            Change::Status(Status::Accepted),
+            Change::Description("Bags and a sofa by the gate".into()),
+        ],
+        &[],
+        T0 + 35_000,
+    );
+    sim.advance(60_000);
+    assert!(sim.sync(&mut street, &mut district, &[]).finished());
+    assert!(sim.sync(&mut dev, &mut street, &[]).finished());
+
+    let views = [dev.views(), street.views(), district.views()];
+    assert_eq!(views[0], views[1], "device and street differ");
+    assert_eq!(views[1], views[2], "street and district differ");
+    let incident = &views[0][id.to_string()];
+    assert_eq!(incident["status"], "accepted");
+    let fields: Vec<&str> = incident["conflicts"]
+        .as_array()
+        .expect("conflicts")
+        .iter()
+        .map(|c| c["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(fields, ["description"], "{}", incident["conflicts"]);
+}
+
 // ---- 11. random fault schedules ----------------------------------------------------------
 
 mod faults {

@@ -11,8 +11,10 @@
 //!   entry naming an event not (yet) held supersedes that event when it arrives. A write is
 //!   *superseded* once any write names it. The writes not superseded are the register's *heads*; the head with the
 //!   highest `(HLC, origin)` stamp is the value. Every other head was written concurrently and
-//!   lost without its author's rival having seen it: it is listed in `conflicts` (field, value
-//!   kept, value lost, who lost) until a later write that saw it supersedes it. Because a
+//!   lost without its author's rival having seen it: if its value differs from the winner's,
+//!   it is listed in `conflicts` (field, value kept, value lost, who lost) until a later write
+//!   that saw it supersedes it. A head with the winner's value is agreement, not a conflict
+//!   ([`Register::losers`] leaves it out); it stays a head, so the next write names it. Because a
 //!   hybrid logical clock is always ahead of everything its node has seen, a write that saw
 //!   another is always stamped after it.
 //! - **Photos** are an add-wins set: a removal removes only the adds it names in `removes`
@@ -102,10 +104,16 @@ impl<T> Register<T> {
         self.heads.iter().map(|w| w.stamp.id()).collect()
     }
 
-    /// Heads that lost to the winner.
-    pub fn losers(&self) -> &[Write<T>] {
-        let n = self.heads.len().saturating_sub(1);
-        &self.heads[..n]
+    /// Heads that lost to the winner with another value, in stamp order: the conflicts.
+    /// A head that wrote the winner's value agrees with it and is not one.
+    pub fn losers(&self) -> Vec<&Write<T>>
+    where
+        T: PartialEq,
+    {
+        let Some((winner, rest)) = self.heads.split_last() else {
+            return Vec::new();
+        };
+        rest.iter().filter(|w| w.value != winner.value).collect()
     }
 }
 

@@ -118,7 +118,7 @@ pub struct IncidentView {
     pub level_reason: Option<String>,
 }
 
-fn push_conflicts<T>(
+fn push_conflicts<T: PartialEq>(
     out: &mut Vec<ConflictView>,
     field: &'static str,
     reg: &Register<T>,

@@ -697,10 +697,14 @@ fn check_model(state: &IncidentState, events: &[Event], honest: bool) {
                 "{field:?}: a node conflicts with itself"
             );
         }
-        let losers = model.len().saturating_sub(1);
-        assert_eq!(conflicts.len(), losers, "{field:?} conflicts");
-        want_conflicts += losers;
-        for (c, (stamp, author, _)) in conflicts.iter().zip(&model) {
+        // Every head but the winner that wrote another value (agreement is no conflict).
+        let losers: Vec<_> = match model.split_last() {
+            Some(((_, _, won), rest)) => rest.iter().filter(|(_, _, v)| v != won).collect(),
+            None => Vec::new(),
+        };
+        assert_eq!(conflicts.len(), losers.len(), "{field:?} conflicts");
+        want_conflicts += losers.len();
+        for (c, (stamp, author, _)) in conflicts.iter().zip(losers) {
             assert_eq!(c.lost_by, *author);
             assert_eq!(c.lost_origin, stamp.origin.to_hex());
         }
@@ -1005,6 +1009,70 @@ fn shared_base(base_edits: usize) -> (Writer, Writer, IncidentState, Vec<Event>)
         b.observe(e.hlc);
     }
     (a, b, state, log)
+}
+
+proptest! {
+    #![proptest_config(config(96))]
+
+    /// Agreement is not a conflict: two replicas that, without syncing, write the same value
+    /// of a field (a street and the district both accepting a case during a network cut)
+    /// merge to that value with no conflict entry, in any order; both writes stay heads, so
+    /// a third write names both. Writing different values from the same base does conflict.
+    #[test]
+    fn concurrent_writes_of_the_same_value_are_no_conflict(
+        base_edits in 0..3usize,
+        field in 0..3usize,
+        now_a in 0..600_000u64,
+        now_b in 0..600_000u64,
+        differ in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let (mut a, mut b, base, log) = shared_base(base_edits);
+        let id = base.id;
+        let g = grid(0);
+        let t0 = BASE_MS + 100_000;
+        let (change_a, change_b, name) = match field {
+            0 => (
+                Change::Status(Status::Accepted),
+                if differ { Change::Status(Status::Rejected) } else { Change::Status(Status::Accepted) },
+                "status",
+            ),
+            1 => (
+                Change::Severity(Severity::Urgent),
+                if differ { Change::Severity(Severity::Low) } else { Change::Severity(Severity::Urgent) },
+                "severity",
+            ),
+            _ => (
+                Change::Description("Six bags by the east gate".into()),
+                Change::Description(if differ { "Two bags".into() } else { "Six bags by the east gate".into() }),
+                "description",
+            ),
+        };
+        let pa = command::plan_edit(&base, vec![change_a]).expect("valid edit");
+        let pb = command::plan_edit(&base, vec![change_b]).expect("valid edit");
+        let ea = a.write(id, &g, pa[0].clone(), t0 + now_a);
+        let eb = b.write(id, &g, pb[0].clone(), t0 + now_b);
+        let mut events = log.clone();
+        events.push(ea.clone());
+        events.push(eb.clone());
+        let merged = IncidentState::replay(id, &events);
+        let mut rng = Rng::new(seed);
+        let order = shuffled_with_duplicates(&events, &mut rng);
+        assert_same(&IncidentState::replay(id, &order), &merged, "merge order");
+        let view = merged.view();
+        let of_field = view.conflicts.iter().filter(|c| c.field == name).count();
+        prop_assert_eq!(of_field, usize::from(differ), "{:?}", view.conflicts);
+        prop_assert_eq!(view.conflicts.len(), usize::from(differ));
+        // Both stay heads: the next write of the field names both, whoever makes it.
+        let next = command::plan_edit(&merged, vec![Change::Comment("seen".into())]);
+        prop_assert!(next.is_ok());
+        let heads = match name {
+            "status" => merged.status.heads(),
+            "severity" => merged.severity.heads(),
+            _ => merged.description.heads(),
+        };
+        prop_assert_eq!(heads.len(), 2);
+    }
 }
 
 proptest! {
