@@ -210,7 +210,7 @@ fn serve(db: &Path, listen: SocketAddr, fault: Fault, idle: Option<Duration>) ->
         let store = Store::open(db)?;
         let identity = store.identity()?;
         let role = match identity.role {
-            role @ (Role::Street | Role::District) => role,
+            role @ (Role::Street | Role::District | Role::Community) => role,
             Role::Device => bail!(
                 "{}: this store's role is {:?}; a relay runs on a store made by `gridsync-relay init`",
                 db.display(),

@@ -787,3 +787,72 @@ fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
     assert_eq!(seen["score"], 5);
     assert!(street.terminate().success());
 }
+
+/// A community workstation: `init --role community`, enrolled at its street with a
+/// community's scope (three segments: the role follows from the depth), or with `--role`;
+/// a scope of another depth without `--role` is one clear line, and nothing is enrolled.
+#[test]
+fn a_community_workstation_is_enrolled_by_its_scope() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (street_db, community_db) = (dir.path().join("street.db"), dir.path().join("c.db"));
+    relay_ok(
+        &street_db,
+        &["init", "--name", "street-002", "--role", "street"],
+    );
+    let c = relay_json(
+        &community_db,
+        &[
+            "init",
+            "--name",
+            "community-014",
+            "--role",
+            "community",
+            "--json",
+        ],
+    );
+    let community_id = str_of(&c, "node_id").to_owned();
+    let status = relay_json(&community_db, &["status", "--json"]);
+    assert_eq!(status["role"], "community", "{status}");
+    let enrolled = relay_json(
+        &street_db,
+        &[
+            "enroll",
+            &community_id,
+            "--relay",
+            "--scope",
+            "110101/002/014",
+            "--json",
+        ],
+    );
+    assert_eq!(str_of(&enrolled, "role"), "community");
+    assert_eq!(str_of(&enrolled, "scope"), "110101/002/014");
+    let args = [
+        "enroll",
+        &community_id,
+        "--relay",
+        "--scope",
+        "110101/002/014/03",
+    ];
+    let out = relay_command(&street_db).args(args).output().expect("run");
+    let line = expect_one_line_failure(&args, &out);
+    assert!(
+        line.contains("4 segments") && line.contains("--role"),
+        "{line}"
+    );
+    let peers = relay_json(&street_db, &["peers", "--json"]);
+    assert_eq!(peers.as_array().map(Vec::len), Some(1), "{peers}");
+    let explicit = relay_json(
+        &street_db,
+        &[
+            "enroll",
+            &community_id,
+            "--relay",
+            "--scope",
+            "110101/002/014/03",
+            "--role",
+            "community",
+            "--json",
+        ],
+    );
+    assert_eq!(str_of(&explicit, "role"), "community");
+}

@@ -28,6 +28,7 @@ pub enum Role {
     Device,
     Street,
     District,
+    Community,
 }
 
 /// §6.3.

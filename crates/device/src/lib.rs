@@ -101,7 +101,7 @@ pub enum DeviceError {
     Random(String),
     #[error("sync: {0}")]
     Sync(gridsync_net::NetError),
-    #[error("node role {0:?} is none of device, street, district")]
+    #[error("node role {0:?} is none of device, community, street, district")]
     Role(String),
     #[error("this store belongs to a relay, which edits incidents but files no reports")]
     NotADevice,

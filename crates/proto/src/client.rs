@@ -1002,7 +1002,7 @@ impl Cx<'_> {
         }
         let (origins, records_after) = match self.config.role {
             Role::Device => (vec![self.config.node], None),
-            Role::Street | Role::District => (
+            Role::Street | Role::District | Role::Community => (
                 self.store.origins()?,
                 Some(self.store.records_cursor(&self.config.parent)?),
             ),

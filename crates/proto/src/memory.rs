@@ -253,7 +253,7 @@ impl SyncStore for MemoryStore {
     fn heads(&self, peer: &Enrolled) -> Result<Vec<Head>, StorageError> {
         let origins: Vec<NodeId> = match peer.role {
             Role::Device => vec![peer.node],
-            Role::Street | Role::District => self
+            Role::Street | Role::District | Role::Community => self
                 .origin_grids
                 .iter()
                 .filter(|(_, grids)| grids.iter().any(|g| peer.scope.contains(g)))

@@ -24,14 +24,18 @@ pub enum Role {
     Street,
     /// The district relay.
     District,
+    /// A community workstation relay, between a community's handhelds and their street.
+    Community,
 }
 
 impl Role {
-    /// The role named `name` (as [`Role::as_str`] writes it: `device`, `street`, `district`).
+    /// Every role, in wire order.
+    pub const ALL: [Role; 4] = [Role::Device, Role::Street, Role::District, Role::Community];
+
+    /// The role named `name` (as [`Role::as_str`] writes it: `device`, `street`, `district`,
+    /// `community`).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Role::Device, Role::Street, Role::District]
-            .into_iter()
-            .find(|r| r.as_str() == name)
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
     }
 
     /// The role's name as the CLIs print it.
@@ -40,6 +44,23 @@ impl Role {
             Role::Device => "device",
             Role::Street => "street",
             Role::District => "district",
+            Role::Community => "community",
+        }
+    }
+
+    /// Whether this is a relay (a platform): anything but a device.
+    pub fn is_relay(self) -> bool {
+        self != Role::Device
+    }
+
+    /// The relay role whose scope has `segments` segments: 1 the district, 2 a street, 3 a
+    /// community; none for a grid (4: a device's).
+    pub fn of_scope_depth(segments: usize) -> Option<Self> {
+        match segments {
+            1 => Some(Role::District),
+            2 => Some(Role::Street),
+            3 => Some(Role::Community),
+            _ => None,
         }
     }
 }

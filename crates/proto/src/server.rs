@@ -447,7 +447,7 @@ impl ServerSession {
                 return self.fail(
                     ErrorCode::NotEnrolled,
                     format!(
-                        "node {} is not enrolled at this relay, or its enrollment was revoked (enroll it with `gridsync-relay enroll {} --grid GRID`, or `--relay --scope PREFIX` for a street relay)",
+                        "node {} is not enrolled at this relay, or its enrollment was revoked (enroll it with `gridsync-relay enroll {} --grid GRID`, or `--relay --scope PREFIX` for a street or community relay)",
                         node.short(),
                         node
                     ),

@@ -646,9 +646,10 @@ fn bincode_rules_are_as_documented() {
     assert_eq!(body(&Role::Device), [0]);
     assert_eq!(body(&Role::Street), [1]);
     assert_eq!(body(&Role::District), [2]);
+    assert_eq!(body(&Role::Community), [3]);
     assert_eq!(body(&BlobKind::Photo), [0]);
     assert_eq!(body(&BlobKind::Thumb), [1]);
-    assert!(back::<Role>(&[3]).is_err());
+    assert!(back::<Role>(&[4]).is_err());
     assert!(back::<BlobKind>(&[2]).is_err());
     // A variant index is a u32 varint: 251 + u16 is read as index 251 (unknown here).
     assert!(back::<Role>(&[251, 0, 0]).is_ok(), "index 0 in a wide form");
@@ -823,7 +824,7 @@ fn unknown_variant_indices_are_refused() {
     // An unknown role in Hello (variant, versions, node, then the role byte).
     let mut hello = frame::encode(&messages()[0]).expect("encodes")[4..].to_vec();
     assert_eq!(hello[2 + 2 + 32], 0);
-    hello[2 + 2 + 32] = 3;
+    hello[2 + 2 + 32] = 4;
     malformed(decode_body(&hello));
     // An unknown blob kind in a header (version, hash, then the kind byte).
     let mut header =

@@ -79,7 +79,7 @@ pub fn server_config(node: NodeId, role: Role, name: impl Into<String>) -> Serve
 /// The role of a relay store's identity.
 pub fn role_of(identity: &Identity, path: &Path) -> Result<Role, RelayError> {
     match identity.role {
-        role @ (Role::Street | Role::District) => Ok(role),
+        role @ (Role::Street | Role::District | Role::Community) => Ok(role),
         Role::Device => Err(RelayError::NotARelay {
             path: path.to_owned(),
             role: identity.role.as_str().to_owned(),

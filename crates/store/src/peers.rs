@@ -163,7 +163,7 @@ impl Store {
                     .into_iter()
                     .collect())
             }
-            Role::Street | Role::District => self.scope_heads(&peer.scope),
+            Role::Street | Role::District | Role::Community => self.scope_heads(&peer.scope),
         }
     }
 

@@ -155,6 +155,22 @@ const MIGRATIONS: &[&str] = &[
 
     INSERT OR REPLACE INTO meta (key, value) VALUES ('issue_peer_records', x'01');
     "#,
+    // 5: community workstations, a relay role between handhelds and their street. SQLite
+    // cannot change a CHECK in place, so `peers` is rebuilt with the same rows.
+    r#"
+    CREATE TABLE peers_v5 (
+        node        BLOB PRIMARY KEY,
+        role        TEXT    NOT NULL
+                    CHECK (role IN ('device', 'street', 'district', 'community')),
+        scope       TEXT    NOT NULL,
+        enrolled_ms INTEGER NOT NULL,
+        revoked_ms  INTEGER
+    ) STRICT;
+    INSERT INTO peers_v5 (node, role, scope, enrolled_ms, revoked_ms)
+        SELECT node, role, scope, enrolled_ms, revoked_ms FROM peers;
+    DROP TABLE peers;
+    ALTER TABLE peers_v5 RENAME TO peers;
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is

@@ -15,7 +15,7 @@ pub fn cases() -> Vec<Case> {
         case!("frame.bad-version-byte", "§4", Any, "a body whose version byte is 0x02 gets Error Malformed", bad_version_byte),
         case!("frame.trailing-bytes", "§4", Any, "a body with a byte after the value gets Error Malformed", trailing_bytes),
         case!("frame.unknown-message", "§7", Any, "message variant index 13 gets Error Malformed", unknown_message),
-        case!("frame.bad-enum-index", "§5.2", Any, "a Hello whose role is variant index 3 (of three roles) gets Error Malformed", bad_tag),
+        case!("frame.bad-enum-index", "§5.2", Any, "a Hello whose role is variant index 4 (of four roles) gets Error Malformed", bad_tag),
         case!("frame.split-and-packed", "§4", Any, "a Hello written one byte at a time, and two Pulls in one write, are each answered", split_and_packed),
         case!("frame.truncated-disconnect", "§4", Any, "half an Events frame, then the connection is dropped: nothing of the batch is stored", truncated_disconnect),
         case!("frame.fin-inside-frame", "§4", Any, "a control stream that ends inside a frame gets Error Malformed", fin_inside_frame),
@@ -116,14 +116,14 @@ async fn unknown_message(ctx: &Ctx) -> Check {
 }
 
 async fn bad_tag(ctx: &Ctx) -> Check {
-    // A Hello whose role is variant 3 (there are three roles).
+    // A Hello whose role is variant 4 (there are four roles).
     let mut body = wire::body("Hello", &ctx.hello(&ctx.ids.device_a2, Role::Device))
         .map_err(|e| fail("a body", e.to_string()))?;
     // version byte, variant 0, versions [1] (2 bytes), node (32 bytes), then the role.
     let role_at = 1 + 1 + 2 + 32;
-    body[role_at] = 3;
+    body[role_at] = 4;
     let r = first_bytes(ctx, &wire::frame_of(&body)).await?;
-    expect_error(&r, Code::Malformed, "role variant index 3")
+    expect_error(&r, Code::Malformed, "role variant index 4")
 }
 
 async fn split_and_packed(ctx: &Ctx) -> Check {

@@ -36,7 +36,11 @@ struct Cli {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum RelayRole {
+    /// A community workstation (serves its community's handhelds; its upstream is a street).
+    Community,
+    /// A street sub-center (serves handhelds or community workstations).
     Street,
+    /// The district command center.
     District,
 }
 
@@ -64,12 +68,17 @@ enum Command {
         /// A device's grid, e.g. 110101/002/014/03.
         #[arg(long, conflicts_with_all = ["relay", "scope"])]
         grid: Option<GridCode>,
-        /// Enroll a street relay (with --scope).
+        /// Enroll a relay (with --scope): a street sub-center for a street's scope
+        /// (110101/002), a community workstation for a community's (110101/002/014).
         #[arg(long, requires = "scope")]
         relay: bool,
-        /// The street relay's scope, e.g. 110101/002.
+        /// The relay's scope, e.g. 110101/002 (a street) or 110101/002/014 (a community).
         #[arg(long, requires = "relay")]
         scope: Option<Scope>,
+        /// The relay's role when its scope's depth does not say it (default: a street for
+        /// two segments, a community for three).
+        #[arg(long, requires = "relay", value_enum)]
+        role: Option<RelayRole>,
         #[arg(long)]
         json: bool,
     },
@@ -161,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { name, role, json } => {
             let role = match role {
+                RelayRole::Community => "community",
                 RelayRole::Street => "street",
                 RelayRole::District => "district",
             };
@@ -188,15 +198,30 @@ fn run(cli: Cli) -> Result<()> {
             grid,
             relay,
             scope,
+            role,
             json,
         } => {
             let node = open_relay(db)?;
             drop(node);
             let (role, scope) = match (grid, relay, scope) {
                 (Some(grid), false, None) => (Role::Device, Scope::from(&grid)),
-                (None, true, Some(scope)) => (Role::Street, scope),
+                (None, true, Some(scope)) => {
+                    let segments = scope.as_str().split('/').count();
+                    let role = match role {
+                        Some(RelayRole::Community) => Role::Community,
+                        Some(RelayRole::Street) => Role::Street,
+                        Some(RelayRole::District) => Role::District,
+                        None => match Role::of_scope_depth(segments) {
+                            Some(r @ (Role::Street | Role::Community)) => r,
+                            _ => bail!(
+                                "--scope {scope} has {segments} segments: a street's has 2 (110101/002), a community's 3 (110101/002/014); give --role for another"
+                            ),
+                        },
+                    };
+                    (role, scope)
+                }
                 _ => bail!(
-                    "give either --grid GRID (a device) or --relay --scope PREFIX (a street relay)"
+                    "give either --grid GRID (a device) or --relay --scope PREFIX (a street or community relay)"
                 ),
             };
             let mut store = Store::open(db)?;
