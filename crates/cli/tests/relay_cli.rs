@@ -856,3 +856,66 @@ fn a_community_workstation_is_enrolled_by_its_scope() {
     );
     assert_eq!(str_of(&explicit, "role"), "community");
 }
+
+/// `list --overdue`: a case dispatched with a due time already past is listed at the
+/// platform and, once synced, on the handheld; one due later, or never dispatched, is not;
+/// resolving it takes it off the list.
+#[test]
+fn list_overdue_shows_cases_handled_past_their_due_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let street_db = dir.path().join("street.db");
+    relay_ok(
+        &street_db,
+        &["init", "--name", "street-002", "--role", "street"],
+    );
+    let (pda, pda_id) = device("patrol-7", GRID_A);
+    relay_ok(&street_db, &["enroll", &pda_id, "--grid", GRID_A]);
+    let street = Relay::run("street", &street_db, &[]);
+    let late = pda.report(&["--category", "garbage", "--description", "late"]);
+    let on_time = pda.report(&["--category", "garbage", "--description", "on time"]);
+    let waiting = pda.report(&["--category", "garbage", "--description", "waiting"]);
+    sync_json(&pda, &street);
+    for (id, due) in [
+        (&late, "2026-01-01T08:00:00+08:00"),
+        (&on_time, "2099-01-01T08:00:00+08:00"),
+    ] {
+        relay_ok(&street_db, &["edit", id, "--status", "accepted"]);
+        relay_ok(
+            &street_db,
+            &[
+                "edit",
+                id,
+                "--status",
+                "dispatched",
+                "--assignee",
+                "sanitation",
+                "--due",
+                due,
+            ],
+        );
+    }
+    let ids = |v: Value| -> Vec<String> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|i| str_of(i, "id").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(relay_json(&street_db, &["list", "--overdue", "--json"])),
+        std::slice::from_ref(&late)
+    );
+    assert_eq!(
+        ids(relay_json(&street_db, &["list", "--json"])).len(),
+        3,
+        "without --overdue: every case ({waiting} included)"
+    );
+    sync_json(&pda, &street);
+    assert_eq!(
+        ids(pda.json(&["list", "--overdue", "--json"])),
+        std::slice::from_ref(&late)
+    );
+    pda.edit(&late, &["--status", "resolved"]);
+    assert!(ids(pda.json(&["list", "--overdue", "--json"])).is_empty());
+    assert!(street.terminate().success());
+}

@@ -342,6 +342,14 @@ impl IncidentState {
         self.status.value().copied().unwrap_or(Status::Reported)
     }
 
+    /// Whether the incident is overdue at `now_ms`: dispatched or in progress, with a due time
+    /// before `now_ms` (a case resolved, sent back or never given a due time is not).
+    pub fn is_overdue(&self, now_ms: Millis) -> bool {
+        let handling = matches!(self.status(), Status::Dispatched | Status::InProgress);
+        let due = self.assignee.value().and_then(|a| a.due);
+        handling && due.is_some_and(|d| d < now_ms)
+    }
+
     /// The current level (`grid` until the incident is escalated).
     pub fn level(&self) -> Level {
         self.level.value().map_or(Level::Grid, |e| e.level)
@@ -427,6 +435,54 @@ mod tests {
                 severity: Severity::Low,
             }),
         )
+    }
+
+    /// Overdue: dispatched or in progress past the due time; not before it, not without
+    /// one, not once resolved.
+    #[test]
+    fn a_case_is_overdue_while_handled_past_its_due_time() {
+        let status = |seq, s: Status, pred| {
+            event(
+                B,
+                seq,
+                3_000 + seq,
+                Payload::StatusChanged { status: s, pred },
+            )
+        };
+        let assign = |due| {
+            event(
+                B,
+                1,
+                2_000,
+                Payload::Assigned {
+                    assignee: "sanitation".into(),
+                    due,
+                    pred: vec![],
+                },
+            )
+        };
+        let due = 10_000;
+        let dispatched = [
+            report(),
+            assign(Some(due)),
+            status(2, Status::Dispatched, vec![]),
+        ];
+        let s = IncidentState::replay(incident(), &dispatched);
+        assert!(!s.is_overdue(due), "at the due time it is not late yet");
+        assert!(s.is_overdue(due + 1));
+        let mut handled = dispatched.to_vec();
+        handled.push(status(3, Status::InProgress, vec![id(B, 2)]));
+        assert!(IncidentState::replay(incident(), &handled).is_overdue(due + 1));
+        handled.push(status(4, Status::Resolved, vec![id(B, 3)]));
+        assert!(!IncidentState::replay(incident(), &handled).is_overdue(due + 1));
+        let no_due = [
+            report(),
+            assign(None),
+            status(2, Status::Dispatched, vec![]),
+        ];
+        assert!(!IncidentState::replay(incident(), &no_due).is_overdue(i64::MAX));
+        let undispatched = [report(), assign(Some(due))];
+        assert!(!IncidentState::replay(incident(), &undispatched).is_overdue(due + 1));
     }
 
     /// Two concurrent severity writes (A:2, B:1), then a third naming both in `pred`.

@@ -198,8 +198,14 @@ pub fn edit(device: &mut Device, a: EditArgs) -> Result<()> {
 }
 
 /// `list`.
-pub fn list(device: &Device, json: bool) -> Result<()> {
-    let views: Vec<_> = device.list()?.iter().map(|s| s.view()).collect();
+pub fn list(device: &Device, json: bool, overdue: bool) -> Result<()> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let views: Vec<_> = device
+        .list()?
+        .iter()
+        .filter(|s| !overdue || s.is_overdue(now_ms))
+        .map(|s| s.view())
+        .collect();
     if json {
         print_json(&views)?;
     } else {

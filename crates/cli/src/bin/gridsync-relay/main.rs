@@ -137,6 +137,9 @@ enum Command {
     List {
         #[arg(long)]
         json: bool,
+        /// Only the cases dispatched or in progress past their due time (`--due`).
+        #[arg(long)]
+        overdue: bool,
     },
     /// Show one incident.
     Show(ShowArgs),
@@ -317,7 +320,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             serve(db, listen, upstream, options)?;
         }
-        Command::List { json } => shared::list(&open_relay(db)?, json)?,
+        Command::List { json, overdue } => shared::list(&open_relay(db)?, json, overdue)?,
         Command::Show(a) => shared::show(&open_relay(db)?, a)?,
         Command::Blob(a) => shared::blob(&open_relay(db)?, a)?,
         Command::Edit(a) => {

@@ -60,6 +60,9 @@ enum Command {
     List {
         #[arg(long)]
         json: bool,
+        /// Only the cases dispatched or in progress past their due time (`--due`).
+        #[arg(long)]
+        overdue: bool,
     },
     /// Show one incident.
     Show(ShowArgs),
@@ -161,7 +164,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut device = open(db)?;
             shared::edit(&mut device, a)?;
         }
-        Command::List { json } => shared::list(&open(db)?, json)?,
+        Command::List { json, overdue } => shared::list(&open(db)?, json, overdue)?,
         Command::Show(a) => shared::show(&open(db)?, a)?,
         Command::Blob(a) => shared::blob(&open(db)?, a)?,
         Command::Sync {
