@@ -188,6 +188,11 @@ pub async fn run_session(
                 let store = store.clone();
                 let tx = bytes_tx.clone();
                 let stop_at = options.interrupt_blobs_after();
+                // Known before the stream is sent: the parent's answer about a blob the hook
+                // cuts can arrive before the sender task is seen to end.
+                if stop_at.is_some_and(|n| h.offset.saturating_add(n) < h.size) {
+                    cut_short = Some(h.hash);
+                }
                 let task =
                     tokio::spawn(async move { send_blob(&conn, &store, h, stop_at, &tx).await });
                 blob_task = Some((h, AbortOnDrop(task)));
