@@ -677,14 +677,9 @@ fn verify_proves_each_event_chains_back_to_an_enrolled_key() {
     assert!(line.contains("no incident"), "{line}");
 }
 
-/// The closed loop of grid management, through both command lines as a handheld and its
-/// sub-center use them: the handheld reports with a photo and syncs; the platform accepts and
-/// dispatches; the handheld, synced, reports handling and resolves with an "after" photo; the
-/// platform verifies, closes, evaluates and reopens. The workflow's refusals (a transition not
-/// allowed, a score before resolution or out of range) and a handheld's attempt at a decision
-/// are each one line that changes nothing.
-#[test]
-fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
+/// A running street relay (store in a temp dir, kept alive by the returned guard) with one
+/// handheld of grid A enrolled, both made through the command lines.
+fn street_with_handheld() -> (tempfile::TempDir, PathBuf, Gs, Relay) {
     let dir = tempfile::tempdir().expect("temp dir");
     let street_db = dir.path().join("street.db");
     relay_ok(
@@ -694,6 +689,18 @@ fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
     let (pda, pda_id) = device("patrol-7", GRID_A);
     relay_ok(&street_db, &["enroll", &pda_id, "--grid", GRID_A]);
     let street = Relay::run("street", &street_db, &[]);
+    (dir, street_db, pda, street)
+}
+
+/// The closed loop of grid management, through both command lines as a handheld and its
+/// sub-center use them: the handheld reports with a photo and syncs; the platform accepts and
+/// dispatches; the handheld, synced, reports handling and resolves with an "after" photo; the
+/// platform verifies, closes, evaluates and reopens. The workflow's refusals (a transition not
+/// allowed, a score before resolution or out of range) and a handheld's attempt at a decision
+/// are each one line that changes nothing.
+#[test]
+fn the_closed_loop_runs_between_the_handheld_and_its_platform() {
+    let (_dir, street_db, pda, street) = street_with_handheld();
 
     let id = pda.report_photos("Overflowing bin", &[&fixture("street-640x427-gps.jpg")]);
     sync_json(&pda, &street);
@@ -862,15 +869,7 @@ fn a_community_workstation_is_enrolled_by_its_scope() {
 /// resolving it takes it off the list.
 #[test]
 fn list_overdue_shows_cases_handled_past_their_due_time() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let street_db = dir.path().join("street.db");
-    relay_ok(
-        &street_db,
-        &["init", "--name", "street-002", "--role", "street"],
-    );
-    let (pda, pda_id) = device("patrol-7", GRID_A);
-    relay_ok(&street_db, &["enroll", &pda_id, "--grid", GRID_A]);
-    let street = Relay::run("street", &street_db, &[]);
+    let (_dir, street_db, pda, street) = street_with_handheld();
     let late = pda.report(&["--category", "garbage", "--description", "late"]);
     let on_time = pda.report(&["--category", "garbage", "--description", "on time"]);
     let waiting = pda.report(&["--category", "garbage", "--description", "waiting"]);
