@@ -181,6 +181,15 @@ fn documented() -> Result<Vec<(&'static str, Value)>, String> {
                 .map_err(|e| e.to_string())?],
             }),
         ),
+        ("follow.bin", Value::Msg(Msg::Follow { cursor: 1001 })),
+        (
+            "fetch.bin",
+            Value::Msg(Msg::Fetch {
+                hash: [0x44; 32],
+                kind: BlobKind::Photo,
+                offset: 65_536,
+            }),
+        ),
         (
             "blob_header.bin",
             Value::Header(BlobHeader {

@@ -257,6 +257,14 @@ pub enum Msg {
         batch: u64,
         records: Vec<NodeRecord>,
     },
+    Follow {
+        cursor: u64,
+    },
+    Fetch {
+        hash: Key,
+        kind: BlobKind,
+        offset: u64,
+    },
 }
 
 impl Msg {
@@ -277,6 +285,8 @@ impl Msg {
             Msg::Down { .. } => "Down",
             Msg::Bye => "Bye",
             Msg::Nodes { .. } => "Nodes",
+            Msg::Follow { .. } => "Follow",
+            Msg::Fetch { .. } => "Fetch",
         }
     }
 

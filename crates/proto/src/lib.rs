@@ -119,7 +119,8 @@ pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 pub use admit::{Admission, AdmitError, Admitted, Authority, Origins};
 pub use directory::{AdmittedRecords, AuthError, NodeRecord, RecordError, Standing, Vouch};
 pub use message::{
-    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN, VERSIONS,
+    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, ALPN,
+    FOLLOW_HOLD_MS, VERSIONS,
 };
 pub use storage::{
     BlobFinish, BlobState, Committed, Enrolled, Page, StorageError, StorageErrorKind, SyncStore,

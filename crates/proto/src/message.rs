@@ -267,7 +267,24 @@ pub enum Message {
         batch: u64,
         records: Vec<crate::directory::NodeRecord>,
     },
+    /// Child → parent: like `Pull`, but when nothing follows `cursor` the parent holds the
+    /// answer until an event of the child's scope commits there (or at most
+    /// [`FOLLOW_HOLD_MS`], then an empty `Down`): live delivery without polling (§8.10).
+    Follow { cursor: u64 },
+    /// Child → parent: send me blob `hash` (a photo or thumbnail of an event of my scope)
+    /// from byte `offset` on; the parent answers with a blob stream of its own, or with
+    /// `BlobRefused` (§8.11).
+    Fetch {
+        hash: BlobHash,
+        kind: BlobKind,
+        offset: u64,
+    },
 }
+
+/// The longest a parent holds a `Follow` with nothing to send before it answers an empty
+/// `Down`: under the 30 s QUIC idle timeout, so the answer also keeps a quiet connection (and
+/// the NAT bindings on its path) alive.
+pub const FOLLOW_HOLD_MS: u64 = 25_000;
 
 impl Message {
     /// The message's name, for logs and errors.
@@ -287,6 +304,8 @@ impl Message {
             Message::Down { .. } => "Down",
             Message::Bye => "Bye",
             Message::Nodes { .. } => "Nodes",
+            Message::Follow { .. } => "Follow",
+            Message::Fetch { .. } => "Fetch",
         }
     }
 }

@@ -72,6 +72,8 @@ const GOLDEN: &[(&str, &[u8])] = golden!(
     "bye.bin",
     "blob_header.bin",
     "nodes.bin",
+    "follow.bin",
+    "fetch.bin",
     "README.md",
 );
 
@@ -113,6 +115,8 @@ fn file_of(m: &Message) -> &'static str {
         Message::Down { .. } => "down.bin",
         Message::Bye => "bye.bin",
         Message::Nodes { .. } => "nodes.bin",
+        Message::Follow { .. } => "follow.bin",
+        Message::Fetch { .. } => "fetch.bin",
     }
 }
 
@@ -133,6 +137,8 @@ fn index_of(m: &Message) -> u8 {
         Message::Down { .. } => 11,
         Message::Bye => 12,
         Message::Nodes { .. } => 13,
+        Message::Follow { .. } => 14,
+        Message::Fetch { .. } => 15,
     }
 }
 
@@ -269,6 +275,12 @@ fn messages() -> Vec<Message> {
             batch: 1,
             records: vec![node_record()],
         },
+        Message::Follow { cursor: 1_001 },
+        Message::Fetch {
+            hash: PHOTO,
+            kind: BlobKind::Photo,
+            offset: 65_536,
+        },
     ]
 }
 
@@ -316,7 +328,7 @@ fn check_golden(name: &str, encoded: &[u8]) {
 #[test]
 fn every_message_encodes_to_its_golden_frame_and_decodes_back() {
     let all = messages();
-    assert_eq!(all.len(), 14, "one vector per Message variant");
+    assert_eq!(all.len(), 16, "one vector per Message variant");
     for (i, m) in all.iter().enumerate() {
         assert_eq!(
             usize::from(index_of(m)),
