@@ -9,13 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use gridsync_core::{codec, BlobHash, Event, NodeId, Scope};
+use gridsync_core::{codec, BlobHash, Event, EventId, NodeId, Scope};
 
 use crate::admit::{Admission, AdmitError, Origins};
 use crate::directory::{covers, NodeRecord, MAX_RECORDS};
 
 use crate::message::{
-    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want,
+    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, FOLLOW_HOLD_MS,
 };
 use crate::storage::{StorageError, SyncStore};
 
@@ -44,6 +44,10 @@ pub struct ClientConfig {
     /// default: they stay readable here but are left out of the upload, which a parent would
     /// refuse whole unless it accepts unsigned events (`ServerConfig::accept_unsigned_before`).
     pub upload_unsigned: bool,
+    /// Live delivery (§8.10): once the download is complete, hold a `Follow` instead of
+    /// saying `Bye`, and store each page the parent pushes, until
+    /// [`ClientSession::stop_following`]. Off by default: a session ends when it caught up.
+    pub follow: bool,
 }
 
 impl ClientConfig {
@@ -57,6 +61,7 @@ impl ClientConfig {
             parent,
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
             upload_unsigned: false,
+            follow: false,
         }
     }
 }
@@ -106,6 +111,12 @@ pub enum Progress {
     },
     /// Events downloaded so far.
     Downloaded { events: u64 },
+    /// A downloaded page was stored: the ids of its events (some may have been held
+    /// already), for a caller that reacts to what arrives (notifications).
+    Received { events: Vec<EventId> },
+    /// Following (§8.10): the download is complete and a `Follow` is held; from here on each
+    /// `Received` is a page the parent pushed.
+    Following,
 }
 
 /// Why a session failed.
@@ -221,6 +232,7 @@ impl Phase {
             Phase::Granted(_, Step::Offering(_)) => "Offering",
             Phase::Granted(_, Step::Blobs(_)) => "Blobs",
             Phase::Granted(_, Step::Pulling(_)) => "Pulling",
+            Phase::Granted(_, Step::Following(_)) => "Following",
             Phase::Ended(_) => "Ended",
         }
     }
@@ -246,6 +258,8 @@ enum Step {
     Blobs(Blobs),
     /// Downloading the scope's events.
     Pulling(Pull),
+    /// Caught up, a `Follow` held: each `Down` is a page pushed by the parent (§8.10).
+    Following(Pull),
 }
 
 /// The upload of events.
@@ -568,9 +582,37 @@ impl ClientSession {
             Err(e) => self.fail_with_error(e),
         };
         if !self.is_ended() {
-            self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+            self.deadline = now_ms + self.answer_within();
         }
         out
+    }
+
+    /// How long the awaited answer may take: a held `Follow` is answered within the
+    /// parent's hold ([`FOLLOW_HOLD_MS`]), any other message within [`RESPONSE_TIMEOUT_MS`].
+    fn answer_within(&self) -> u64 {
+        match self.phase {
+            Phase::Granted(_, Step::Following(_)) => FOLLOW_HOLD_MS + RESPONSE_TIMEOUT_MS,
+            _ => RESPONSE_TIMEOUT_MS,
+        }
+    }
+
+    /// Whether a `Follow` is held (the session caught up and waits for pushed pages).
+    pub fn is_following(&self) -> bool {
+        matches!(self.phase, Phase::Granted(_, Step::Following(_)))
+    }
+
+    /// Stops live delivery: a held `Follow` is given up with `Bye` and the session finishes;
+    /// a session not yet caught up finishes at the end of its download instead.
+    pub fn stop_following(&mut self) -> Vec<ClientAction> {
+        self.config.follow = false;
+        if !self.is_following() {
+            return Vec::new();
+        }
+        self.end();
+        vec![
+            ClientAction::Send(Message::Bye),
+            ClientAction::Finished(self.summary.clone()),
+        ]
     }
 
     /// One message, to the handler of the phase that takes it.
@@ -656,7 +698,15 @@ impl ClientSession {
                     cursor,
                     more,
                 },
-            ) => cx.down(g, pull, &events, cursor, more, now_ms)?,
+            ) => cx.down(g, pull, &events, cursor, more, now_ms, false)?,
+            (
+                Phase::Granted(g, Step::Following(pull)),
+                Message::Down {
+                    events,
+                    cursor,
+                    more,
+                },
+            ) => cx.down(g, pull, &events, cursor, more, now_ms, true)?,
             (phase, other) => Next::Unexpected(format!(
                 "unexpected {} while {}",
                 other.name(),
@@ -939,6 +989,7 @@ impl Cx<'_> {
         cursor: u64,
         more: bool,
         now_ms: u64,
+        following: bool,
     ) -> Result<Next, SessionError> {
         // The same admission a parent applies to an upload, before anything is stored.
         let admission = Admission {
@@ -974,10 +1025,26 @@ impl Cx<'_> {
         self.out.push(ClientAction::Progress(Progress::Downloaded {
             events: self.summary.events_down,
         }));
-        if more {
+        if !decoded.is_empty() {
+            self.out.push(ClientAction::Progress(Progress::Received {
+                events: decoded.events().iter().map(Event::id).collect(),
+            }));
+        }
+        if following {
+            // Pushed or not, the next answer is to a `Follow`: at once if there is more.
+            self.out
+                .push(ClientAction::Send(Message::Follow { cursor }));
+            Ok(Next::Stay)
+        } else if more {
             self.summary.round_trips += 1;
             self.out.push(ClientAction::Send(Message::Pull { cursor }));
             Ok(Next::Stay)
+        } else if self.config.follow {
+            self.summary.round_trips += 1;
+            self.out
+                .push(ClientAction::Send(Message::Follow { cursor }));
+            self.out.push(ClientAction::Progress(Progress::Following));
+            Ok(Next::Step(Step::Following(Pull { cursor, stalled: 0 })))
         } else {
             self.out.push(ClientAction::Send(Message::Bye));
             self.out.push(ClientAction::Finished(self.summary.clone()));
@@ -1687,6 +1754,9 @@ mod tests {
             actions,
             vec![
                 ClientAction::Progress(Progress::Downloaded { events: 1 }),
+                ClientAction::Progress(Progress::Received {
+                    events: vec![first.id()]
+                }),
                 ClientAction::Send(Message::Pull { cursor: 5 })
             ]
         );
@@ -1697,6 +1767,7 @@ mod tests {
                 &actions[..],
                 [
                     ClientAction::Progress(Progress::Downloaded { events: 1 }),
+                    ClientAction::Progress(Progress::Received { .. }),
                     ClientAction::Send(Message::Bye),
                     ClientAction::Finished(Summary {
                         events_down: 1,
@@ -1708,6 +1779,84 @@ mod tests {
             "{actions:?}"
         );
         assert_eq!(store.down_cursor(&RELAY).unwrap(), 6);
+        assert!(s.is_ended());
+    }
+
+    #[test]
+    fn a_follower_holds_a_follow_stores_each_pushed_page_and_stops_with_bye() {
+        let mut store = MemoryStore::new();
+        let mut config = ClientConfig::new(DEVICE, Role::Device, "patrol-7", RELAY);
+        config.follow = true;
+        let mut s = ClientSession::new(config);
+        s.start(NOW);
+        let actions = s.handle(welcome(limits()), &mut store, NOW);
+        assert_eq!(child_sent(&actions), vec![&Message::Pull { cursor: 0 }]);
+        let down = |events: Vec<Vec<u8>>, cursor, more| Message::Down {
+            events,
+            cursor,
+            more,
+        };
+        // Caught up: a Follow instead of Bye, and the answer may take the parent's hold.
+        let actions = s.handle(down(Vec::new(), 4, false), &mut store, NOW);
+        assert_eq!(child_sent(&actions), vec![&Message::Follow { cursor: 4 }]);
+        assert!(actions.contains(&ClientAction::Progress(Progress::Following)));
+        assert!(s.is_following() && !s.is_ended());
+        assert_eq!(
+            s.poll_timeout(),
+            Some(NOW + FOLLOW_HOLD_MS + RESPONSE_TIMEOUT_MS)
+        );
+        // A pushed page is stored and followed again from its cursor.
+        let pushed = comment(OTHER, 1, GRID, "dispatched to you");
+        let actions = s.handle(down(vec![body(&pushed)], 9, false), &mut store, NOW + 5);
+        assert_eq!(child_sent(&actions), vec![&Message::Follow { cursor: 9 }]);
+        assert!(
+            actions.contains(&ClientAction::Progress(Progress::Received {
+                events: vec![pushed.id()]
+            }))
+        );
+        assert_eq!(store.down_cursor(&RELAY).unwrap(), 9);
+        assert_eq!(store.event(&OTHER, 1), Some(&pushed));
+        // The hold's empty answer changes nothing but the deadline.
+        let actions = s.handle(down(Vec::new(), 9, false), &mut store, NOW + 25_000);
+        assert_eq!(child_sent(&actions), vec![&Message::Follow { cursor: 9 }]);
+        // Silence past the hold and the response timeout: the session times out.
+        let late = NOW + 25_000 + FOLLOW_HOLD_MS + RESPONSE_TIMEOUT_MS;
+        assert!(s.handle_timeout(late - 1).is_empty());
+        // Stopping: Bye, and the session finishes with what it received.
+        let actions = s.stop_following();
+        assert!(
+            matches!(
+                &actions[..],
+                [
+                    ClientAction::Send(Message::Bye),
+                    ClientAction::Finished(Summary { events_down: 1, .. })
+                ]
+            ),
+            "{actions:?}"
+        );
+        assert!(s.is_ended() && !s.is_following());
+        assert!(s.stop_following().is_empty());
+    }
+
+    #[test]
+    fn stopping_before_the_download_ends_finishes_at_its_end_without_following() {
+        let mut store = MemoryStore::new();
+        let mut config = ClientConfig::new(DEVICE, Role::Device, "patrol-7", RELAY);
+        config.follow = true;
+        let mut s = ClientSession::new(config);
+        s.start(NOW);
+        s.handle(welcome(limits()), &mut store, NOW);
+        assert!(s.stop_following().is_empty(), "nothing to stop yet");
+        let actions = s.handle(
+            Message::Down {
+                events: Vec::new(),
+                cursor: 0,
+                more: false,
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(child_sent(&actions), vec![&Message::Bye]);
         assert!(s.is_ended());
     }
 

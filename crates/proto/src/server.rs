@@ -13,9 +13,11 @@ use gridsync_core::{BlobHash, NodeId};
 use crate::admit::{Admission, AdmitError, Authority, Origins};
 use crate::directory::{admit_records, NodeRecord, StoreDirectory};
 use crate::message::{
-    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want,
+    BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, FOLLOW_HOLD_MS,
 };
-use crate::storage::{BlobFinish, BlobState, Enrolled, StorageError, StorageErrorKind, SyncStore};
+use crate::storage::{
+    BlobFinish, BlobState, Enrolled, Page, StorageError, StorageErrorKind, SyncStore,
+};
 
 /// How often a driver rechecks a running session's enrollment
 /// ([`ServerSession::recheck_enrollment`]), in milliseconds: a revocation ends the node's
@@ -119,6 +121,16 @@ struct Ready {
     granted: Granted,
     /// Blobs this session's offers wanted, by hash: the only blob streams it takes.
     offered: HashMap<BlobHash, BlobInfo>,
+    /// A `Follow` held: nothing after its cursor was in the child's scope yet (§8.10).
+    following: Option<Held>,
+}
+
+/// A held `Follow`: where the child's scope was last looked at, and when the parent answers
+/// an empty `Down` if nothing commits before.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    cursor: u64,
+    until_ms: u64,
 }
 
 /// Why a message ends the session: the code, and the reason the child is told.
@@ -352,6 +364,23 @@ impl ServerSession {
                 ErrorCode::Unexpected,
                 format!("expected Hello first, got {}", other.name()),
             )),
+            (
+                State::Ready(Ready {
+                    following: Some(_), ..
+                }),
+                other @ (Message::Events { .. }
+                | Message::Nodes { .. }
+                | Message::Offer { .. }
+                | Message::Pull { .. }
+                | Message::Follow { .. }
+                | Message::Fetch { .. }),
+            ) => Err(Failure::new(
+                ErrorCode::Unexpected,
+                format!(
+                    "{} while a Follow is held (only Bye or Error may come before its Down)",
+                    other.name()
+                ),
+            )),
             (State::Ready(ready), Message::Events { batch, events }) => {
                 ready.events(&self.config, &mut self.stats, batch, &events, store, now_ms)
             }
@@ -363,6 +392,9 @@ impl ServerSession {
             }
             (State::Ready(ready), Message::Pull { cursor }) => {
                 ready.pull(&mut self.stats, cursor, store)
+            }
+            (State::Ready(ready), Message::Follow { cursor }) => {
+                ready.follow(&mut self.stats, cursor, store, now_ms)
             }
             (State::Ready(ready), Message::Bye) => {
                 let s = &self.stats;
@@ -487,6 +519,7 @@ impl ServerSession {
                 version,
             },
             offered: HashMap::new(),
+            following: None,
         });
         vec![ServerOutput::Send(welcome)]
     }
@@ -652,22 +685,91 @@ impl Ready {
         cursor: u64,
         store: &mut dyn SyncStore,
     ) -> Result<Vec<ServerOutput>, Failure> {
+        let page = self.page(cursor, store)?;
+        Ok(vec![down(stats, page)])
+    }
+
+    /// `Follow`: a page at once if anything of the child's scope follows `cursor`; otherwise
+    /// the answer is held until something commits ([`ServerSession::wake`]) or
+    /// [`FOLLOW_HOLD_MS`] pass.
+    fn follow(
+        &mut self,
+        stats: &mut ServerStats,
+        cursor: u64,
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        let page = self.page(cursor, store)?;
+        if !page.events.is_empty() || page.more {
+            return Ok(vec![down(stats, page)]);
+        }
+        self.following = Some(Held {
+            cursor: page.cursor.max(cursor),
+            until_ms: now_ms.saturating_add(FOLLOW_HOLD_MS),
+        });
+        Ok(Vec::new())
+    }
+
+    /// The page after `cursor` as it goes down: unsigned events (held from before
+    /// signatures) are never sent, since every child refuses them; the cursor still moves
+    /// past them.
+    fn page(&self, cursor: u64, store: &mut dyn SyncStore) -> Result<Page, Failure> {
         let peer = &self.granted.peer;
         let mut page = store.page(&peer.scope, &peer.node, cursor, PAGE_EVENTS, PAGE_BYTES)?;
-        // Unsigned events (held from before signatures) are never sent down: every child
-        // refuses them. The cursor still moves past them.
         page.events
             .retain(|body| codec::decode_event(body).is_ok_and(|e| e.signature.is_some()));
-        stats.events_down += page.events.len() as u64;
-        Ok(vec![ServerOutput::Send(Message::Down {
-            events: page.events,
-            cursor: page.cursor,
-            more: page.more,
-        })])
+        Ok(page)
     }
 }
 
+/// A page as the `Down` that carries it.
+fn down(stats: &mut ServerStats, page: Page) -> ServerOutput {
+    stats.events_down += page.events.len() as u64;
+    ServerOutput::Send(Message::Down {
+        events: page.events,
+        cursor: page.cursor,
+        more: page.more,
+    })
+}
+
 impl ServerSession {
+    /// When a held `Follow` must be answered (an empty `Down`) if nothing commits before:
+    /// the driver calls [`ServerSession::wake`] then, and whenever this node commits events.
+    pub fn follow_deadline(&self) -> Option<u64> {
+        match &self.state {
+            State::Ready(Ready {
+                following: Some(h), ..
+            }) => Some(h.until_ms),
+            _ => None,
+        }
+    }
+
+    /// Something committed here, or the hold ran out: a held `Follow` is answered with the
+    /// page of the child's scope after its cursor if there is one, with an empty page once
+    /// the hold ran out, and stays held otherwise (its cursor moved past what was not the
+    /// child's). Nothing held, nothing to do.
+    pub fn wake(&mut self, store: &mut dyn SyncStore, now_ms: u64) -> Vec<ServerOutput> {
+        let State::Ready(ready) = &mut self.state else {
+            return Vec::new();
+        };
+        let Some(held) = ready.following else {
+            return Vec::new();
+        };
+        let page = match ready.page(held.cursor, store) {
+            Ok(p) => p,
+            Err(f) => return self.fail(f.code, f.reason),
+        };
+        if page.events.is_empty() && !page.more && now_ms < held.until_ms {
+            ready.following = Some(Held {
+                cursor: page.cursor.max(held.cursor),
+                ..held
+            });
+            return Vec::new();
+        }
+        ready.following = None;
+        vec![down(&mut self.stats, page)]
+    }
+
     /// A blob stream's header arrived: checks it against this session's offer and what is
     /// held, and returns the sink to feed the stream's bytes to.
     pub fn blob_begin(
@@ -1467,6 +1569,80 @@ mod tests {
             }]
         );
         assert_eq!(s.stats().events_down, 1);
+    }
+
+    #[test]
+    fn a_follow_is_answered_at_once_held_until_a_commit_in_scope_or_the_hold_ends() {
+        let mut store = relay_store();
+        let mut s = welcomed(relay_config(), &mut store);
+        let theirs = comment(OTHER, 1, GRID, "theirs");
+        store.append(std::slice::from_ref(&theirs)).unwrap();
+        // Something after the cursor: answered at once, like a Pull.
+        let out = s.handle(Message::Follow { cursor: 0 }, &mut store, NOW);
+        assert_eq!(
+            sent(&out),
+            vec![&Message::Down {
+                events: vec![body(&theirs)],
+                cursor: 1,
+                more: false
+            }]
+        );
+        assert_eq!(s.follow_deadline(), None);
+        // Nothing after it: held, no answer.
+        let out = s.handle(Message::Follow { cursor: 1 }, &mut store, NOW);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(s.follow_deadline(), Some(NOW + FOLLOW_HOLD_MS));
+        // Only Bye or Error may come while it is held.
+        let mut other = welcomed(relay_config(), &mut store);
+        other.handle(Message::Follow { cursor: 1 }, &mut store, NOW);
+        let out = other.handle(Message::Pull { cursor: 1 }, &mut store, NOW);
+        assert!(
+            end_reason(&out).contains("while a Follow is held"),
+            "{out:?}"
+        );
+        // A commit outside the child's grid: still held, the cursor moves past it.
+        store
+            .append(&[comment(OTHER, 2, NEXT_GRID, "next grid")])
+            .unwrap();
+        assert!(s.wake(&mut store, NOW + 10).is_empty());
+        assert_eq!(s.follow_deadline(), Some(NOW + FOLLOW_HOLD_MS));
+        // A commit in its grid: pushed.
+        let pushed = comment(OTHER, 3, GRID, "pushed");
+        store.append(std::slice::from_ref(&pushed)).unwrap();
+        let out = s.wake(&mut store, NOW + 20);
+        assert_eq!(
+            sent(&out),
+            vec![&Message::Down {
+                events: vec![body(&pushed)],
+                cursor: 3,
+                more: false
+            }]
+        );
+        assert_eq!(s.follow_deadline(), None);
+        assert!(s.wake(&mut store, NOW + 30).is_empty(), "nothing held");
+        // Held again with nothing new: the hold's end answers an empty page.
+        s.handle(Message::Follow { cursor: 3 }, &mut store, NOW + 40);
+        assert!(s.wake(&mut store, NOW + 40 + FOLLOW_HOLD_MS - 1).is_empty());
+        let out = s.wake(&mut store, NOW + 40 + FOLLOW_HOLD_MS);
+        assert_eq!(
+            sent(&out),
+            vec![&Message::Down {
+                events: Vec::new(),
+                cursor: 3,
+                more: false
+            }]
+        );
+        // Bye ends a held Follow normally.
+        s.handle(Message::Follow { cursor: 3 }, &mut store, NOW + 50);
+        let out = s.handle(Message::Bye, &mut store, NOW + 60);
+        assert!(matches!(
+            out.last(),
+            Some(ServerOutput::End {
+                code: ErrorCode::Done,
+                ..
+            })
+        ));
+        assert_eq!(s.stats().events_down, 2);
     }
 
     #[test]
