@@ -41,6 +41,7 @@
 //! ```
 
 mod env;
+pub mod follow;
 pub mod sync;
 
 use std::path::Path;
@@ -57,6 +58,7 @@ use gridsync_media::{Limits, MediaError, ProcessedPhoto};
 use gridsync_store::{BlobKind, Identity, NewBlob, Pending, Store, StoreError};
 
 pub use env::{Env, FixedEnv, SystemEnv};
+pub use follow::{FollowUpdate, Notice, NoticeKind};
 use gridsync_proto::Role;
 pub use gridsync_store::Counts;
 pub use sync::SyncTarget;

@@ -78,7 +78,30 @@ pub async fn connect(
     addr: SocketAddr,
     parent: NodeId,
 ) -> Result<Connection, NetError> {
-    let (config, pin) = tls::pinned_client_config(secret, parent, Arc::new(transport::config()))?;
+    connect_with(endpoint, secret, addr, parent, transport::config()).await
+}
+
+/// [`connect`] for a connection that follows (PROTOCOL.md §8.10): no keep-alives of its own,
+/// since a held `Follow` is answered at least every `FOLLOW_HOLD_MS` and that answer keeps
+/// the connection and its NAT bindings alive ([`transport::follower_config`]); a metered link
+/// pays for nothing else while nothing happens.
+pub async fn connect_follower(
+    endpoint: &Endpoint,
+    secret: &[u8; 32],
+    addr: SocketAddr,
+    parent: NodeId,
+) -> Result<Connection, NetError> {
+    connect_with(endpoint, secret, addr, parent, transport::follower_config()).await
+}
+
+async fn connect_with(
+    endpoint: &Endpoint,
+    secret: &[u8; 32],
+    addr: SocketAddr,
+    parent: NodeId,
+    transport: quinn::TransportConfig,
+) -> Result<Connection, NetError> {
+    let (config, pin) = tls::pinned_client_config(secret, parent, Arc::new(transport))?;
     let connecting = endpoint
         .connect_with(config, addr, tls::CERT_NAME)
         .map_err(|e| NetError::Connect {
@@ -131,6 +154,31 @@ pub async fn run_session(
     options: &SyncOptions,
     progress: &mut (dyn FnMut(SyncProgress) + Send),
 ) -> Result<SyncReport, NetError> {
+    run_session_until(
+        conn,
+        store,
+        config,
+        options,
+        progress,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// [`run_session`] for a session that may follow (`ClientConfig::follow`, PROTOCOL.md
+/// §8.10): once `stop` resolves, a held `Follow` is given up with `Bye` (a session not yet
+/// caught up ends at the end of its download instead), and the session finishes. Without
+/// `follow`, `stop` changes nothing.
+pub async fn run_session_until(
+    conn: &Connection,
+    store: SharedStore,
+    config: ClientConfig,
+    options: &SyncOptions,
+    progress: &mut (dyn FnMut(SyncProgress) + Send),
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<SyncReport, NetError> {
+    let mut stop = std::pin::pin!(stop);
+    let mut stopped = false;
     let started = Instant::now();
     // The session's clock: the wall time at its start, advanced by a monotonic clock, so a
     // handheld whose clock is corrected mid-sync (as networks do on connect) neither hangs
@@ -271,6 +319,10 @@ pub async fn run_session(
             }
             _ = sleep => {
                 actions.extend(session.handle_timeout(clock()));
+            }
+            () = &mut stop, if !stopped => {
+                stopped = true;
+                actions.extend(session.stop_following());
             }
         }
     }

@@ -23,8 +23,12 @@ use gridsync_proto::limits::{Limiter, NodeLimits};
 pub struct Shared {
     pub store: SharedStore,
     pub config: ServerConfig,
-    /// Woken whenever a session commits new events or blobs.
+    /// Woken whenever a session commits new events or blobs (the upstream link waits on it).
     pub changed: Arc<Notify>,
+    /// Counts the commits of new events at this node, by anyone: the sessions here, the
+    /// upstream link's downloads, and other processes on the same store (the relay watches
+    /// for those). Every session holding a `Follow` wakes on each change ([`Shared::committed`]).
+    pub commits: watch::Sender<u64>,
     /// Set to `true` to shut down: sessions end with [`ErrorCode::ShuttingDown`].
     pub shutdown: watch::Receiver<bool>,
     /// A session with no message on its control stream for this long ends with
@@ -53,12 +57,18 @@ impl Shared {
             store,
             config,
             changed,
+            commits: watch::Sender::new(0),
             shutdown,
             control_idle: CONTROL_IDLE,
             max_connections: MAX_CONNECTIONS,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limiter: Mutex::new(Limiter::new(NodeLimits::default())),
         }
+    }
+
+    /// New events were committed here: wakes every held `Follow` (and nothing else).
+    pub fn committed(&self) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Sets the per-node limits.
@@ -86,7 +96,7 @@ pub async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Binds a QUIC server endpoint on `addr` with this node's identity.
 pub fn endpoint(secret: &[u8; 32], addr: SocketAddr) -> Result<Endpoint, NetError> {
-    let config = tls::server_config(secret, Arc::new(transport::config()))?;
+    let config = tls::server_config(secret, Arc::new(transport::server_config()))?;
     Endpoint::server(config, addr).map_err(|error| NetError::Bind { addr, error })
 }
 
@@ -332,10 +342,38 @@ async fn run_control(
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.reset();
     let mut idle_until = tokio::time::Instant::now() + idle;
+    // Commits here wake a held `Follow` (§8.10); so does the end of its hold.
+    let mut commits = state.shared.commits.subscribe();
     loop {
+        let hold_ends = lock(&state.session)
+            .as_ref()
+            .and_then(ServerSession::follow_deadline);
         let read = tokio::select! {
             // `RecvStream::read` is cancel-safe: nothing read is lost to the other branches.
             r = recv.read(&mut buf) => Ok(r),
+            changed = commits.changed(), if hold_ends.is_some() => {
+                if changed.is_err() {
+                    // The relay is going away; shutdown ends the session.
+                    std::future::pending::<()>().await;
+                }
+                let now = now_ms();
+                let out = with_session(state, |s, store| s.wake(store, now));
+                if execute(state, out).await {
+                    break;
+                }
+                continue;
+            }
+            _ = async {
+                let wait = hold_ends.unwrap_or(0).saturating_sub(now_ms());
+                tokio::time::sleep(Duration::from_millis(wait)).await
+            }, if hold_ends.is_some() => {
+                let now = now_ms();
+                let out = with_session(state, |s, store| s.wake(store, now));
+                if execute(state, out).await {
+                    break;
+                }
+                continue;
+            }
             _ = recheck.tick() => {
                 let out = with_session(state, |s, store| s.recheck_enrollment(&*store));
                 if execute(state, out).await {
@@ -403,9 +441,11 @@ async fn execute(state: &ConnState, outputs: Vec<ServerOutput>) -> bool {
     for out in outputs {
         match out {
             ServerOutput::Send(msg) => send_message(state, &msg).await,
-            ServerOutput::Committed { .. } | ServerOutput::BlobCommitted { .. } => {
-                state.shared.changed.notify_one()
+            ServerOutput::Committed { .. } => {
+                state.shared.changed.notify_one();
+                state.shared.committed();
             }
+            ServerOutput::BlobCommitted { .. } => state.shared.changed.notify_one(),
             ServerOutput::End { code, reason } => {
                 ended = true;
                 if let Some(mut send) = state.control.lock().await.take() {

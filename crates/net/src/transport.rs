@@ -77,6 +77,25 @@ pub fn config() -> quinn::TransportConfig {
     transport
 }
 
+/// A parent's transport: [`config`] without keep-alives. The child keeps a connection alive
+/// (every [`KEEP_ALIVE`] while a session runs; a follower by the `Follow` its parent answers
+/// at least every `FOLLOW_HOLD_MS`), so a parent pinging each of its idle followers would only
+/// add bytes to every metered link it serves.
+pub fn server_config() -> quinn::TransportConfig {
+    let mut transport = config();
+    transport.keep_alive_interval(None);
+    transport
+}
+
+/// A follower's transport: [`config`] without keep-alives: a held `Follow` is answered at
+/// least every `FOLLOW_HOLD_MS` (25 s, under the 30 s idle timeout), and that exchange is the
+/// only traffic of an idle follower.
+pub fn follower_config() -> quinn::TransportConfig {
+    let mut transport = config();
+    transport.keep_alive_interval(None);
+    transport
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +104,11 @@ mod tests {
     fn defaults() {
         assert_eq!(IDLE_TIMEOUT, Duration::from_secs(30));
         assert!(KEEP_ALIVE < IDLE_TIMEOUT);
+        // A held Follow's answer comes before the idle timeout, with room for a lost packet.
+        assert!(
+            Duration::from_millis(gridsync_proto::FOLLOW_HOLD_MS) + Duration::from_secs(3)
+                < IDLE_TIMEOUT
+        );
         assert!(BLOB_CHUNK as u64 <= SEND_WINDOW);
         // TransportConfig has no getters; building it must not panic.
         let _ = config();

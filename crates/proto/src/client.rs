@@ -365,6 +365,13 @@ struct Welcomed<'a> {
     parent_ms: u64,
 }
 
+/// What a `Down` says.
+struct DownPage<'a> {
+    events: &'a [Vec<u8>],
+    cursor: u64,
+    more: bool,
+}
+
 /// What a message handler works with besides its phase's data.
 struct Cx<'a> {
     config: &'a ClientConfig,
@@ -698,7 +705,17 @@ impl ClientSession {
                     cursor,
                     more,
                 },
-            ) => cx.down(g, pull, &events, cursor, more, now_ms, false)?,
+            ) => cx.down(
+                g,
+                pull,
+                DownPage {
+                    events: &events,
+                    cursor,
+                    more,
+                },
+                now_ms,
+                false,
+            )?,
             (
                 Phase::Granted(g, Step::Following(pull)),
                 Message::Down {
@@ -706,7 +723,17 @@ impl ClientSession {
                     cursor,
                     more,
                 },
-            ) => cx.down(g, pull, &events, cursor, more, now_ms, true)?,
+            ) => cx.down(
+                g,
+                pull,
+                DownPage {
+                    events: &events,
+                    cursor,
+                    more,
+                },
+                now_ms,
+                true,
+            )?,
             (phase, other) => Next::Unexpected(format!(
                 "unexpected {} while {}",
                 other.name(),
@@ -985,12 +1012,15 @@ impl Cx<'_> {
         &mut self,
         g: &Granted,
         pull: &mut Pull,
-        events: &[Vec<u8>],
-        cursor: u64,
-        more: bool,
+        page: DownPage<'_>,
         now_ms: u64,
         following: bool,
     ) -> Result<Next, SessionError> {
+        let DownPage {
+            events,
+            cursor,
+            more,
+        } = page;
         // The same admission a parent applies to an upload, before anything is stored.
         let admission = Admission {
             from: self.config.parent,

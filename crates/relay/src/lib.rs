@@ -20,7 +20,7 @@ use gridsync_core::NodeId;
 use gridsync_net::client::{self, SyncOptions};
 use gridsync_net::server::{self, stopped, Shared};
 use gridsync_net::SharedStore;
-use gridsync_proto::client::ClientConfig;
+use gridsync_proto::client::{ClientConfig, Progress};
 use gridsync_proto::server::ServerConfig;
 use gridsync_proto::{BlobKind, ErrorCode, Role};
 use gridsync_store::{Identity, Store, StoreError};
@@ -32,8 +32,10 @@ mod backoff;
 pub mod verify;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
 
-/// How often a connected relay asks its upstream for news when nothing happened here.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the relay looks whether another process (an operator's `gridsync-relay edit`,
+/// `staff add`) committed to its store: a local check of SQLite's `data_version`, no network.
+/// What this process commits wakes its followers and its upstream link at once.
+pub const LOCAL_CHECK: Duration = Duration::from_millis(250);
 /// The first and the longest wait before reconnecting to an unreachable upstream.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -196,7 +198,8 @@ pub async fn start_with(
     let store = Store::open(db)?;
     let identity = store.identity()?;
     let role = role_of(&identity, db)?;
-    let store: SharedStore = Arc::new(Mutex::new(store));
+    let local: Arc<Mutex<Store>> = Arc::new(Mutex::new(store));
+    let store: SharedStore = local.clone();
     let endpoint = server::endpoint(&identity.secret, listen)?;
     let local_addr = endpoint
         .local_addr()
@@ -222,21 +225,24 @@ pub async fn start_with(
     let node_id = identity.node_id;
     let task = tokio::spawn(async move {
         let up = upstream.map(|target| {
-            let config =
+            let mut config =
                 options.client_config(identity.node_id, role, identity.name.clone(), target.id);
+            config.follow = true;
             tokio::spawn(upstream_loop(
                 store,
                 identity.secret,
                 config,
                 target,
-                changed,
-                rx,
+                shared.clone(),
+                rx.clone(),
             ))
         });
+        let watch = tokio::spawn(watch_store(local, shared.clone(), rx));
         server::serve(endpoint, shared).await;
         if let Some(up) = up {
             let _ = up.await;
         }
+        let _ = watch.await;
         tracing::info!("relay stopped");
     });
     Ok(RelayHandle {
@@ -247,17 +253,48 @@ pub async fn start_with(
     })
 }
 
+/// Notices commits to the store by other processes (every [`LOCAL_CHECK`]) and passes them on
+/// as this process's own: the upstream link forwards them, held `Follow`s are answered.
+async fn watch_store(
+    store: Arc<Mutex<Store>>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let version = |s: &Mutex<Store>| s.lock().unwrap_or_else(|p| p.into_inner()).data_version();
+    let mut last = version(&store).ok();
+    let mut tick = tokio::time::interval(LOCAL_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        match version(&store) {
+            Ok(v) if Some(v) != last => {
+                last = Some(v);
+                tracing::debug!("the store changed under another process");
+                shared.changed.notify_one();
+                shared.committed();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check the store for changes"),
+        }
+    }
+}
+
 /// Forwards to the upstream for as long as the relay runs: one session after another on one
-/// connection (after every local change, and every [`POLL_INTERVAL`] for news from above),
-/// reconnecting with exponential backoff after any failure.
+/// connection, each following (PROTOCOL.md §8.10) until something commits here, so that what
+/// a child sends goes up at once and what the upstream commits in this relay's scope comes
+/// down at once, with no polling; reconnecting with exponential backoff after any failure.
 async fn upstream_loop(
     store: SharedStore,
     secret: [u8; 32],
     config: ClientConfig,
     target: Upstream,
-    changed: Arc<Notify>,
+    shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let changed = shared.changed.clone();
     let bind: SocketAddr = if target.addr.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -275,7 +312,7 @@ async fn upstream_loop(
     let mut log = FailureLog::default();
     'connect: while !*shutdown.borrow() {
         let conn = tokio::select! {
-            c = client::connect(&endpoint, &secret, target.addr, target.id) => c,
+            c = client::connect_follower(&endpoint, &secret, target.addr, target.id) => c,
             _ = stopped(&mut shutdown) => break,
         };
         let conn = match conn {
@@ -295,9 +332,15 @@ async fn upstream_loop(
         tracing::info!(upstream = %target.addr, "connected upstream");
         log.connected();
         loop {
-            let mut progress = |p| tracing::trace!(?p, "upstream progress");
+            let mut progress = |p: client::SyncProgress| {
+                if let client::SyncProgress::Session(Progress::Received { .. }) = p {
+                    // Decisions from above: pushed on to the followers here at once.
+                    shared.committed();
+                }
+                tracing::trace!(?p, "upstream progress");
+            };
             let result = tokio::select! {
-                r = client::run_session(&conn, store.clone(), config.clone(), &options, &mut progress) => r,
+                r = client::run_session_until(&conn, store.clone(), config.clone(), &options, &mut progress, changed.notified()) => r,
                 _ = stopped(&mut shutdown) => {
                     conn.close(ErrorCode::ShuttingDown.as_u16().into(), b"shutting down");
                     break 'connect;
@@ -346,14 +389,10 @@ async fn upstream_loop(
                     continue 'connect;
                 }
             }
-            tokio::select! {
-                _ = changed.notified() => {}
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                _ = conn.closed() => continue 'connect,
-                _ = stopped(&mut shutdown) => {
-                    conn.close(ErrorCode::ShuttingDown.as_u16().into(), b"shutting down");
-                    break 'connect;
-                }
+            // The follow was given up because something committed here: the next session
+            // sends it.
+            if conn.close_reason().is_some() {
+                continue 'connect;
             }
         }
     }
@@ -416,17 +455,17 @@ mod tests {
 
     /// Runs the real upstream loop of a street relay (with an empty store) towards `target`.
     fn spawn_upstream_loop(target: Upstream) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let store = Store::in_memory().expect("a store");
-        let config = ClientConfig::new(NodeId([1; 32]), Role::Street, "street-002", target.id);
+        let store: SharedStore = Arc::new(Mutex::new(Store::in_memory().expect("a store")));
+        let mut config = ClientConfig::new(NodeId([1; 32]), Role::Street, "street-002", target.id);
+        config.follow = true;
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(upstream_loop(
-            Arc::new(Mutex::new(store)),
-            [7; 32],
-            config,
-            target,
+        let shared = Arc::new(Shared::new(
+            store.clone(),
+            ServerConfig::new(NodeId([1; 32]), Role::Street, "street-002"),
             Arc::new(Notify::new()),
-            rx,
+            rx.clone(),
         ));
+        let task = tokio::spawn(upstream_loop(store, [7; 32], config, target, shared, rx));
         (tx, task)
     }
 

@@ -134,6 +134,28 @@ impl Store {
         .map_err(self.err("reading an event"))
     }
 
+    /// Event `id`, if stored.
+    pub fn event(&self, id: &EventId) -> Result<Option<Event>> {
+        let body: Option<Vec<u8>> = one(
+            &self.conn,
+            "SELECT body FROM events WHERE origin = ?1 AND seq = ?2",
+            params![&id.origin.0[..], id.seq as i64],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.err("reading an event"))?;
+        body.map(|b| codec::decode_event(&b).map_err(corrupt_event(&self.path)))
+            .transpose()
+    }
+
+    /// SQLite's `data_version`: it changes when another connection (another process, or
+    /// another [`Store`] on the same file) commits, and not for this connection's own commits.
+    /// A follower polls it to notice what the app recorded meanwhile.
+    pub fn data_version(&self) -> Result<i64> {
+        one(&self.conn, "PRAGMA data_version", [], |r| r.get(0))
+            .map_err(self.err("reading the data version"))
+    }
+
     /// Per origin, the highest sequence number up to which every event is held.
     pub fn contiguous(&self, origin: &NodeId) -> Result<u64> {
         one(

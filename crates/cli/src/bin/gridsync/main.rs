@@ -86,6 +86,13 @@ enum Command {
         relay_id: NodeId,
         #[arg(long)]
         json: bool,
+        /// Stay connected after the sync: the relay pushes each new event of this grid as it
+        /// commits, and a line is printed for each notice (a dispatch to this handheld's
+        /// staff member or force, an urgent case of the grid, a decision on one of its
+        /// reports); what is recorded meanwhile goes up at once. Runs until interrupted, and
+        /// reconnects by itself. With --json, one JSON object per line.
+        #[arg(long)]
+        follow: bool,
     },
     /// Run the whole story on loopback in a temporary folder, with no set-up.
     Demo {
@@ -171,7 +178,14 @@ fn run(cli: Cli) -> Result<()> {
             relay,
             relay_id,
             json,
+            follow: false,
         } => sync(db, &relay, relay_id, json)?,
+        Command::Sync {
+            relay,
+            relay_id,
+            json,
+            follow: true,
+        } => follow(db, &relay, relay_id, json)?,
         Command::Status { json } => {
             let device = open(db)?;
             let counts = device.counts()?;
@@ -283,5 +297,92 @@ fn sync(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Resu
             );
         }
     }
+    Ok(())
+}
+
+/// `sync --follow`: follows the relay until SIGINT or SIGTERM, one line per notice on
+/// standard output (the connection's ups and downs go to standard error).
+fn follow(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Result<()> {
+    use gridsync_device::FollowUpdate;
+    let device = open(db)?;
+    let addr = resolve_addr(relay)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let target = gridsync_device::SyncTarget { addr, relay_id };
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        // Standard output closed (`| head -1`): nobody reads the notices any more.
+        let closed = stop.clone();
+        let print = move |line: String| {
+            use std::io::Write;
+            if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                let _ = closed.send(true);
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = stop.send(true);
+        });
+        let mut caught_up_once = false;
+        let mut on = |u: FollowUpdate| match u {
+            FollowUpdate::Notice(n) => {
+                let v = n.state.view();
+                if json {
+                    let line = serde_json::json!({
+                        "kind": n.kind.as_str(),
+                        "incident": n.incident.to_string(),
+                        "event": format!("{}/{}", n.event.origin.to_hex(), n.event.seq),
+                        "what": n.what,
+                        "author": n.author,
+                        "category": v.category,
+                        "severity": v.severity,
+                        "status": v.status,
+                        "level": v.level,
+                        "assignee": v.assignee,
+                        "description": v.description,
+                    });
+                    print(line.to_string());
+                } else {
+                    print(format!(
+                        "{:<8}  {}  {} {}: {}  ({}, by {})",
+                        n.kind.as_str(),
+                        n.incident,
+                        v.severity.unwrap_or("-"),
+                        v.category.as_deref().unwrap_or("-"),
+                        v.description.as_deref().unwrap_or(""),
+                        n.what,
+                        n.author
+                    ));
+                }
+            }
+            FollowUpdate::Connected { addr } => eprintln!("connected to {addr}"),
+            FollowUpdate::Progress(gridsync_net::client::SyncProgress::Session(
+                gridsync_proto::client::Progress::Following,
+            )) => {
+                if !caught_up_once {
+                    eprintln!(
+                        "following {}: up to date, waiting for news",
+                        relay_id.short()
+                    );
+                    caught_up_once = true;
+                }
+            }
+            FollowUpdate::Progress(_) | FollowUpdate::CaughtUp { .. } => {}
+            FollowUpdate::Disconnected { error, retry_in } => eprintln!(
+                "lost the relay ({error}); retrying in {:.1} s",
+                retry_in.as_secs_f64()
+            ),
+        };
+        device.follow(target, stopped, &mut on).await?;
+        anyhow::Ok(())
+    })?;
     Ok(())
 }

@@ -81,7 +81,9 @@ impl Bar {
             SyncProgress::Session(Progress::Downloaded { events }) => {
                 self.draw(&format!("events down: {events}"))
             }
-            SyncProgress::Session(Progress::Welcomed { .. }) => {}
+            SyncProgress::Session(
+                Progress::Welcomed { .. } | Progress::Received { .. } | Progress::Following,
+            ) => {}
             SyncProgress::Session(Progress::ClockSkew {
                 parent_ms,
                 local_ms,
