@@ -21,16 +21,19 @@ pub enum Fault {
     LeakScope,
     /// Events are taken whoever may write them (no authorisation, PROTOCOL.md §8.9).
     NoAuthorisation,
+    /// A held `Follow` is answered only when its hold ends (no push, PROTOCOL.md §8.10).
+    NoPush,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::None,
         Fault::AckBeforeCommit,
         Fault::ForgedOrigin,
         Fault::NoFrameLimit,
         Fault::LeakScope,
         Fault::NoAuthorisation,
+        Fault::NoPush,
     ];
 
     /// The name `GRIDSYNC_BROKEN` gives it.
@@ -42,6 +45,7 @@ impl Fault {
             Fault::NoFrameLimit => "no-frame-limit",
             Fault::LeakScope => "leak-scope",
             Fault::NoAuthorisation => "no-authorisation",
+            Fault::NoPush => "no-push",
         }
     }
 

@@ -80,7 +80,7 @@ enum Command {
         /// A device's grid, e.g. 110101/002/014/03.
         #[arg(long, conflicts_with_all = ["relay", "scope"])]
         grid: Option<GridCode>,
-        /// Enroll a street relay (with --scope).
+        /// Enroll a street relay or a community workstation (with --scope).
         #[arg(long, requires = "scope")]
         relay: bool,
         /// The street relay's scope, e.g. 110101/002.
@@ -124,7 +124,14 @@ fn run(cli: Cli, fault: Fault) -> Result<()> {
             open_relay(db)?;
             let (role, scope) = match (grid, relay, scope) {
                 (Some(grid), false, None) => (Role::Device, Scope::from(&grid)),
-                (None, true, Some(scope)) => (Role::Street, scope),
+                // As the real relay: the scope's depth says street (2) or community (3).
+                (None, true, Some(scope)) => {
+                    let segments = scope.as_str().split('/').count();
+                    match Role::of_scope_depth(segments) {
+                        Some(r @ (Role::Street | Role::Community)) => (r, scope),
+                        _ => bail!("--scope {scope}: a street's has 2 segments, a community's 3"),
+                    }
+                }
                 _ => bail!(
                     "give either --grid GRID (a device) or --relay --scope PREFIX (a street relay)"
                 ),
@@ -180,9 +187,11 @@ fn session_store(store: Store, fault: Fault) -> (SharedStore, Option<Flushable>)
             (lazy.clone(), Some(lazy))
         }
         Fault::LeakScope => (Arc::new(Mutex::new(LeakScope(store))), None),
-        Fault::None | Fault::ForgedOrigin | Fault::NoFrameLimit | Fault::NoAuthorisation => {
-            (Arc::new(Mutex::new(store)), None)
-        }
+        Fault::None
+        | Fault::ForgedOrigin
+        | Fault::NoFrameLimit
+        | Fault::NoAuthorisation
+        | Fault::NoPush => (Arc::new(Mutex::new(store)), None),
     }
 }
 
@@ -194,6 +203,7 @@ fn server_config(node: NodeId, role: Role, name: &str, fault: Fault) -> ServerCo
         Fault::ForgedOrigin => config.faults.accept_forged_origin = true,
         Fault::NoFrameLimit => config.limits.max_frame = u32::MAX,
         Fault::NoAuthorisation => config.faults.skip_authorisation = true,
+        Fault::NoPush => config.faults.no_push = true,
         Fault::None | Fault::AckBeforeCommit | Fault::LeakScope => {}
     }
     config

@@ -38,6 +38,11 @@ fn an_ack_before_the_commit_is_caught_by_the_kill_after_ack_case() {
 }
 
 #[test]
+fn a_relay_that_does_not_push_is_caught_by_the_push_case() {
+    assert_eq!(failed_with("no-push"), ["follow.pushed"]);
+}
+
+#[test]
 fn a_forged_origin_accepted_is_caught() {
     assert_eq!(failed_with("forged-origin"), ["upload.forged-origin"]);
 }
@@ -65,5 +70,8 @@ fn skipped_authorisation_is_caught_by_the_authorisation_cases() {
 
 #[test]
 fn a_leaked_grid_is_caught_by_the_scope_case() {
-    assert_eq!(failed_with("leak-scope"), ["down.scope"]);
+    assert_eq!(
+        failed_with("leak-scope"),
+        ["down.scope", "follow.other-scope", "community.relay"]
+    );
 }

@@ -1,9 +1,9 @@
 //! Test identities and the enrollment plan an operator (or spawn mode) carries out.
 //!
 //! `identities --out DIR --count N` writes `DIR/identities.json`: N Ed25519 identities, each
-//! with the part it plays. The first six are fixed: two devices of grid A, one of grid B, a
-//! street relay for the test scope, one never enrolled, one enrolled then revoked; any further
-//! ones are extra devices of grid A.
+//! with the part it plays. The first seven are fixed: two devices of grid A, one of grid B, a
+//! street relay for the test scope, one never enrolled, one enrolled then revoked, a community
+//! workstation for grid A's community; any further ones are extra devices of grid A.
 
 use std::path::{Path, PathBuf};
 
@@ -15,12 +15,14 @@ pub const GRID_A: &str = "990000/001/001/01";
 pub const GRID_B: &str = "990000/001/002/01";
 /// The street relay's scope: contains both grids.
 pub const STREET_SCOPE: &str = "990000/001";
+/// The community workstation's scope: grid A's community (three segments), inside the street.
+pub const COMMUNITY_SCOPE: &str = "990000/001/001";
 /// A grid outside the street's scope.
 pub const GRID_OUTSIDE: &str = "990000/002/001/01";
 /// The identity file's name in the directory.
 pub const FILE: &str = "identities.json";
 /// The fewest identities a run needs.
-pub const MIN_COUNT: usize = 6;
+pub const MIN_COUNT: usize = 7;
 
 const FORMAT: &str = "gridsync-conformance identities v1";
 
@@ -32,6 +34,8 @@ pub enum Part {
     Device,
     /// Enroll as a street relay for `scope`.
     Street,
+    /// Enroll as a community workstation (a relay) for `scope`.
+    Community,
     /// Never enroll.
     Stranger,
     /// Enroll as a device for `grid`, then revoke.
@@ -127,13 +131,18 @@ pub fn generate(count: usize) -> Result<Identities, IdentityError> {
             3 => ("street".to_owned(), Part::Street, Some(STREET_SCOPE)),
             4 => ("stranger".to_owned(), Part::Stranger, None),
             5 => ("revoked".to_owned(), Part::Revoked, Some(GRID_A)),
-            n => (format!("device-a{}", n - 3), Part::Device, Some(GRID_A)),
+            6 => (
+                "community".to_owned(),
+                Part::Community,
+                Some(COMMUNITY_SCOPE),
+            ),
+            n => (format!("device-a{}", n - 4), Part::Device, Some(GRID_A)),
         };
         let seed = random_seed()?;
         let node_id = hex::encode(public_key(&seed));
         let enroll = match (part, scope) {
             (Part::Device, Some(g)) => vec![format!("gridsync-relay enroll {node_id} --grid {g}")],
-            (Part::Street, Some(s)) => {
+            (Part::Street | Part::Community, Some(s)) => {
                 vec![format!(
                     "gridsync-relay enroll {node_id} --relay --scope {s}"
                 )]
@@ -227,19 +236,27 @@ mod tests {
     #[test]
     fn identities_round_trip_and_keep_their_parts() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ids = generate(7).expect("generate");
+        let ids = generate(8).expect("generate");
         write(dir.path(), &ids).expect("write");
         assert!(matches!(
             write(dir.path(), &ids),
             Err(IdentityError::Exists(_))
         ));
         let back = read(dir.path()).expect("read");
-        assert_eq!(back.identities.len(), 7);
+        assert_eq!(back.identities.len(), 8);
         assert_eq!(back.identities[3].part, Part::Street);
-        assert_eq!(back.identities[6].name, "device-a3");
+        assert_eq!(back.identities[6].part, Part::Community);
+        assert_eq!(
+            back.identities[6].enroll,
+            vec![format!(
+                "gridsync-relay enroll {} --relay --scope {COMMUNITY_SCOPE}",
+                back.identities[6].node_id
+            )]
+        );
+        assert_eq!(back.identities[7].name, "device-a3");
         for id in &back.identities {
             assert_eq!(hex::encode(id.key().expect("key")), id.node_id);
         }
-        assert!(matches!(generate(5), Err(IdentityError::Count(5))));
+        assert!(matches!(generate(6), Err(IdentityError::Count(6))));
     }
 }

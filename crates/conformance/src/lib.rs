@@ -170,6 +170,7 @@ pub struct Roster {
     pub street: Id,
     pub stranger: Id,
     pub revoked: Id,
+    pub community: Id,
 }
 
 impl Roster {
@@ -194,6 +195,7 @@ impl Roster {
             street: pick(3, Part::Street)?,
             stranger: pick(4, Part::Stranger)?,
             revoked: pick(5, Part::Revoked)?,
+            community: pick(6, Part::Community)?,
         })
     }
 }

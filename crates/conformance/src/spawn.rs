@@ -93,7 +93,7 @@ impl Spawned {
                 Part::Device => {
                     s.cli(&["enroll", &id.node_id, "--grid", &scope])?;
                 }
-                Part::Street => {
+                Part::Street | Part::Community => {
                     s.cli(&["enroll", &id.node_id, "--relay", "--scope", &scope])?;
                 }
                 Part::Revoked => {

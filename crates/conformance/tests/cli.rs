@@ -56,6 +56,7 @@ fn identities_are_written_once_with_their_enrollment() {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
     }
     assert!(text.contains("--relay --scope 990000/001"), "{text}");
+    assert!(text.contains("--relay --scope 990000/001/001"), "{text}");
     assert!(text.contains("revoke"), "{text}");
     let file = std::fs::read_to_string(out_dir.join("identities.json")).expect("file");
     assert!(file.contains("\"part\": \"stranger\""));
@@ -77,7 +78,7 @@ fn identities_are_written_once_with_their_enrollment() {
         "3",
     ]);
     assert_eq!(few.status.code(), Some(2));
-    assert!(stderr(&few).contains("at least 6"), "{}", stderr(&few));
+    assert!(stderr(&few).contains("at least 7"), "{}", stderr(&few));
 }
 
 #[test]
@@ -86,7 +87,7 @@ fn vectors_pass_on_the_repository_fixtures() {
     let out = harness(&["vectors", "--dir", dir]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert_eq!(text.lines().last(), Some("16 passed, 0 failed"), "{text}");
+    assert_eq!(text.lines().last(), Some("18 passed, 0 failed"), "{text}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ use crate::{Device, Env, Result, SyncTarget};
 
 /// How often a follower looks whether the app committed something to upload: a local check
 /// (SQLite's `data_version`), no network.
-pub const LOCAL_CHECK: Duration = Duration::from_millis(250);
+pub const LOCAL_CHECK: Duration = Duration::from_millis(100);
 /// The first and the longest wait before reconnecting.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);

@@ -361,6 +361,7 @@ async fn run_control(
                 if execute(state, out).await {
                     break;
                 }
+                idle_until = tokio::time::Instant::now() + idle;
                 continue;
             }
             _ = async {
@@ -372,6 +373,7 @@ async fn run_control(
                 if execute(state, out).await {
                     break;
                 }
+                idle_until = tokio::time::Instant::now() + idle;
                 continue;
             }
             _ = recheck.tick() => {
@@ -381,7 +383,8 @@ async fn run_control(
                 }
                 continue;
             }
-            _ = tokio::time::sleep_until(idle_until) => Err(()),
+            // The child is silent while its Follow is held: the parent owes the answer.
+            _ = tokio::time::sleep_until(idle_until), if hold_ends.is_none() => Err(()),
         };
         idle_until = tokio::time::Instant::now() + idle;
         let n = match read {

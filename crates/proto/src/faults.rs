@@ -19,6 +19,9 @@ pub struct Faults {
     /// Skip authorisation (PROTOCOL.md §8.9): take a device's decisions and a relay child's
     /// events whatever the node records say (a correct parent refuses with `NotAuthorised`).
     pub skip_authorisation: bool,
+    /// Do not push (PROTOCOL.md §8.10): a held `Follow` is answered only when its hold ends,
+    /// whatever commits meanwhile (a correct parent answers at the commit).
+    pub no_push: bool,
 }
 
 /// Whether a device's events of another origin are accepted (never, without the feature).
@@ -31,6 +34,18 @@ pub(crate) fn accept_forged_origin(config: &ServerConfig) -> bool {
 #[cfg(feature = "faults")]
 pub(crate) fn skip_authorisation(config: &ServerConfig) -> bool {
     config.faults.skip_authorisation
+}
+
+/// Whether commits leave a held `Follow` unanswered (never, without the feature).
+#[cfg(feature = "faults")]
+pub(crate) fn no_push(config: &ServerConfig) -> bool {
+    config.faults.no_push
+}
+
+/// Whether commits leave a held `Follow` unanswered (never, without the feature).
+#[cfg(not(feature = "faults"))]
+pub(crate) fn no_push(_config: &ServerConfig) -> bool {
+    false
 }
 
 /// Whether authorisation is skipped (never, without the feature).

@@ -755,6 +755,9 @@ impl ServerSession {
         let Some(held) = ready.following else {
             return Vec::new();
         };
+        if crate::faults::no_push(&self.config) && now_ms < held.until_ms {
+            return Vec::new();
+        }
         let page = match ready.page(held.cursor, store) {
             Ok(p) => p,
             Err(f) => return self.fail(f.code, f.reason),

@@ -35,7 +35,7 @@ use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
 /// How often the relay looks whether another process (an operator's `gridsync-relay edit`,
 /// `staff add`) committed to its store: a local check of SQLite's `data_version`, no network.
 /// What this process commits wakes its followers and its upstream link at once.
-pub const LOCAL_CHECK: Duration = Duration::from_millis(250);
+pub const LOCAL_CHECK: Duration = Duration::from_millis(100);
 /// The first and the longest wait before reconnecting to an unreachable upstream.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);

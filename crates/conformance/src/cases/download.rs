@@ -23,7 +23,7 @@ pub fn cases() -> Vec<Case> {
 
 /// Downloads everything new for `id` (a device) from the end of its log as of now: returns a
 /// function-like pair (cursor now, then events after it).
-async fn cursor_now(ctx: &Ctx, id: &Id) -> Result<u64, Fail> {
+pub(crate) async fn cursor_now(ctx: &Ctx, id: &Id) -> Result<u64, Fail> {
     let (conn, mut ctl, _) = ctx.device(id).await?;
     let (_, c) = pull_all(&mut ctl, 0).await?;
     crate::bye(&mut ctl, &conn).await;
@@ -38,7 +38,7 @@ async fn pull_from(ctx: &Ctx, id: &Id, cursor: u64) -> Result<(Vec<Event>, u64),
 }
 
 /// device-a's next own event, acknowledged.
-async fn device_a_event(ctx: &Ctx) -> Result<Event, Fail> {
+pub(crate) async fn device_a_event(ctx: &Ctx) -> Result<Event, Fail> {
     let id = &ctx.ids.device_a;
     let (conn, mut ctl, w) = ctx.device(id).await?;
     let e = events::report(id.key, w.head(&id.key) + 1, GRID_A)?;

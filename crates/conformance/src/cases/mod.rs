@@ -5,6 +5,7 @@ mod authorisation;
 mod blobs;
 mod download;
 mod durability;
+mod follow;
 mod frames;
 mod handshake;
 mod sessions;
@@ -40,6 +41,7 @@ pub fn all() -> Vec<Case> {
     v.extend(authorisation::cases());
     v.extend(blobs::cases());
     v.extend(download::cases());
+    v.extend(follow::cases());
     v.extend(sessions::cases());
     v.extend(durability::cases());
     v
