@@ -272,11 +272,18 @@ async fn measure(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Let the follower's upload session end and its Follow be held again.
-        next(&mut rx, Duration::from_secs(60), following).await?;
-        let before = link.bytes.load(Ordering::Relaxed);
+        // Accepted first (its notice awaited, so the follower holds a Follow again), then the
+        // timed dispatch.
         let mut desk = Device::open(&street_db)?;
         desk.edit(id, vec![Change::Status(Status::Accepted)], vec![])?;
+        next(&mut rx, Duration::from_secs(60), |u| match u {
+            FollowUpdate::Notice(n) if n.incident == id && n.what == "status accepted" => Some(()),
+            _ => None,
+        })
+        .await?;
+        // The page after the notice's comes back empty before the Follow is held again.
+        tokio::time::sleep(Duration::from_millis(if shape.is_some() { 1_000 } else { 50 })).await;
+        let before = link.bytes.load(Ordering::Relaxed);
         desk.edit(
             id,
             vec![
@@ -342,9 +349,9 @@ fn line(name: &str, m: &Measured, floor_ms: f64) {
 }
 
 async fn run(args: Vec<String>) -> Result<(), Error> {
-    let args = Args::parse(args, &["n", "idle-secs"])?;
-    let n: usize = args.get("n", 20)?;
-    let idle = Duration::from_secs(args.get("idle-secs", 60)?);
+    let args = Args::parse(args, &["--n", "--idle-secs"])?;
+    let n: usize = args.get("--n", 20)?;
+    let idle = Duration::from_secs(args.get("--idle-secs", 60)?);
     let check_ms = gridsync_relay::LOCAL_CHECK.as_secs_f64() * 1e3;
     println!("live delivery: a street dispatch reaching the following handheld ({n} rounds each)");
     let scratch = tempfile::tempdir_in(scratch_parent())?;
