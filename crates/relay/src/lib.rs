@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 pub use gridsync_proto::limits::NodeLimits;
 
 mod backoff;
+pub mod stats;
 pub mod verify;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
 

@@ -4,6 +4,7 @@
 #[path = "../../shared/mod.rs"]
 #[macro_use]
 mod shared;
+mod stats;
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -162,6 +163,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Evaluation statistics of the incidents held here: statuses, the level closed cases
+    /// were closed at (against the 80-85 / 10-15 / under 5 % target), overdue cases, the time
+    /// from report to acceptance, dispatch, resolution and closing, evaluations, staff
+    /// (docs/STATS.md defines every figure).
+    Stats {
+        /// Only incidents reported at or after this time (RFC 3339, e.g.
+        /// 2026-11-01T00:00:00+08:00).
+        #[arg(long, value_parser = parse_cutoff)]
+        since: Option<u64>,
+        /// Only incidents reported before this time (RFC 3339).
+        #[arg(long, value_parser = parse_cutoff)]
+        until: Option<u64>,
+        /// Also the figures per grid, community, street, category or staff member assigned.
+        #[arg(long, value_enum)]
+        by: Option<StatsBy>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The keys of `stats --by`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StatsBy {
+    /// The grid code.
+    Grid,
+    /// The community: the grid code's first three segments.
+    Community,
+    /// The street: the grid code's first two segments.
+    Street,
+    /// The category.
+    Category,
+    /// The staff member currently assigned (assignee `staff:NAME`).
+    Staff,
+}
+
+impl From<StatsBy> for gridsync_relay::stats::GroupBy {
+    fn from(by: StatsBy) -> Self {
+        use gridsync_relay::stats::GroupBy;
+        match by {
+            StatsBy::Grid => GroupBy::Grid,
+            StatsBy::Community => GroupBy::Community,
+            StatsBy::Street => GroupBy::Street,
+            StatsBy::Category => GroupBy::Category,
+            StatsBy::Staff => GroupBy::Staff,
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -328,6 +375,23 @@ fn run(cli: Cli) -> Result<()> {
             shared::edit(&mut node, a)?;
         }
         Command::Verify { incident, json } => verify(db, &incident, json)?,
+        Command::Stats {
+            since,
+            until,
+            by,
+            json,
+        } => {
+            if let (Some(s), Some(u)) = (since, until) {
+                if s >= u {
+                    bail!("--since must be before --until (the window takes reports from --since up to, not including, --until)");
+                }
+            }
+            let window = gridsync_relay::stats::Window {
+                since_ms: since,
+                until_ms: until,
+            };
+            stats::run(&open_relay(db)?, window, by.map(Into::into), json)?
+        }
         Command::Status { json } => {
             let node = open_relay(db)?;
             let counts = node.counts()?;
