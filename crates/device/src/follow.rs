@@ -198,7 +198,12 @@ async fn follow_store(
         identity.name.clone(),
         target.relay_id,
     );
+    // Photos go on a connection of their own (`photo_loop`), so that what this handheld
+    // reports and what is pushed to it never waits behind a photo on a slow link.
+    let mut photos = config.clone();
+    photos.download = false;
     config.follow = true;
+    config.blobs = false;
     let me = identity.node_id;
     let bind: SocketAddr = if target.addr.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -207,6 +212,17 @@ async fn follow_store(
     };
     let endpoint = client::endpoint(bind)?;
     let options = SyncOptions::default();
+    let kick = Arc::new(tokio::sync::Notify::new());
+    kick.notify_one();
+    let photo_task = tokio::spawn(photo_loop(
+        shared.clone(),
+        endpoint.clone(),
+        identity.secret,
+        photos,
+        target,
+        kick.clone(),
+        stop.clone(),
+    ));
     let mut wait = RECONNECT_MIN;
     let stopped = |rx: &watch::Receiver<bool>| *rx.borrow() || rx.has_changed().is_err();
     'connect: while !stopped(&stop) {
@@ -278,7 +294,9 @@ async fn follow_store(
                         conn.close(gridsync_proto::ErrorCode::Done.as_u16().into(), b"done");
                         break 'connect;
                     }
-                    // Something was recorded here: the next session uploads it.
+                    // Something was recorded here: the next session uploads its events,
+                    // the photo session its photos.
+                    kick.notify_one();
                 }
                 Err(e) => {
                     // The relay refused for a reason retrying cannot cure (not
@@ -308,8 +326,80 @@ async fn follow_store(
             }
         }
     }
+    let _ = photo_task.await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())
+}
+
+/// Sends the photos and thumbnails waiting here, in full sessions on a connection of its
+/// own, each time `kick` is notified, until none is left or the relay takes no more (what
+/// it refused goes again at the next kick). After a failure it waits, then tries again.
+async fn photo_loop(
+    store: gridsync_net::SharedStore,
+    endpoint: quinn::Endpoint,
+    secret: [u8; 32],
+    config: ClientConfig,
+    target: SyncTarget,
+    kick: Arc<tokio::sync::Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let options = SyncOptions::default();
+    let mut wait = RECONNECT_MIN;
+    loop {
+        tokio::select! {
+            _ = kick.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let conn = tokio::select! {
+            c = client::connect(&endpoint, &secret, target.addr, target.relay_id) => c,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "relay unreachable for photos; retrying");
+                if sleep_or_stop(wait, &mut stop).await {
+                    return;
+                }
+                wait = (wait * 2).min(RECONNECT_MAX);
+                kick.notify_one();
+                continue;
+            }
+        };
+        loop {
+            let mut progress = |p| tracing::trace!(?p, "photo session progress");
+            let result = tokio::select! {
+                r = client::run_session(&conn, store.clone(), config.clone(), &options, &mut progress) => r,
+                _ = stop.wait_for(|s| *s) => {
+                    conn.close(gridsync_proto::ErrorCode::Done.as_u16().into(), b"stopping");
+                    return;
+                }
+            };
+            match result {
+                // More may wait (an offer takes at most 256): another session at once.
+                Ok(r) if r.summary.blobs_up > 0 => {
+                    wait = RECONNECT_MIN;
+                }
+                Ok(_) => {
+                    wait = RECONNECT_MIN;
+                    conn.close(gridsync_proto::ErrorCode::Done.as_u16().into(), b"done");
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "photo session failed; retrying");
+                    if sleep_or_stop(wait, &mut stop).await {
+                        return;
+                    }
+                    wait = (wait * 2).min(RECONNECT_MAX);
+                    kick.notify_one();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// The notices the events `ids` (just stored) raise for the handheld `me`.

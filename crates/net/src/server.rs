@@ -29,6 +29,9 @@ pub struct Shared {
     /// upstream link's downloads, and other processes on the same store (the relay watches
     /// for those). Every session holding a `Follow` wakes on each change ([`Shared::committed`]).
     pub commits: watch::Sender<u64>,
+    /// Woken whenever a session commits events or blobs: the upstream link's blob sessions
+    /// wait on it (its following session waits on [`Shared::changed`]).
+    pub blobs_changed: Arc<Notify>,
     /// Set to `true` to shut down: sessions end with [`ErrorCode::ShuttingDown`].
     pub shutdown: watch::Receiver<bool>,
     /// A session with no message on its control stream for this long ends with
@@ -58,6 +61,7 @@ impl Shared {
             config,
             changed,
             commits: watch::Sender::new(0),
+            blobs_changed: Arc::new(Notify::new()),
             shutdown,
             control_idle: CONTROL_IDLE,
             max_connections: MAX_CONNECTIONS,
@@ -446,9 +450,13 @@ async fn execute(state: &ConnState, outputs: Vec<ServerOutput>) -> bool {
             ServerOutput::Send(msg) => send_message(state, &msg).await,
             ServerOutput::Committed { .. } => {
                 state.shared.changed.notify_one();
+                state.shared.blobs_changed.notify_one();
                 state.shared.committed();
             }
-            ServerOutput::BlobCommitted { .. } => state.shared.changed.notify_one(),
+            ServerOutput::BlobCommitted { .. } => {
+                state.shared.changed.notify_one();
+                state.shared.blobs_changed.notify_one();
+            }
             ServerOutput::End { code, reason } => {
                 ended = true;
                 if let Some(mut send) = state.control.lock().await.take() {

@@ -48,6 +48,14 @@ pub struct ClientConfig {
     /// saying `Bye`, and store each page the parent pushes, until
     /// [`ClientSession::stop_following`]. Off by default: a session ends when it caught up.
     pub follow: bool,
+    /// Whether the session downloads after its uploads. On by default; off for a follower's
+    /// photo session, so that only the following session moves the download cursor (and
+    /// what arrives is seen by the caller that follows).
+    pub download: bool,
+    /// Whether the session offers blobs after its events. On by default; a follower's
+    /// session leaves them to a session of its own on another connection, so that its events
+    /// and the pages pushed to it are never queued behind photos on a slow link (§8.10).
+    pub blobs: bool,
 }
 
 impl ClientConfig {
@@ -62,6 +70,8 @@ impl ClientConfig {
             max_drift_ms: gridsync_core::hlc::DEFAULT_MAX_DRIFT_MS,
             upload_unsigned: false,
             follow: false,
+            blobs: true,
+            download: true,
         }
     }
 }
@@ -233,6 +243,7 @@ impl Phase {
             Phase::Granted(_, Step::Blobs(_)) => "Blobs",
             Phase::Granted(_, Step::Pulling(_)) => "Pulling",
             Phase::Granted(_, Step::Following(_)) => "Following",
+            Phase::Granted(_, Step::Done) => "Done",
             Phase::Ended(_) => "Ended",
         }
     }
@@ -260,6 +271,8 @@ enum Step {
     Pulling(Pull),
     /// Caught up, a `Follow` held: each `Down` is a page pushed by the parent (§8.10).
     Following(Pull),
+    /// Over without a download (`ClientConfig::download` off): `Bye` and `Finished` are out.
+    Done,
 }
 
 /// The upload of events.
@@ -743,11 +756,16 @@ impl ClientSession {
         let mut out = cx.out;
         match next {
             Next::Stay => {}
+            Next::Step(Step::Done) => self.end(),
             Next::Step(step) => {
                 // Only the handlers of a granted phase move on to a step.
                 if let Phase::Granted(_, now) = &mut self.phase {
                     *now = step;
                 }
+            }
+            Next::Welcomed(granted, Step::Done) => {
+                self.phase = Phase::Granted(granted, Step::Done);
+                self.end();
             }
             Next::Welcomed(granted, step) => self.phase = Phase::Granted(granted, step),
             Next::Finished => self.end(),
@@ -1234,6 +1252,9 @@ impl Cx<'_> {
     /// Offers the next unsent blobs, leaving out those declined in this session (each offer
     /// thus holds blobs not offered before in it, and the offers end); pulls if none is left.
     fn start_offer(&mut self, mut offers: Offers) -> Result<Step, SessionError> {
+        if !self.config.blobs {
+            return self.start_pull();
+        }
         let limit = OFFER_BLOBS + offers.declined.len();
         let unsent = self.store.unsent_blobs(&self.config.parent, limit)?;
         offers.was_full = unsent.len() >= limit;
@@ -1281,6 +1302,11 @@ impl Cx<'_> {
     }
 
     fn start_pull(&mut self) -> Result<Step, SessionError> {
+        if !self.config.download {
+            self.out.push(ClientAction::Send(Message::Bye));
+            self.out.push(ClientAction::Finished(self.summary.clone()));
+            return Ok(Step::Done);
+        }
         let cursor = self.store.down_cursor(&self.config.parent)?;
         self.summary.round_trips += 1;
         self.out.push(ClientAction::Send(Message::Pull { cursor }));
@@ -1340,6 +1366,60 @@ mod tests {
             Some(SessionError::Protocol(what)) => what,
             other => panic!("not a protocol error: {other:?} in {actions:?}"),
         }
+    }
+
+    #[test]
+    fn a_session_without_blobs_sends_its_events_and_downloads_but_offers_nothing() {
+        let (photo_bytes, thumb) = (&b"the photo's bytes"[..], &b"thumb"[..]);
+        let events = [photo(DEVICE, 1, GRID, photo_bytes, thumb)];
+        let mut device = device_store(
+            &events,
+            &[(BlobKind::Photo, photo_bytes), (BlobKind::Thumb, thumb)],
+        );
+        let mut relay = relay_store();
+        let mut config = device_config();
+        config.blobs = false;
+        let mut child = ClientSession::new(config);
+        let mut parent = ServerSession::new(relay_config(), DEVICE);
+        let run = run(&mut child, &mut parent, &mut device, &mut relay, NOW);
+        let summary = run.finished.expect("finished");
+        assert_eq!((summary.events_up, summary.blobs_up), (1, 0));
+        assert!(!run
+            .messages
+            .iter()
+            .any(|(up, m)| *up && matches!(m, Message::Offer { .. })));
+        assert_eq!(relay.event(&DEVICE, 1), Some(&events[0]));
+        assert_eq!(relay.blob(&BlobHash::of(photo_bytes)), None);
+    }
+
+    #[test]
+    fn a_session_without_download_ends_with_bye_after_its_blobs() {
+        let (photo_bytes, thumb) = (&b"the photo's bytes"[..], &b"thumb"[..]);
+        let events = [photo(DEVICE, 1, GRID, photo_bytes, thumb)];
+        let mut device = device_store(
+            &events,
+            &[(BlobKind::Photo, photo_bytes), (BlobKind::Thumb, thumb)],
+        );
+        let mut relay = relay_store();
+        let theirs = comment(OTHER, 1, GRID, "not fetched by this session");
+        relay.append(std::slice::from_ref(&theirs)).unwrap();
+        let mut config = device_config();
+        config.download = false;
+        let mut child = ClientSession::new(config);
+        let mut parent = ServerSession::new(relay_config(), DEVICE);
+        let run = run(&mut child, &mut parent, &mut device, &mut relay, NOW);
+        let summary = run.finished.expect("finished");
+        assert_eq!(
+            (summary.events_up, summary.blobs_up, summary.events_down),
+            (1, 2, 0)
+        );
+        assert!(child.is_ended());
+        assert!(!run
+            .messages
+            .iter()
+            .any(|(up, m)| *up && matches!(m, Message::Pull { .. })));
+        assert_eq!(device.event(&OTHER, 1), None);
+        assert_eq!(device.down_cursor(&RELAY).unwrap(), 0);
     }
 
     #[test]

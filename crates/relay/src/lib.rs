@@ -226,22 +226,40 @@ pub async fn start_with(
     let node_id = identity.node_id;
     let task = tokio::spawn(async move {
         let up = upstream.map(|target| {
-            let mut config =
+            let config =
                 options.client_config(identity.node_id, role, identity.name.clone(), target.id);
-            config.follow = true;
-            tokio::spawn(upstream_loop(
-                store,
+            // Only the following session downloads: what it stores wakes this relay's own
+            // followers at once.
+            let mut photos = config.clone();
+            photos.download = false;
+            let blobs = tokio::spawn(blob_loop(
+                store.clone(),
                 identity.secret,
-                config,
+                photos,
                 target,
                 shared.clone(),
                 rx.clone(),
-            ))
+            ));
+            // The following session carries events both ways; photos go on their own
+            // connection, so an urgent report is never queued behind them.
+            let mut follow = config;
+            follow.follow = true;
+            follow.blobs = false;
+            let events = tokio::spawn(upstream_loop(
+                store,
+                identity.secret,
+                follow,
+                target,
+                shared.clone(),
+                rx.clone(),
+            ));
+            (events, blobs)
         });
         let watch = tokio::spawn(watch_store(local, shared.clone(), rx));
         server::serve(endpoint, shared).await;
-        if let Some(up) = up {
-            let _ = up.await;
+        if let Some((events, blobs)) = up {
+            let _ = events.await;
+            let _ = blobs.await;
         }
         let _ = watch.await;
         tracing::info!("relay stopped");
@@ -275,12 +293,104 @@ async fn watch_store(
                 last = Some(v);
                 tracing::debug!("the store changed under another process");
                 shared.changed.notify_one();
+                shared.blobs_changed.notify_one();
                 shared.committed();
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot check the store for changes"),
         }
     }
+}
+
+/// Forwards photos to the upstream: after each commit here, sessions of events then blobs
+/// (no download) on a connection of their own until nothing is left to offer,
+/// so the following session of [`upstream_loop`] never waits behind a photo. Reconnects
+/// with backoff after a failure.
+async fn blob_loop(
+    store: SharedStore,
+    secret: [u8; 32],
+    config: ClientConfig,
+    target: Upstream,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let bind: SocketAddr = if target.addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(endpoint) = client::endpoint(bind) else {
+        tracing::error!("cannot open the upstream blob endpoint; photos are not forwarded");
+        return;
+    };
+    let options = SyncOptions::default();
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut conn: Option<quinn::Connection> = None;
+    // Whether a session is owed: at start (photos held from before), then after each commit.
+    let mut owed = true;
+    while !*shutdown.borrow() {
+        if !owed {
+            tokio::select! {
+                _ = shared.blobs_changed.notified() => {}
+                _ = stopped(&mut shutdown) => break,
+            }
+        }
+        owed = false;
+        let live = match conn.take().filter(|c| c.close_reason().is_none()) {
+            Some(c) => c,
+            None => {
+                let c = tokio::select! {
+                    c = client::connect(&endpoint, &secret, target.addr, target.id) => c,
+                    _ = stopped(&mut shutdown) => break,
+                };
+                match c {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upstream unreachable for photos; retrying");
+                        owed = true;
+                        if stopped_during(backoff.failed(), &mut shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut progress = |p| tracing::trace!(?p, "upstream blob progress");
+        let result = tokio::select! {
+            r = client::run_session(&live, store.clone(), config.clone(), &options, &mut progress) => r,
+            _ = stopped(&mut shutdown) => {
+                live.close(ErrorCode::ShuttingDown.as_u16().into(), b"shutting down");
+                break;
+            }
+        };
+        match result {
+            Ok(report) => {
+                backoff.succeeded();
+                let s = &report.summary;
+                if s.blobs_up > 0 {
+                    tracing::info!(
+                        blobs_up = s.blobs_up,
+                        blob_bytes = s.blob_bytes_up,
+                        ms = report.elapsed.as_millis() as u64,
+                        "photos forwarded upstream"
+                    );
+                    // An offer takes at most 256 blobs: more may be waiting.
+                    owed = true;
+                }
+                conn = Some(live);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upstream photo session failed; retrying");
+                live.close(ErrorCode::Unexpected.as_u16().into(), b"session failed");
+                owed = true;
+                if stopped_during(backoff.failed(), &mut shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
 /// Forwards to the upstream for as long as the relay runs: one session after another on one

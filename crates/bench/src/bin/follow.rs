@@ -282,7 +282,12 @@ async fn measure(
         })
         .await?;
         // The page after the notice's comes back empty before the Follow is held again.
-        tokio::time::sleep(Duration::from_millis(if shape.is_some() { 1_000 } else { 50 })).await;
+        tokio::time::sleep(Duration::from_millis(if shape.is_some() {
+            1_000
+        } else {
+            50
+        }))
+        .await;
         let before = link.bytes.load(Ordering::Relaxed);
         desk.edit(
             id,
