@@ -918,3 +918,75 @@ fn list_overdue_shows_cases_handled_past_their_due_time() {
     assert!(ids(pda.json(&["list", "--overdue", "--json"])).is_empty());
     assert!(street.terminate().success());
 }
+
+/// `run --escalate-overdue`: the platform escalates a case overdue at the grid one level (to
+/// the community), once, as its own decision that the handheld then receives; a case due
+/// later is left alone; without the flag nothing is escalated.
+#[test]
+fn escalate_overdue_moves_an_overdue_case_up_one_level_once() {
+    let (_dir, street_db, pda, street) = street_with_handheld();
+    let late = pda.report(&["--category", "garbage", "--description", "late"]);
+    let on_time = pda.report(&["--category", "garbage", "--description", "on time"]);
+    sync_json(&pda, &street);
+    assert!(street.terminate().success());
+    for (id, due) in [
+        (&late, "2026-01-01T08:00:00+08:00"),
+        (&on_time, "2099-01-01T08:00:00+08:00"),
+    ] {
+        relay_ok(&street_db, &["edit", id, "--status", "accepted"]);
+        relay_ok(
+            &street_db,
+            &[
+                "edit",
+                id,
+                "--status",
+                "dispatched",
+                "--assignee",
+                "sanitation",
+                "--due",
+                due,
+            ],
+        );
+    }
+    // Without the policy: listed overdue, not escalated.
+    let plain = Relay::run("street", &street_db, &[]);
+    sync_json(&pda, &plain);
+    assert!(plain.terminate().success());
+    assert_eq!(str_of(&relay_show(&street_db, &late), "level"), "grid");
+    let events_before = u64_of(&relay_show(&street_db, &late), "event_count");
+
+    let street = Relay::run("street", &street_db, &["--escalate-overdue"]);
+    wait_until("the overdue case is escalated", || {
+        str_of(&relay_show(&street_db, &late), "level") == "community"
+    });
+    let v = relay_show(&street_db, &late);
+    assert_eq!(
+        u64_of(&v, "event_count"),
+        events_before + 1,
+        "one escalation"
+    );
+    assert!(
+        str_of(&v, "level_reason").contains("overdue: sanitation was due"),
+        "{v}"
+    );
+    assert_eq!(str_of(&relay_show(&street_db, &on_time), "level"), "grid");
+    // It reaches the handheld like any decision.
+    sync_json(&pda, &street);
+    assert_eq!(str_of(&pda.show(&late), "level"), "community");
+    assert!(street.terminate().success());
+    // Once: a restart with the policy checks again and adds nothing.
+    let again = Relay::run("street", &street_db, &["--escalate-overdue"]);
+    wait_until("the restarted relay's first deadline check", || {
+        again.log_text().contains("first check done")
+    });
+    assert!(
+        again.log_text().contains("cases=Some(0)"),
+        "{}",
+        again.log_text()
+    );
+    assert!(again.terminate().success());
+    assert_eq!(
+        u64_of(&relay_show(&street_db, &late), "event_count"),
+        events_before + 1
+    );
+}

@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 pub use gridsync_proto::limits::NodeLimits;
 
 mod backoff;
+pub mod deadlines;
 pub mod stats;
 pub mod verify;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
@@ -142,6 +143,11 @@ pub struct RelayOptions {
     /// The same opt-in as a child: offer the upstream the unsigned events held here
     /// ([`ClientConfig::upload_unsigned`]; the upstream must opt in too). Off by default.
     pub upload_unsigned: bool,
+    /// The platform's deadline policy: escalate each overdue case one level, once
+    /// ([`deadlines`]). Off by default: overdue cases are only listed.
+    pub escalate_overdue: bool,
+    /// How often the policy looks for overdue cases ([`deadlines::CHECK_INTERVAL`]).
+    pub deadline_check: Duration,
 }
 
 impl Default for RelayOptions {
@@ -153,6 +159,8 @@ impl Default for RelayOptions {
             node_limits: NodeLimits::default(),
             accept_unsigned_before: None,
             upload_unsigned: false,
+            escalate_overdue: false,
+            deadline_check: deadlines::CHECK_INTERVAL,
         }
     }
 }
@@ -197,6 +205,7 @@ pub async fn start_with(
     options: RelayOptions,
 ) -> Result<RelayHandle, RelayError> {
     let store = Store::open(db)?;
+    let db_path = db.to_owned();
     let identity = store.identity()?;
     let role = role_of(&identity, db)?;
     let local: Arc<Mutex<Store>> = Arc::new(Mutex::new(store));
@@ -255,6 +264,14 @@ pub async fn start_with(
             ));
             (events, blobs)
         });
+        let deadlines = options.escalate_overdue.then(|| {
+            tokio::spawn(deadline_loop(
+                db_path,
+                role,
+                options.deadline_check,
+                rx.clone(),
+            ))
+        });
         let watch = tokio::spawn(watch_store(local, shared.clone(), rx));
         server::serve(endpoint, shared).await;
         if let Some((events, blobs)) = up {
@@ -262,6 +279,9 @@ pub async fn start_with(
             let _ = blobs.await;
         }
         let _ = watch.await;
+        if let Some(d) = deadlines {
+            let _ = d.await;
+        }
         tracing::info!("relay stopped");
     });
     Ok(RelayHandle {
@@ -270,6 +290,80 @@ pub async fn start_with(
         shutdown: tx,
         task,
     })
+}
+
+/// The deadline policy: every `every` (and at start), escalates the overdue cases
+/// [`deadlines::escalations`] names, as this relay's own signed events (in a connection of
+/// its own to the store: the store watcher then pushes them like an operator's edit).
+async fn deadline_loop(
+    db: PathBuf,
+    role: Role,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(mine) = deadlines::level_of(role) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        let db = db.clone();
+        let done = tokio::task::spawn_blocking(move || escalate_overdue(&db, mine)).await;
+        if std::mem::take(&mut first) {
+            let cases = done.as_ref().ok().and_then(|r| r.as_ref().ok()).copied();
+            tracing::info!(
+                ?cases,
+                secs = every.as_secs(),
+                "deadline policy on: first check done, next every interval"
+            );
+        }
+        match done {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(cases = n, "escalated overdue cases"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot check deadlines"),
+            Err(e) => tracing::warn!(error = %e, "the deadline check failed"),
+        }
+    }
+}
+
+/// One deadline check: escalates what [`deadlines::escalations`] says; returns how many.
+fn escalate_overdue(
+    db: &Path,
+    mine: gridsync_core::Level,
+) -> Result<usize, gridsync_device::DeviceError> {
+    let mut node = gridsync_device::Device::open(db)?;
+    let now = gridsync_net::now_ms() as gridsync_core::Millis;
+    let me = node.node_id();
+    let mut held = Vec::new();
+    for state in node.list()? {
+        if state.is_overdue(now) {
+            let events = node.store().events_of(&state.id)?;
+            held.push((state, events));
+        }
+    }
+    let todo = deadlines::escalations(&held, &me, mine, now);
+    let mut done = 0;
+    for e in todo {
+        let change = gridsync_core::Change::Escalate {
+            level: e.to,
+            reason: e.reason.clone(),
+        };
+        match node.edit(e.incident, vec![change], vec![]) {
+            Ok(_) => {
+                tracing::info!(incident = %e.incident, to = %e.to, reason = %e.reason, "overdue case escalated");
+                done += 1;
+            }
+            Err(err) => {
+                tracing::warn!(incident = %e.incident, error = %err, "cannot escalate an overdue case")
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Notices commits to the store by other processes (every [`LOCAL_CHECK`]) and passes them on

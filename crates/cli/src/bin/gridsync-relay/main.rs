@@ -133,6 +133,11 @@ enum Command {
         /// --accept-unsigned-before too). Off by default.
         #[arg(long)]
         upload_unsigned: bool,
+        /// Deadline policy: escalate each overdue case (dispatched or in progress past its
+        /// --due) one level up, once per dispatch, as this platform's signed decision;
+        /// checked at start and every 30 s. Off by default (overdue cases are only listed).
+        #[arg(long)]
+        escalate_overdue: bool,
     },
     /// List the incidents held here.
     List {
@@ -344,6 +349,7 @@ fn run(cli: Cli) -> Result<()> {
             handshake_secs,
             accept_unsigned_before,
             upload_unsigned,
+            escalate_overdue,
         } => {
             open_relay(db)?;
             let upstream = match (upstream, upstream_id) {
@@ -364,6 +370,8 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 accept_unsigned_before,
                 upload_unsigned,
+                escalate_overdue,
+                ..gridsync_relay::RelayOptions::default()
             };
             serve(db, listen, upstream, options)?;
         }
