@@ -11,7 +11,7 @@ use gridsync_device::{Device, DeviceError};
 use gridsync_net::client::SyncOptions;
 use gridsync_net::NetError;
 use gridsync_proto::client::SessionError;
-use gridsync_proto::{ErrorCode, Role};
+use gridsync_proto::{ErrorCode, Role, SyncStore};
 use gridsync_scenarios::net::{
     db, enroll, init_device, init_relay, now_ms, start_relay, sync, target, try_sync, wait_until,
 };
@@ -95,6 +95,18 @@ async fn the_roster_flows_down_to_its_grid_and_up_and_a_handheld_may_not_write_i
         roster_at(&district_db, G) == ["Wang Fang"]
     })
     .await;
+    // It is no incident there either: not listed, and `verify` of its id finds no event.
+    let at_district = Store::open(&district_db).expect("open district");
+    let set = <Store as SyncStore>::events_after(&at_district, &street_id, 0, 10).expect("events");
+    assert_eq!(set.len(), 1);
+    assert!(set[0].payload.is_roster());
+    assert_eq!(set[0].verify(), Ok(()), "signed by the street");
+    assert!(at_district.incidents().expect("incidents").is_empty());
+    let checked =
+        gridsync_relay::verify::verify_incident(&at_district, &district_id, &set[0].incident)
+            .expect("verify");
+    assert!(checked.events.is_empty());
+    drop(at_district);
 
     // The district takes the member off; the removal comes down to G's handheld.
     let mut command = Device::open(&district_db).expect("open the district's store");
