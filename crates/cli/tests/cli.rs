@@ -622,6 +622,8 @@ fn a_handheld_refuses_operator_decisions_in_one_line() {
         vec!["edit", &id, "--status", "accepted"],
         vec!["edit", &id, "--status", "rejected"],
         vec!["edit", &id, "--assignee", "sanitation"],
+        vec!["edit", &id, "--force", "police"],
+        vec!["edit", &id, "--staff", "Wang Fang"],
         vec!["edit", &id, "--level", "street"],
     ] {
         let line = gs.fail(&args);

@@ -990,3 +990,219 @@ fn escalate_overdue_moves_an_overdue_case_up_one_level_once() {
         events_before + 1
     );
 }
+
+/// Runs `gridsync-relay --db DB ARGS...` and expects a one-line failure; returns the line.
+fn relay_fail(db: &Path, args: &[&str]) -> String {
+    let out = relay_command(db)
+        .args(args)
+        .output()
+        .expect("run gridsync-relay");
+    expect_one_line_failure(args, &out)
+}
+
+/// The grid roster through both command lines: the platform adds, lists and removes members
+/// (`staff add|remove|list`), the handheld sees its grid's roster once synced (`gridsync
+/// staff`), and a case is dispatched to a department, a force or a member on the roster;
+/// every refusal is one line that writes nothing.
+#[test]
+fn the_roster_is_kept_at_the_platform_and_dispatch_can_name_a_force_or_a_member() {
+    let (_dir, street_db, pda, street) = street_with_handheld();
+    let pda_id = pda.ok(&["id"]).trim().to_owned();
+
+    let added = relay_ok(
+        &street_db,
+        &[
+            "staff",
+            "add",
+            "--grid",
+            GRID_A,
+            "--force",
+            "police",
+            "--name",
+            "Wang Fang",
+            "--phone",
+            "13800138000",
+            "--device",
+            &pda_id,
+            "--json",
+        ],
+    );
+    // The keys in the documented order.
+    let at = |k: &str| {
+        added
+            .find(&format!("\"{k}\":"))
+            .unwrap_or_else(|| panic!("{k} in {added}"))
+    };
+    assert!(
+        at("grid") < at("name") && at("name") < at("force"),
+        "{added}"
+    );
+    assert!(
+        at("force") < at("phone") && at("phone") < at("device"),
+        "{added}"
+    );
+    let added: Value = serde_json::from_str(&added).expect("JSON");
+    assert_eq!(
+        added,
+        serde_json::json!({
+            "grid": GRID_A, "name": "Wang Fang", "force": "police",
+            "phone": "13800138000", "device": pda_id,
+        })
+    );
+    let line = relay_ok(
+        &street_db,
+        &[
+            "staff",
+            "add",
+            "--grid",
+            GRID_A,
+            "--force",
+            "firefighter",
+            "--name",
+            "Li Wei",
+        ],
+    );
+    assert!(
+        line.contains("Li Wei") && line.contains("firefighter"),
+        "{line}"
+    );
+
+    let all = relay_json(&street_db, &["staff", "list", "--json"]);
+    let names: Vec<&str> = all
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|m| str_of(m, "name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["Wang Fang", "Li Wei"],
+        "by force: police, firefighter"
+    );
+    assert_eq!(all[1]["phone"], Value::Null);
+    assert_eq!(all[1]["device"], Value::Null);
+    let other = relay_json(&street_db, &["staff", "list", "--grid", GRID_B, "--json"]);
+    assert_eq!(other, serde_json::json!([]));
+
+    // Refusals: a grid nobody here serves, an unknown force, no such member to remove.
+    let line = relay_fail(
+        &street_db,
+        &[
+            "staff", "add", "--grid", GRID_B, "--force", "police", "--name", "Sun Li",
+        ],
+    );
+    assert!(line.contains(GRID_B) && line.contains("enroll"), "{line}");
+    let line = relay_fail(
+        &street_db,
+        &[
+            "staff",
+            "add",
+            "--grid",
+            GRID_A,
+            "--force",
+            "astronaut",
+            "--name",
+            "X",
+        ],
+    );
+    assert!(line.contains("firefighter"), "the forces are named: {line}");
+    relay_ok(&street_db, &["staff", "remove", "Li Wei", "--grid", GRID_A]);
+    let line = relay_fail(&street_db, &["staff", "remove", "Li Wei", "--grid", GRID_A]);
+    assert!(
+        line.contains("Li Wei") && line.contains("not an active member"),
+        "{line}"
+    );
+    let after = relay_json(&street_db, &["staff", "list", "--json"]);
+    assert_eq!(after.as_array().map(Vec::len), Some(1), "{after}");
+
+    // The handheld: nothing before it syncs, its grid's roster after; it may not write it.
+    assert_eq!(pda.json(&["staff", "--json"]), serde_json::json!([]));
+    let id = pda.report(&[
+        "--category",
+        "fire-hazard",
+        "--description",
+        "Boxes in the exit",
+    ]);
+    sync_json(&pda, &street);
+    let seen = pda.json(&["staff", "--json"]);
+    assert_eq!(seen, serde_json::json!([added]), "{seen}");
+    let text = pda.ok(&["staff"]);
+    assert!(
+        text.contains("Wang Fang") && text.contains("police"),
+        "{text}"
+    );
+    assert_eq!(pda.list().len(), 1, "roster events are no incidents");
+
+    // Dispatch: to a member on the roster, to a force, to a department.
+    relay_ok(&street_db, &["edit", &id, "--status", "accepted"]);
+    let line = relay_fail(
+        &street_db,
+        &["edit", &id, "--status", "dispatched", "--staff", "Li Wei"],
+    );
+    assert!(line.contains("Li Wei") && line.contains(GRID_A), "{line}");
+    let line = relay_fail(
+        &street_db,
+        &[
+            "edit",
+            &id,
+            "--status",
+            "dispatched",
+            "--assignee",
+            "force:police",
+        ],
+    );
+    assert!(line.contains("--force"), "{line}");
+    let line = relay_fail(
+        &street_db,
+        &["edit", &id, "--assignee", "sanitation", "--force", "police"],
+    );
+    assert!(
+        line.contains("--force") || line.contains("--assignee"),
+        "{line}"
+    );
+    assert_eq!(str_of(&relay_show(&street_db, &id), "status"), "accepted");
+    let v = relay_json(
+        &street_db,
+        &[
+            "edit",
+            &id,
+            "--status",
+            "dispatched",
+            "--staff",
+            "Wang Fang",
+            "--due",
+            "2099-01-01T08:00:00+08:00",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        (&v["assignee"], &v["assignee_kind"], &v["assignee_name"]),
+        (
+            &Value::from("staff:Wang Fang"),
+            &Value::from("staff"),
+            &Value::from("Wang Fang")
+        ),
+        "{v}"
+    );
+    let v = relay_json(
+        &street_db,
+        &["edit", &id, "--force", "firefighter", "--json"],
+    );
+    assert_eq!(
+        (str_of(&v, "assignee"), str_of(&v, "assignee_kind")),
+        ("force:firefighter", "force")
+    );
+    let v = relay_json(
+        &street_db,
+        &["edit", &id, "--assignee", "fire-brigade", "--json"],
+    );
+    assert_eq!(
+        (str_of(&v, "assignee_kind"), str_of(&v, "assignee_name")),
+        ("department", "fire-brigade")
+    );
+    sync_json(&pda, &street);
+    assert_eq!(str_of(&pda.show(&id), "assignee_kind"), "department");
+    let line = pda.fail(&["edit", &id, "--staff", "Wang Fang"]);
+    assert!(line.contains("operator decision"), "{line}");
+    assert!(street.terminate().success());
+}

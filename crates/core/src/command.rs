@@ -1,14 +1,17 @@
 //! Local commands: checked against the current state and the workflow, then turned into
-//! events stamped by the node's [`Writer`].
+//! events stamped by the node's [`Writer`]. The grid roster's commands
+//! ([`plan_staff_set`], [`plan_staff_remove`]) make payloads the same way; their events get a
+//! fresh UUIDv7 as `incident` (see [`crate::roster`]).
 
 use crate::blob::BlobHash;
 use crate::event::{
     limits, Category, Event, FieldValue, Level, Location, Millis, Payload, PhotoMeta, Report,
-    Severity, Status, Verdict,
+    Severity, StaffEntry, Status, Verdict,
 };
 use crate::hlc::{Clock, Hlc};
 use crate::ids::{EventId, GridCode, IncidentId, NodeId};
 use crate::merge::{IncidentState, Register};
+use crate::roster::{Assignee, AssigneeError};
 use crate::rules::{self, RuleError};
 use crate::workflow;
 
@@ -73,6 +76,13 @@ pub enum CommandError {
     /// A planned event would break an admission rule its peers check ([`crate::rules`]).
     #[error("{0}")]
     Rule(#[from] RuleError),
+    /// An assignee that is not a department, `force:FORCE` or `staff:NAME`
+    /// ([`crate::roster::Assignee`]).
+    #[error("{0}")]
+    Assignee(#[from] AssigneeError),
+    /// A roster member's name or phone with a control character (a line break, a tab...).
+    #[error("{field} {text:?} holds a control character")]
+    Control { field: &'static str, text: String },
 }
 
 /// The event ids a local write names in `pred` or `removes`: sorted ascending by
@@ -218,6 +228,9 @@ pub fn plan_edit(
             }
             Change::Assign { assignee, due } => {
                 check_text("assignee", &assignee, false)?;
+                // Written in its canonical form (`force:police`, `staff:NAME` trimmed); a
+                // department as given.
+                let assignee = Assignee::parse(&assignee)?.to_string();
                 Payload::Assigned {
                     assignee,
                     due,
@@ -252,6 +265,70 @@ pub fn plan_edit(
         });
     }
     checked(out)
+}
+
+/// A roster member's name as local commands write it: trimmed, 1 to
+/// [`limits::MAX_STAFF_NAME_BYTES`] bytes, no control characters.
+fn staff_name(name: &str) -> Result<String, CommandError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CommandError::Empty { field: "name" });
+    }
+    if name.len() > limits::MAX_STAFF_NAME_BYTES {
+        return Err(CommandError::TooLong {
+            field: "name",
+            len: name.len(),
+            limit: limits::MAX_STAFF_NAME_BYTES,
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(CommandError::Control {
+            field: "name",
+            text: name.to_owned(),
+        });
+    }
+    Ok(name.to_owned())
+}
+
+/// Checks a new or changed member of a grid's roster and returns the payload to write
+/// (a [`Payload::StaffSet`]; the grid is the event's). The name is trimmed; a blank phone
+/// is none. A platform's command: [`crate::is_decision`] holds for it.
+pub fn plan_staff_set(entry: StaffEntry) -> Result<Payload, CommandError> {
+    let name = staff_name(&entry.name)?;
+    let phone = match entry.phone.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) if p.len() > limits::MAX_PHONE_BYTES => {
+            return Err(CommandError::TooLong {
+                field: "phone",
+                len: p.len(),
+                limit: limits::MAX_PHONE_BYTES,
+            })
+        }
+        Some(p) if p.chars().any(char::is_control) => {
+            return Err(CommandError::Control {
+                field: "phone",
+                text: p.to_owned(),
+            })
+        }
+        Some(p) => Some(p.to_owned()),
+    };
+    let payload = Payload::StaffSet(StaffEntry {
+        name,
+        phone,
+        ..entry
+    });
+    rules::check_payload(&payload)?;
+    Ok(payload)
+}
+
+/// The payload that takes member `name` (trimmed) off a grid's roster. Whether they are on
+/// it is the caller's to check against its roster.
+pub fn plan_staff_remove(name: &str) -> Result<Payload, CommandError> {
+    let payload = Payload::StaffRemoved {
+        name: staff_name(name)?,
+    };
+    rules::check_payload(&payload)?;
+    Ok(payload)
 }
 
 /// Stamps a node's own events: origin, contiguous sequence numbers and HLC timestamps.
@@ -465,6 +542,93 @@ mod tests {
         for e in &events {
             assert_eq!(check_rules(e), Ok(()), "{:?}", e.payload);
         }
+    }
+
+    #[test]
+    fn roster_commands_trim_and_keep_the_bounds() {
+        use crate::event::Force;
+        let entry = |name: &str, phone: Option<&str>| StaffEntry {
+            name: name.into(),
+            force: Force::Police,
+            phone: phone.map(Into::into),
+            device: None,
+        };
+        assert_eq!(
+            plan_staff_set(entry("  Wang Fang ", Some(" 138 0000 0000 "))),
+            Ok(Payload::StaffSet(StaffEntry {
+                name: "Wang Fang".into(),
+                force: Force::Police,
+                phone: Some("138 0000 0000".into()),
+                device: None,
+            }))
+        );
+        assert_eq!(
+            plan_staff_set(entry("Li", Some("  "))),
+            Ok(Payload::StaffSet(entry("Li", None)))
+        );
+        assert_eq!(
+            plan_staff_set(entry(" ", None)),
+            Err(CommandError::Empty { field: "name" })
+        );
+        assert!(matches!(
+            plan_staff_set(entry(&"x".repeat(65), None)),
+            Err(CommandError::TooLong {
+                field: "name",
+                len: 65,
+                limit: 64
+            })
+        ));
+        assert!(matches!(
+            plan_staff_set(entry("Li", Some(&"1".repeat(33)))),
+            Err(CommandError::TooLong { field: "phone", .. })
+        ));
+        assert!(matches!(
+            plan_staff_set(entry("Li\nWei", None)),
+            Err(CommandError::Control { field: "name", .. })
+        ));
+        assert_eq!(
+            plan_staff_remove(" Li "),
+            Ok(Payload::StaffRemoved { name: "Li".into() })
+        );
+        assert!(plan_staff_remove("").is_err());
+        let p = plan_staff_set(entry("Li", None)).expect("plan");
+        assert!(crate::is_decision(&p));
+        assert!(p.is_roster());
+    }
+
+    #[test]
+    fn an_assignment_names_a_department_a_force_or_a_member() {
+        let mut w = Writer::new(NodeId([1; 32]), "w", 1, Hlc::default());
+        let (state, _) = reported(&mut w, "d");
+        let assign = |assignee: &str| {
+            plan_edit(
+                &state,
+                vec![Change::Assign {
+                    assignee: assignee.into(),
+                    due: None,
+                }],
+            )
+        };
+        for (given, written) in [
+            ("sanitation", "sanitation"),
+            ("force:firefighter", "force:firefighter"),
+            ("force: police", "force:police"),
+            ("staff: Wang Fang ", "staff:Wang Fang"),
+        ] {
+            match assign(given).expect(given).as_slice() {
+                [Payload::Assigned { assignee, .. }] => assert_eq!(assignee, written),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(matches!(
+            assign("force:traffic"),
+            Err(CommandError::Assignee(AssigneeError::Force { .. }))
+        ));
+        assert!(matches!(
+            assign("staff:"),
+            Err(CommandError::Assignee(AssigneeError::NoStaffName(_)))
+        ));
+        assert_eq!(assign(" "), Err(CommandError::Empty { field: "assignee" }));
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub struct Event {
     pub seq: u64,
     /// When, on the origin's hybrid logical clock.
     pub hlc: Hlc,
-    /// The incident the event is about.
+    /// The incident the event is about; for a roster event ([`Payload::is_roster`]) only a
+    /// fresh UUIDv7 naming the event.
     pub incident: IncidentId,
-    /// The incident's grid (used to scope sync).
+    /// The incident's grid (used to scope sync); for a roster event, the member's grid.
     pub grid: GridCode,
     /// Who wrote it: the officer, device or sub-center name configured on the origin.
     pub author: String,
@@ -139,6 +140,13 @@ pub enum Payload {
         verdict: Verdict,
         pred: Vec<EventId>,
     },
+    /// A member of the grid roster was added or changed: the grid is the event's
+    /// [`Event::grid`], the member is known by [`StaffEntry::name`] within it. Not about an
+    /// incident: [`Event::incident`] is only a fresh UUIDv7 naming the event (see
+    /// [`crate::roster`]).
+    StaffSet(StaffEntry),
+    /// A member left the grid roster of the event's grid.
+    StaffRemoved { name: String },
 }
 
 impl Payload {
@@ -154,8 +162,30 @@ impl Payload {
             Payload::Assigned { .. } => "Assigned",
             Payload::Commented { .. } => "Commented",
             Payload::Evaluated { .. } => "Evaluated",
+            Payload::StaffSet(_) => "StaffSet",
+            Payload::StaffRemoved { .. } => "StaffRemoved",
         }
     }
+
+    /// Whether the payload is about the grid roster ([`crate::roster`]) rather than an
+    /// incident: such an event never touches an incident's state.
+    pub fn is_roster(&self) -> bool {
+        matches!(self, Payload::StaffSet(_) | Payload::StaffRemoved { .. })
+    }
+}
+
+/// A member of a grid's roster, as [`Payload::StaffSet`] writes it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct StaffEntry {
+    /// The member's name: their key within the grid's roster (1 to
+    /// [`limits::MAX_STAFF_NAME_BYTES`] bytes, not only whitespace).
+    pub name: String,
+    /// Which of the grid's seven forces they belong to.
+    pub force: Force,
+    /// A phone number to reach them (at most [`limits::MAX_PHONE_BYTES`] bytes).
+    pub phone: Option<String>,
+    /// The node id of their handheld, if they carry one.
+    pub device: Option<NodeId>,
 }
 
 /// The content of a report.
@@ -370,6 +400,27 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// The seven forces of a grid: who is on its roster ([`StaffEntry`]) and to whom a case
+    /// can be dispatched ([`crate::roster::Assignee::Force`]).
+    Force, "force" {
+        /// The grid manager (网格长).
+        Manager = "manager",
+        /// The grid assistant (网格员): the patrol who files reports.
+        Assistant = "assistant",
+        /// The supervisor (监督员).
+        Supervisor = "supervisor",
+        /// The party branch secretary (党支部书记).
+        PartySecretary = "party-secretary",
+        /// The police officer (民警).
+        Police = "police",
+        /// The judicial worker (司法员).
+        Judicial = "judicial",
+        /// The firefighter (消防员).
+        Firefighter = "firefighter",
+    }
+);
+
+vocabulary!(
     /// The verdict of an evaluation.
     Verdict, "verdict" {
         Satisfied = "satisfied",
@@ -505,6 +556,10 @@ pub mod limits {
     pub const MAX_SCORE: u8 = 5;
     /// Most event ids one `pred` or `removes` list may name.
     pub const MAX_REFS: usize = 1024;
+    /// Longest name of a roster member, in bytes.
+    pub const MAX_STAFF_NAME_BYTES: usize = 64;
+    /// Longest phone number of a roster member, in bytes.
+    pub const MAX_PHONE_BYTES: usize = 32;
 }
 
 #[cfg(test)]
@@ -518,6 +573,22 @@ mod tests {
         }
         let err = "done".parse::<Status>().unwrap_err();
         assert!(err.to_string().contains("in_progress"), "{err}");
+        let names: Vec<&str> = Force::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "manager",
+                "assistant",
+                "supervisor",
+                "party-secretary",
+                "police",
+                "judicial",
+                "firefighter"
+            ]
+        );
+        for f in Force::ALL {
+            assert_eq!(f.as_str().parse::<Force>(), Ok(*f));
+        }
     }
 
     #[test]

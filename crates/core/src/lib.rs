@@ -3,9 +3,9 @@
 //! An append-only log of photo-backed incident reports ([`event`]), hybrid logical clocks
 //! ([`hlc`]), the CRDT merge that folds events into incident state whatever order they arrive
 //! in ([`merge`]), the workflow rules local commands obey ([`workflow`], [`command`]), the
-//! bounds every received event must keep ([`rules`]), the origin's signature on every event
-//! ([`sign`]), the incident JSON contract ([`view`]) and the one codec for every encoded byte
-//! ([`codec`]).
+//! bounds every received event must keep ([`rules`]), the grid roster kept as events in the
+//! same log ([`roster`]), the origin's signature on every event ([`sign`]), the incident JSON
+//! contract ([`view`]) and the one codec for every encoded byte ([`codec`]).
 //!
 //! **Invariant:** this crate performs no I/O. It reads no clock, no random source, no file and
 //! no socket: time and randomness are passed in.
@@ -39,6 +39,7 @@ pub mod event;
 pub mod hlc;
 pub mod ids;
 pub mod merge;
+pub mod roster;
 pub mod rules;
 pub mod sign;
 pub mod view;
@@ -47,12 +48,13 @@ pub mod workflow;
 pub use blob::BlobHash;
 pub use command::{Change, CommandError, Writer};
 pub use event::{
-    Category, Event, FieldValue, Level, Location, LocationSource, Millis, Payload, PhotoKind,
-    PhotoMeta, Report, Severity, Signature, Stamp, Status, Verdict,
+    Category, Event, FieldValue, Force, Level, Location, LocationSource, Millis, Payload,
+    PhotoKind, PhotoMeta, Report, Severity, Signature, StaffEntry, Stamp, Status, Verdict,
 };
 pub use hlc::{Clock, ClockError, Hlc};
 pub use ids::{EventId, GridCode, IncidentId, NodeId, Scope};
 pub use merge::IncidentState;
+pub use roster::{Assignee, AssigneeError, Roster};
 pub use rules::{check_rules, is_decision, RuleError};
 pub use sign::{
     sign_message, signing_bytes, verify_batch, verify_message, BatchError, SignError,

@@ -22,6 +22,8 @@
 //!   Only `removes` counts: the removal's `hash` is not compared with the adds', and an entry
 //!   naming anything but a photo add removes nothing.
 //! - **Comments** are ordered by `(HLC, origin)`.
+//! - **Roster events** ([`Payload::StaffSet`], [`Payload::StaffRemoved`]) are about no
+//!   incident: the fold ignores them (they are folded by [`crate::roster`]).
 //! - Merge never refuses an event on workflow grounds: workflow rules are checked only when a
 //!   local command is issued ([`crate::command`]). Convergence comes first.
 //!
@@ -218,10 +220,11 @@ impl IncidentState {
         s
     }
 
-    /// Folds one event in. Returns `false` (and changes nothing) for an event already applied
-    /// or one about another incident.
+    /// Folds one event in. Returns `false` (and changes nothing) for an event already applied,
+    /// one about another incident, and a roster event ([`Payload::is_roster`]), which is about
+    /// no incident even should its `incident` id be this one's ([`crate::roster`]).
     pub fn apply(&mut self, e: &Event) -> bool {
-        if e.incident != self.id || !self.events.insert(e.id()) {
+        if e.incident != self.id || e.payload.is_roster() || !self.events.insert(e.id()) {
             return false;
         }
         let stamp = e.stamp();
@@ -325,6 +328,8 @@ impl IncidentState {
                 },
                 pred,
             ),
+            // Refused above: the roster is folded by `crate::roster`.
+            Payload::StaffSet(_) | Payload::StaffRemoved { .. } => {}
         }
         true
     }

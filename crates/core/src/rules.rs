@@ -11,7 +11,7 @@
 //! The rules look at one event alone: nothing here depends on a store, the incident's state,
 //! the clock or the workflow.
 
-use crate::event::{limits, Event, FieldValue, Payload, PhotoMeta, Report, Status};
+use crate::event::{limits, Event, FieldValue, Payload, PhotoMeta, Report, StaffEntry, Status};
 use crate::ids::{EventId, IncidentId};
 
 /// An event that breaks one of the admission rules. The message names the field and the
@@ -78,12 +78,26 @@ pub fn check_payload(payload: &Payload) -> Result<(), RuleError> {
             }
             check_refs("pred", pred)
         }
+        Payload::StaffSet(StaffEntry { name, phone, .. }) => {
+            check_staff_name(name)?;
+            match phone {
+                Some(p) => check_text("phone", p, true, limits::MAX_PHONE_BYTES),
+                None => Ok(()),
+            }
+        }
+        Payload::StaffRemoved { name } => check_staff_name(name),
     }
+}
+
+fn check_staff_name(name: &str) -> Result<(), RuleError> {
+    check_text("name", name, false, limits::MAX_STAFF_NAME_BYTES)
 }
 
 /// Whether `payload` is an operator decision, which only a platform (a relay identity) may
 /// make: a status change other than a handler's report of handling (`in_progress`,
-/// `resolved`), an assignment (dispatch), an escalation and an evaluation. Reports, edits,
+/// `resolved`), an assignment (dispatch), an escalation, an evaluation, and every change of
+/// the grid roster (`StaffSet`, `StaffRemoved`: who serves a grid, and which handheld is
+/// whose, is the platform's to say). Reports, edits,
 /// photos, comments and a handler's progress are what a handheld writes. `proto/PROTOCOL.md`
 /// ("Authorisation") is the normative rule; a device's own library refuses to write a
 /// decision, and every relay refuses one whose origin is not a relay.
@@ -92,7 +106,11 @@ pub fn is_decision(payload: &Payload) -> bool {
         Payload::StatusChanged { status, .. } => {
             !matches!(status, Status::InProgress | Status::Resolved)
         }
-        Payload::Assigned { .. } | Payload::Escalated { .. } | Payload::Evaluated { .. } => true,
+        Payload::Assigned { .. }
+        | Payload::Escalated { .. }
+        | Payload::Evaluated { .. }
+        | Payload::StaffSet(_)
+        | Payload::StaffRemoved { .. } => true,
         Payload::Reported(_)
         | Payload::Edited { .. }
         | Payload::PhotoAdded(_)
@@ -159,7 +177,7 @@ fn check_refs(field: &'static str, ids: &[EventId]) -> Result<(), RuleError> {
 mod tests {
     use super::*;
     use crate::blob::BlobHash;
-    use crate::event::{Category, Level, PhotoKind, Severity, Status, Verdict};
+    use crate::event::{Category, Force, Level, PhotoKind, Severity, Status, Verdict};
     use crate::hlc::Hlc;
     use crate::ids::NodeId;
 
@@ -211,7 +229,56 @@ mod tests {
         }))
     }
 
+    fn staff(name: &str, phone: Option<&str>) -> Event {
+        event(Payload::StaffSet(StaffEntry {
+            name: name.into(),
+            force: Force::Police,
+            phone: phone.map(Into::into),
+            device: Some(NodeId([0xc3; 32])),
+        }))
+    }
+
     type MakeEvent = dyn Fn(&str) -> Event;
+
+    #[test]
+    fn roster_names_are_1_to_64_bytes_and_phones_at_most_32() {
+        assert_eq!(
+            check_rules(&staff("Wang Fang", Some("13800000000"))),
+            Ok(())
+        );
+        let at = "é".repeat(limits::MAX_STAFF_NAME_BYTES / 2);
+        assert_eq!(check_rules(&staff(&at, None)), Ok(()));
+        let over = format!("{at}x");
+        assert_eq!(
+            message(&staff(&over, None)),
+            "name is 65 bytes, over the limit of 64"
+        );
+        assert_eq!(
+            message(&staff(" ", None)),
+            "name is empty; it must hold 1 to 64 bytes"
+        );
+        let removed = |name: &str| event(Payload::StaffRemoved { name: name.into() });
+        assert_eq!(check_rules(&removed(&at)), Ok(()));
+        assert!(matches!(
+            check_rules(&removed("")),
+            Err(RuleError::Empty { field: "name", .. })
+        ));
+        assert!(matches!(
+            check_rules(&removed(&over)),
+            Err(RuleError::TooLong { field: "name", .. })
+        ));
+        let phone = "1".repeat(limits::MAX_PHONE_BYTES);
+        assert_eq!(check_rules(&staff("Li", Some(&phone))), Ok(()));
+        assert_eq!(check_rules(&staff("Li", Some(""))), Ok(()));
+        assert_eq!(
+            message(&staff("Li", Some(&format!("{phone}1")))),
+            "phone is 33 bytes, over the limit of 32"
+        );
+        // A roster event's `incident` is a fresh UUIDv7 like any other.
+        let mut e = staff("Li", None);
+        e.incident = IncidentId(uuid::Uuid::nil());
+        assert!(matches!(check_rules(&e), Err(RuleError::IncidentId(_))));
+    }
 
     #[test]
     fn decisions_are_what_a_platform_decides_and_handling_is_not() {
@@ -241,6 +308,11 @@ mod tests {
             },
         ];
         assert!(decisions.iter().all(is_decision));
+        // The roster is the platform's to keep.
+        assert!(is_decision(&staff("Wang Fang", None).payload));
+        assert!(is_decision(&Payload::StaffRemoved {
+            name: "Wang Fang".into()
+        }));
         let writes = [
             report("bags").payload,
             photo(1, 1, 1).payload,

@@ -13,7 +13,7 @@
 //!                  "lost_origin": "<node id>", "lost_at": "..."}],
 //!   "created_at": "...", "updated_at": "...", "event_count": 7,
 //!   "severity": "normal", "verdict": null, "due_at": null, "observed_at": "...",
-//!   "level_reason": null
+//!   "level_reason": null, "assignee_kind": "department", "assignee_name": "sanitation"
 //! }
 //! ```
 //!
@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 use crate::event::{Location, Millis};
 use crate::hlc::Hlc;
 use crate::merge::{IncidentState, Register};
+use crate::roster::Assignee;
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-26T11:12:08.123Z`.
 pub fn rfc3339(ms: Millis) -> String {
@@ -116,6 +117,12 @@ pub struct IncidentView {
     pub due_at: Option<String>,
     pub observed_at: Option<String>,
     pub level_reason: Option<String>,
+    /// The assignee's kind: `department`, `force` or `staff` ([`Assignee::classify`]);
+    /// null if never assigned.
+    pub assignee_kind: Option<&'static str>,
+    /// The department's, force's or roster member's name (the assignee without its
+    /// `force:`/`staff:` prefix); null if never assigned.
+    pub assignee_name: Option<String>,
 }
 
 fn push_conflicts<T: PartialEq>(
@@ -171,6 +178,7 @@ impl IncidentState {
 
         let assignment = self.assignee.value();
         let evaluation = self.evaluation.value();
+        let assignee_parts = assignment.map(|a| Assignee::classify(&a.assignee));
         IncidentView {
             id: self.id.to_string(),
             grid: self.grid().map(|g| g.to_string()),
@@ -226,6 +234,8 @@ impl IncidentState {
                 .value()
                 .map(|e| e.reason.clone())
                 .filter(|r| !r.is_empty()),
+            assignee_kind: assignee_parts.map(|(kind, _)| kind),
+            assignee_name: assignee_parts.map(|(_, name)| name.to_owned()),
         }
     }
 }

@@ -4,10 +4,10 @@
 //! Thousands of pseudo-random inputs (xorshift, fixed seed) and mutations of the golden
 //! vectors go through `decode_event` and `decode_state`. Whatever decodes must also survive
 //! what the rest of the system does with it: re-encode and decode to an equal value, fold into
-//! a state, render the incident JSON.
+//! a state (a roster event: into a roster), render the incident JSON.
 
 use gridsync_core::codec;
-use gridsync_core::{Event, IncidentState};
+use gridsync_core::{Event, IncidentState, Roster};
 
 mod bytes;
 mod golden;
@@ -54,7 +54,11 @@ fn exercise(bytes: &[u8], scratch: &mut IncidentState) -> usize {
         let again = codec::encode_event(&event).expect("a decoded event re-encodes");
         assert_eq!(codec::decode_event(&again).as_ref(), Ok(&event));
         let mut state = IncidentState::new(event.incident);
-        assert!(state.apply(&event));
+        // A roster event is folded into a roster, never into an incident.
+        assert_eq!(state.apply(&event), !event.payload.is_roster());
+        let mut roster = Roster::new();
+        assert_eq!(roster.apply(&event), event.payload.is_roster());
+        let _ = roster.members(&event.grid);
         let _ = serde_json::to_string(&state.view()).expect("view serialises");
         scratch.apply(&Event {
             incident: scratch.id,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use gridsync_core::command::{self, Change};
 use gridsync_core::view::rfc3339;
 use gridsync_core::{
-    BlobHash, Category, Event, GridCode, IncidentId, IncidentState, Level, Location,
+    BlobHash, Category, Event, GridCode, Hlc, IncidentId, IncidentState, Level, Location,
     LocationSource, NodeId, Payload, PhotoKind, PhotoMeta, Report, Severity, Status, Writer,
 };
 use serde_json::Value;
@@ -222,6 +222,8 @@ fn keys_come_in_the_documented_order_with_the_documented_types() {
         "due_at",
         "observed_at",
         "level_reason",
+        "assignee_kind",
+        "assignee_name",
     ];
     // serde_json without `preserve_order` sorts the keys of a `Value`: compare as sets here,
     // and the order on the printed text below.
@@ -272,6 +274,8 @@ fn an_incident_without_its_report_prints_nulls_and_defaults() {
         "due_at",
         "observed_at",
         "level_reason",
+        "assignee_kind",
+        "assignee_name",
     ] {
         assert_eq!(v[key], Value::Null, "{key}");
     }
@@ -290,6 +294,48 @@ fn an_incident_without_its_report_prints_nulls_and_defaults() {
         assert_eq!(v[key], Value::Null, "{key}");
     }
     assert_eq!(v["event_count"], 0);
+}
+
+/// `assignee_kind` and `assignee_name` split the assignee by its prefix, whatever wrote it
+/// (a force this build does not know is still a force).
+#[test]
+fn the_assignee_is_a_department_a_force_or_a_roster_member() {
+    let (state, _) = example();
+    let report = state.report.as_ref().expect("reported").stamp.id();
+    for (assignee, kind, name) in [
+        ("sanitation", "department", "sanitation"),
+        ("force:firefighter", "force", "firefighter"),
+        ("staff:Wang Fang", "staff", "Wang Fang"),
+        ("force:traffic", "force", "traffic"),
+        ("Staff:x", "department", "Staff:x"),
+    ] {
+        let mut s = state.clone();
+        let mut w = Writer::new(
+            NodeId([0xc3; 32]),
+            "district",
+            1,
+            Hlc::new(T0 + 9_000_000, 0),
+        );
+        let mut pred = s.assignee.heads();
+        pred.push(report);
+        let e = w.write(
+            s.id,
+            &Node::grid(),
+            Payload::Assigned {
+                assignee: assignee.into(),
+                due: None,
+                pred,
+            },
+            T0 + 9_000_000,
+        );
+        assert!(s.apply(&e));
+        let v = serde_json::to_value(s.view()).expect("serialises");
+        assert_eq!(v["assignee"], assignee);
+        assert_eq!(
+            (v["assignee_kind"].as_str(), v["assignee_name"].as_str()),
+            (Some(kind), Some(name))
+        );
+    }
 }
 
 /// The timestamp format, at its edges.

@@ -864,7 +864,11 @@ fn scramble_refs(e: &Event, rng: &mut Rng) -> Event {
         | Payload::Assigned { pred, .. }
         | Payload::Evaluated { pred, .. } => pred,
         Payload::PhotoRemoved { removes, .. } => removes,
-        Payload::Reported(_) | Payload::PhotoAdded(_) | Payload::Commented { .. } => return e,
+        Payload::Reported(_)
+        | Payload::PhotoAdded(_)
+        | Payload::Commented { .. }
+        | Payload::StaffSet(_)
+        | Payload::StaffRemoved { .. } => return e,
     };
     let repeated: Vec<EventId> = ids.iter().filter(|_| rng.chance(1, 2)).copied().collect();
     ids.extend(repeated);
@@ -936,6 +940,7 @@ fn fixed_histories_cover_every_payload_and_obey_the_laws() {
                 Payload::Assigned { .. } => "assigned",
                 Payload::Commented { .. } => "commented",
                 Payload::Evaluated { .. } => "evaluated",
+                Payload::StaffSet(_) | Payload::StaffRemoved { .. } => "roster",
             });
         }
         for i in 0..sim.incidents.len() {

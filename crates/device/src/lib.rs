@@ -6,6 +6,11 @@
 //! one transaction: after a crash the action is wholly there or wholly absent. Nothing needs
 //! a network.
 //!
+//! The grid roster (who serves each grid, `gridsync_core::roster`) is read here as synced
+//! ([`Device::staff`], [`Device::roster`], [`Device::me_as_staff`]); a relay's store writes it
+//! ([`Device::staff_add`], [`Device::staff_remove`]), a handheld's refuses to, as it refuses
+//! every operator decision.
+//!
 //! ```
 //! use gridsync_device::{Device, FixedEnv, NewReport, PhotoInput};
 //! use gridsync_core::{Category, Change, PhotoKind, Severity, Status};
@@ -51,10 +56,11 @@ use gridsync_core::command::{self, Change, CommandError};
 use gridsync_core::event::CategoryError;
 use gridsync_core::ids::GridError;
 use gridsync_core::{
-    BlobHash, Category, GridCode, IncidentId, IncidentState, Location, LocationSource, Millis,
-    NodeId, Payload, PhotoKind, PhotoMeta, Report, Scope, Severity, Writer,
+    Assignee, BlobHash, Category, GridCode, IncidentId, IncidentState, Location, LocationSource,
+    Millis, NodeId, Payload, PhotoKind, PhotoMeta, Report, Scope, Severity, StaffEntry, Writer,
 };
 use gridsync_media::{Limits, MediaError, ProcessedPhoto};
+pub use gridsync_store::StaffMember;
 use gridsync_store::{BlobKind, Identity, NewBlob, Pending, Store, StoreError};
 
 pub use env::{Env, FixedEnv, SystemEnv};
@@ -114,6 +120,17 @@ pub enum DeviceError {
         incident: IncidentId,
         what: &'static str,
     },
+    /// A roster change asked of a handheld: the roster is a platform's to keep (every relay
+    /// would refuse the event), so it is refused before anything is written.
+    #[error("the grid roster is kept at a platform (`gridsync-relay staff`); a handheld only reads it (`gridsync staff`)")]
+    RosterAtPlatform,
+    /// No active member of that name on the grid's roster as this store holds it.
+    #[error("{name:?} is not an active member of the roster of grid {grid} (see `gridsync-relay staff list --grid {grid}`)")]
+    NoSuchStaff { grid: GridCode, name: String },
+    /// A roster change for a grid no node enrolled here serves: the parent would refuse the
+    /// event as outside this relay's scope, and with it every upload after it.
+    #[error("no handheld or relay enrolled here serves grid {0}: enroll the grid's handheld (or the relay serving it) first, so the roster stays within this relay's scope")]
+    NotServedHere(GridCode),
 }
 
 type Result<T, E = DeviceError> = std::result::Result<T, E>;
@@ -126,6 +143,7 @@ fn decision_name(p: &gridsync_core::Payload) -> &'static str {
         Assigned { .. } => "an assignment (dispatch)",
         Escalated { .. } => "an escalation",
         Evaluated { .. } => "an evaluation",
+        StaffSet(_) | StaffRemoved { .. } => "a change of the grid roster",
         _ => "this change",
     }
 }
@@ -468,6 +486,19 @@ impl<E: Env> Device<E> {
             .or(self.grid.as_ref())
             .cloned()
             .ok_or_else(|| DeviceError::NoSuchIncident(id.to_string()))?;
+        // A case handed to a roster member names one of its grid's active members here.
+        for p in &payloads {
+            if let Payload::Assigned { assignee, .. } = p {
+                if let ("staff", name) = Assignee::classify(assignee) {
+                    if self.store.staff_member(&grid, name)?.is_none() {
+                        return Err(DeviceError::NoSuchStaff {
+                            grid,
+                            name: name.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
         self.commit(id, &grid, payloads, &processed)?;
         Ok(n)
     }
@@ -520,6 +551,87 @@ impl<E: Env> Device<E> {
                 count: many.len(),
             }),
         }
+    }
+
+    /// Adds a member to `grid`'s roster, or changes the member of that name (a relay's
+    /// command: a handheld's store refuses it, as every relay would refuse the event). The
+    /// name is trimmed and a blank phone is none ([`command::plan_staff_set`]); the event
+    /// goes to the grid's handhelds and up at the next syncs. The grid must be one a node
+    /// enrolled here serves ([`DeviceError::NotServedHere`]). Returns the member as stored.
+    pub fn staff_add(&mut self, grid: &GridCode, entry: StaffEntry) -> Result<StaffMember> {
+        let _lock = self.lock_action()?;
+        self.check_roster_grid(grid)?;
+        let payload = command::plan_staff_set(entry)?;
+        let name = match &payload {
+            Payload::StaffSet(e) => e.name.clone(),
+            _ => return Err(DeviceError::RosterAtPlatform),
+        };
+        self.commit_roster(grid, payload)?;
+        self.store
+            .staff_member(grid, &name)?
+            .ok_or(DeviceError::NoSuchStaff {
+                grid: grid.clone(),
+                name,
+            })
+    }
+
+    /// Takes member `name` off `grid`'s roster (a relay's command, as
+    /// [`Device::staff_add`]); refused when the roster held here has no active member of that
+    /// name.
+    pub fn staff_remove(&mut self, grid: &GridCode, name: &str) -> Result<()> {
+        let _lock = self.lock_action()?;
+        self.check_roster_grid(grid)?;
+        let payload = command::plan_staff_remove(name)?;
+        let Payload::StaffRemoved { name } = &payload else {
+            return Err(DeviceError::RosterAtPlatform);
+        };
+        if self.store.staff_member(grid, name)?.is_none() {
+            return Err(DeviceError::NoSuchStaff {
+                grid: grid.clone(),
+                name: name.clone(),
+            });
+        }
+        self.commit_roster(grid, payload)
+    }
+
+    /// Every active member of every grid's roster held here (a handheld holds its grid's),
+    /// by grid, force and name.
+    pub fn roster(&self) -> Result<Vec<StaffMember>> {
+        Ok(self.store.staff(None)?)
+    }
+
+    /// The active members of `grid`'s roster held here, by force and name.
+    pub fn staff(&self, grid: &GridCode) -> Result<Vec<StaffMember>> {
+        Ok(self.store.staff(Some(grid))?)
+    }
+
+    /// The roster member whose handheld is this node, if the roster held here names it.
+    pub fn me_as_staff(&self) -> Result<Option<StaffMember>> {
+        Ok(self.store.staff_of_device(&self.identity.node_id)?)
+    }
+
+    /// A roster change is a relay's, for a grid some node enrolled here serves.
+    fn check_roster_grid(&self, grid: &GridCode) -> Result<()> {
+        if self.identity.role == Role::Device {
+            return Err(DeviceError::RosterAtPlatform);
+        }
+        let served = self
+            .store
+            .peers()?
+            .iter()
+            .any(|p| p.revoked_ms.is_none() && p.scope.contains(grid));
+        if !served {
+            return Err(DeviceError::NotServedHere(grid.clone()));
+        }
+        Ok(())
+    }
+
+    /// Writes one roster event for `grid`, with a fresh UUIDv7 as its `incident`.
+    fn commit_roster(&mut self, grid: &GridCode, payload: Payload) -> Result<()> {
+        let mut random = [0u8; 10];
+        self.env.fill_random(&mut random)?;
+        let id = IncidentId::new_v7(self.env.now_ms(), random);
+        self.commit(id, grid, vec![payload], &[])
     }
 
     /// What is waiting to sync: own events not yet acknowledged upstream, blobs not yet sent.
@@ -603,5 +715,209 @@ fn photo_meta(p: &ProcessedPhoto, kind: PhotoKind) -> PhotoMeta {
         height: p.photo.height,
         bytes: p.photo.bytes.len() as u64,
         captured_at: p.exif.captured_at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridsync_core::{Change, Force, Status};
+
+    const NOW: u64 = 1_764_000_000_000;
+    const G: &str = "110101/002/014/03";
+
+    fn grid(text: &str) -> GridCode {
+        text.parse().expect("grid")
+    }
+
+    fn member(name: &str, force: Force, device: Option<NodeId>) -> StaffEntry {
+        StaffEntry {
+            name: name.into(),
+            force,
+            phone: Some(" 13800000000 ".into()),
+            device,
+        }
+    }
+
+    /// A street relay with a handheld of grid G enrolled, and that handheld.
+    fn street_and_handheld(dir: &Path) -> (Device<FixedEnv>, Device<FixedEnv>) {
+        let pda = Device::init_with(
+            &dir.join("pda.db"),
+            "patrol-7",
+            grid(G),
+            FixedEnv::new(NOW, 1),
+        )
+        .expect("init pda");
+        let street_db = dir.join("street.db");
+        let street = Device::init_node(
+            &street_db,
+            "street-002",
+            "street",
+            "",
+            FixedEnv::new(NOW, 2),
+        )
+        .expect("init street");
+        Store::open(&street_db)
+            .expect("open")
+            .enroll(&pda.node_id(), Role::Device, &Scope::from(&grid(G)), NOW)
+            .expect("enroll");
+        (street, pda)
+    }
+
+    #[test]
+    fn a_relay_keeps_the_roster_and_a_handheld_only_reads_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut street, mut pda) = street_and_handheld(dir.path());
+        let added = street
+            .staff_add(
+                &grid(G),
+                member(" Wang Fang ", Force::Police, Some(pda.node_id())),
+            )
+            .expect("add");
+        assert_eq!(added.name, "Wang Fang");
+        assert_eq!(added.phone.as_deref(), Some("13800000000"));
+        street
+            .staff_add(&grid(G), member("Li Wei", Force::Firefighter, None))
+            .expect("add");
+        let names: Vec<String> = street
+            .staff(&grid(G))
+            .expect("staff")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["Wang Fang", "Li Wei"],
+            "by force: police, firefighter"
+        );
+        assert_eq!(street.roster().expect("roster").len(), 2);
+        // The roster events are the relay's own, waiting to go up; no incident came of them.
+        assert_eq!(street.pending().expect("pending").events, 2);
+        assert!(street.list().expect("list").is_empty());
+
+        street.staff_remove(&grid(G), "Li Wei").expect("remove");
+        assert!(matches!(
+            street.staff_remove(&grid(G), "Li Wei"),
+            Err(DeviceError::NoSuchStaff { .. })
+        ));
+        assert_eq!(street.staff(&grid(G)).expect("staff").len(), 1);
+
+        // A grid nobody enrolled here serves: refused, nothing written.
+        let other = grid("110101/003/001/01");
+        let refused = street
+            .staff_add(&other, member("Sun Li", Force::Manager, None))
+            .expect_err("not served here");
+        assert!(
+            matches!(refused, DeviceError::NotServedHere(_)),
+            "{refused}"
+        );
+        assert_eq!(street.pending().expect("pending").events, 3);
+
+        // A handheld refuses to write the roster, as every relay would refuse it.
+        for refused in [
+            pda.staff_add(&grid(G), member("Zhao Lei", Force::Assistant, None))
+                .expect_err("refused"),
+            pda.staff_remove(&grid(G), "Wang Fang")
+                .expect_err("refused"),
+        ] {
+            assert!(
+                matches!(refused, DeviceError::RosterAtPlatform),
+                "{refused}"
+            );
+            assert!(!refused.to_string().contains('\n'));
+        }
+        assert_eq!(pda.pending().expect("pending").events, 0);
+        assert!(pda.me_as_staff().expect("read").is_none(), "not synced yet");
+    }
+
+    #[test]
+    fn a_case_goes_to_a_force_or_to_an_active_member_of_its_grid() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut street, mut pda) = street_and_handheld(dir.path());
+        let id = pda
+            .report(NewReport {
+                category: Category::from_catalogue("fire-hazard").expect("category"),
+                description: "Boxes blocking the fire exit".into(),
+                location: None,
+                severity: Severity::High,
+                observed_at: None,
+                photos: vec![],
+            })
+            .expect("report");
+        // Hand the report to the street as a sync would (its store takes them as given).
+        let events = pda.store().events_of(&id).expect("events");
+        Store::open(street.store().path())
+            .expect("open")
+            .append(&events, &[], None)
+            .expect("hand over");
+        street
+            .edit(id, vec![Change::Status(Status::Accepted)], vec![])
+            .expect("accept");
+        let dispatch = |assignee: &str| {
+            vec![
+                Change::Status(Status::Dispatched),
+                Change::Assign {
+                    assignee: assignee.into(),
+                    due: None,
+                },
+            ]
+        };
+        let refused = street
+            .edit(id, dispatch("staff:Wang Fang"), vec![])
+            .expect_err("no such member yet");
+        assert!(
+            matches!(&refused, DeviceError::NoSuchStaff { name, .. } if name == "Wang Fang"),
+            "{refused}"
+        );
+        street
+            .staff_add(
+                &grid(G),
+                member("Wang Fang", Force::Firefighter, Some(pda.node_id())),
+            )
+            .expect("add");
+        street
+            .edit(id, dispatch("staff:Wang Fang"), vec![])
+            .expect("dispatched to the member");
+        let view = street.get(id).expect("get").expect("incident").view();
+        assert_eq!(view.assignee.as_deref(), Some("staff:Wang Fang"));
+        assert_eq!(view.assignee_kind, Some("staff"));
+        street
+            .edit(
+                id,
+                vec![Change::Assign {
+                    assignee: "force:firefighter".into(),
+                    due: None,
+                }],
+                vec![],
+            )
+            .expect("to the force");
+        let view = street.get(id).expect("get").expect("incident").view();
+        assert_eq!(
+            (view.assignee_kind, view.assignee_name.as_deref()),
+            (Some("force"), Some("firefighter"))
+        );
+        // The handheld learns who it is once the roster reaches it.
+        let roster: Vec<_> = <Store as gridsync_proto::SyncStore>::events_after(
+            street.store(),
+            &street.node_id(),
+            0,
+            100,
+        )
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.payload.is_roster())
+        .collect();
+        assert_eq!(roster.len(), 1);
+        Store::open(pda.store().path())
+            .expect("open")
+            .append(&roster, &[], None)
+            .expect("hand over");
+        let pda = Device::open_with(pda.store().path(), FixedEnv::new(NOW, 3)).expect("reopen");
+        let me = pda.me_as_staff().expect("read").expect("on the roster");
+        assert_eq!(
+            (me.name.as_str(), me.force),
+            ("Wang Fang", Force::Firefighter)
+        );
+        assert_eq!(pda.staff(&grid(G)).expect("staff"), vec![me]);
     }
 }

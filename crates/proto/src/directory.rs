@@ -12,8 +12,8 @@
 //!
 //! - an origin no chain vouches for is refused;
 //! - an event outside every scope its origin is vouched for is refused;
-//! - an operator decision ([`gridsync_core::is_decision`]) is refused unless its origin is
-//!   vouched for as a relay;
+//! - an operator decision ([`gridsync_core::is_decision`]: a change of the grid roster is one)
+//!   is refused unless its origin is vouched for as a relay;
 //! - a revoked key's event is refused unless its sequence number is at most the highest the
 //!   revoking relay held when it revoked it (its earlier events stay valid everywhere);
 //! - records issued by a revoked relay vouch for nothing any more.

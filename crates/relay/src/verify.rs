@@ -121,7 +121,9 @@ fn vouched(store: &Store, me: &NodeId, e: &Event) -> Result<Signer, StoreError> 
 }
 
 /// Checks every event the store holds of incident `id` (in the store's order); `me` is this
-/// relay's node id.
+/// relay's node id. Roster events are about no incident (`gridsync_core::roster`) and are
+/// left out, even one whose `incident` is this id: an id that only names a roster event has
+/// no events here.
 pub fn verify_incident(
     store: &Store,
     me: &NodeId,
@@ -131,6 +133,7 @@ pub fn verify_incident(
     let events = store
         .events_of(id)?
         .into_iter()
+        .filter(|e| !e.payload.is_roster())
         .map(|e| {
             let status = match e.verify() {
                 Ok(()) => SignatureStatus::Valid,

@@ -13,12 +13,13 @@
 //! - `write`: the one write path and the fold of events into incident state.
 //! - `read`: incidents, events, progress, counts, download pages.
 //! - `peers`: enrollment at a relay and the heads of an enrolled peer.
+//! - `staff`: the grid roster (folded by `write` from the roster events).
 //! - `blobs`: stored blobs, partial uploads, what a parent holds.
 //! - `sync`: only the [`gridsync_proto::SyncStore`] adapter over the above.
 //! - `error`: [`StoreError`] and what of it a peer may be told.
 //! - `schema`: connection set-up and migrations.
 //!
-//! Tables (schema version 2; `schema.rs` has the migrations):
+//! Tables (schema version 6; `schema.rs` has the migrations):
 //! - `events`: the log, unique on `(origin, seq)`; `local_seq` (the rowid) is the arrival
 //!   order download cursors count in; `via` is the peer an event was received from (NULL
 //!   for own events), so a download never sends an event back where it came from.
@@ -29,7 +30,10 @@
 //! - `blobs`: content-addressed photos and thumbnails (`sent_upstream` mirrors `blobs_sent`
 //!   for the node's current parent); `blob_parts`: chunks of unfinished uploads, so an
 //!   interrupted upload resumes; `blobs_sent`: which blobs each parent holds.
-//! - `peers`: children enrolled at a relay (role, scope, revocation).
+//! - `peers`: children enrolled at a relay (role, scope, revocation); `node_records`,
+//!   `records_sent`: the signed records of enrollments and what each parent holds of them.
+//! - `staff`: the grid roster, per (grid, name) the winning roster event and what it says,
+//!   folded in the same transaction as the events (roster events never make incident rows).
 //! - `cursors`: sync progress per peer; `meta`: identity and clock.
 //!
 //! [`Store`] implements [`gridsync_proto::SyncStore`], the storage sync sessions run on, with
@@ -48,6 +52,7 @@ mod peers;
 mod read;
 mod records;
 mod schema;
+mod staff;
 mod sync;
 mod write;
 
@@ -61,6 +66,7 @@ pub use meta::{Identity, ACKED_OWN_SEQ, DOWN, UPSTREAM};
 pub use peers::PeerRow;
 pub use read::{Counts, Pending, PAGE_EXAMINE};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use staff::StaffMember;
 pub use write::{Appended, NewBlob};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;

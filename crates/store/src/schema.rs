@@ -171,6 +171,29 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE peers;
     ALTER TABLE peers_v5 RENAME TO peers;
     "#,
+    // 6: the grid roster (`gridsync_core::roster`), folded from the roster events by the write
+    // path in the same transaction as they are stored, as `incidents` is from the others: per
+    // (grid, name), the winning event (the greatest stamp: hlc, origin, seq) and what it says.
+    // `removed` = 1 once a `StaffRemoved` won (force, phone and device are then NULL). No store
+    // of an earlier schema holds a roster event (no earlier build decodes one), so there is
+    // nothing to backfill.
+    r#"
+    CREATE TABLE staff (
+        grid        TEXT    NOT NULL,
+        name        TEXT    NOT NULL,
+        force       TEXT,
+        phone       TEXT,
+        device      BLOB,
+        removed     INTEGER NOT NULL CHECK (removed IN (0, 1)),
+        hlc_wall    INTEGER NOT NULL,
+        hlc_logical INTEGER NOT NULL,
+        origin      BLOB    NOT NULL,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (grid, name),
+        CHECK (removed = 1 OR force IS NOT NULL)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX staff_by_device ON staff (device) WHERE removed = 0;
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is

@@ -1,5 +1,6 @@
 //! The one write path: [`Store::write`] stores a [`Batch`] (blobs, events, the clock, a
-//! cursor) in one transaction and folds the new events into the materialised incident state.
+//! cursor) in one transaction and folds the new events into the materialised incident state,
+//! and the roster events among them into the `staff` table (never into an incident).
 //! [`Store::append`] (own events), [`Store::append_received`] and [`Store::commit_download`]
 //! are its only callers, each with its own [`Batch`] constructor.
 //!
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use gridsync_core::codec::{self, CodecError};
-use gridsync_core::{BlobHash, Event, Hlc, IncidentId, IncidentState, NodeId};
+use gridsync_core::{BlobHash, Event, Hlc, IncidentId, IncidentState, NodeId, Payload, Stamp};
 use gridsync_proto::Admitted;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -40,6 +41,8 @@ pub struct Appended {
     pub new_blobs: usize,
     /// Incidents whose state changed.
     pub incidents: Vec<IncidentId>,
+    /// Roster events that changed the roster (won for their grid and name).
+    pub staff_changed: usize,
 }
 
 /// What one [`Store::write`] stores, all or nothing.
@@ -207,7 +210,9 @@ impl Store {
                 .map_err(sql(&path, "storing a thumbnail link"))?;
             }
             out.new_events += 1;
-            touched.insert(e.incident);
+            if !e.payload.is_roster() {
+                touched.insert(e.incident);
+            }
             origins.insert(e.origin);
             origin_grids.insert((e.origin, e.grid.as_str()));
             fresh.push(e);
@@ -223,10 +228,17 @@ impl Store {
             )
             .map_err(sql(&path, "storing an origin's grid"))?;
         }
-        // Group the new events by incident once (a batch may hold thousands).
+        // Group the new events by incident once (a batch may hold thousands); roster events
+        // go to the roster instead, and never make or touch an incident row.
         let mut by_incident: BTreeMap<IncidentId, Vec<&Event>> = BTreeMap::new();
         for e in &fresh {
-            by_incident.entry(e.incident).or_default().push(e);
+            if e.payload.is_roster() {
+                if fold_staff(&tx, &path, e)? {
+                    out.staff_changed += 1;
+                }
+            } else {
+                by_incident.entry(e.incident).or_default().push(e);
+            }
         }
         for (id, events) in &by_incident {
             let mut state = load_state(&tx, &path, id)?;
@@ -325,6 +337,84 @@ fn same_content(existing: &[u8], event: &Event) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
+}
+
+/// Folds a newly stored roster event into the `staff` table: per (grid, name), the event
+/// with the greatest stamp wins (`gridsync_core::roster`). Returns whether it won. The stamps
+/// are compared here, not in SQL, so the order is exactly [`Stamp`]'s (an `hlc.wall_ms`
+/// above 2^63 - 1, stored as a negative integer, still sorts last).
+fn fold_staff(tx: &Transaction<'_>, path: &Path, e: &Event) -> Result<bool> {
+    let (name, entry) = match &e.payload {
+        Payload::StaffSet(entry) => (&entry.name, Some(entry)),
+        Payload::StaffRemoved { name } => (name, None),
+        _ => return Ok(false),
+    };
+    let held = one(
+        tx,
+        "SELECT hlc_wall, hlc_logical, origin, seq FROM staff WHERE grid = ?1 AND name = ?2",
+        params![e.grid.as_str(), name],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        },
+    )
+    .optional()
+    .map_err(sql(path, "reading the roster"))?;
+    if let Some(row) = held {
+        if staff_stamp(path, row)? >= e.stamp() {
+            return Ok(false);
+        }
+    }
+    exec(
+        tx,
+        "INSERT INTO staff (grid, name, force, phone, device, removed, hlc_wall, hlc_logical, origin, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (grid, name) DO UPDATE SET force = excluded.force, phone = excluded.phone,
+             device = excluded.device, removed = excluded.removed, hlc_wall = excluded.hlc_wall,
+             hlc_logical = excluded.hlc_logical, origin = excluded.origin, seq = excluded.seq",
+        params![
+            e.grid.as_str(),
+            name,
+            entry.map(|s| s.force.as_str()),
+            entry.and_then(|s| s.phone.as_deref()),
+            entry.and_then(|s| s.device.as_ref()).map(|d| &d.0[..]),
+            entry.is_none(),
+            e.hlc.wall_ms as i64,
+            i64::from(e.hlc.logical),
+            &e.origin.0[..],
+            e.seq as i64,
+        ],
+    )
+    .map_err(sql(path, "storing the roster"))?;
+    Ok(true)
+}
+
+/// The stamp of a `staff` row, as stored by [`fold_staff`].
+pub(crate) fn staff_stamp(
+    path: &Path,
+    (wall, logical, origin, seq): (i64, i64, Vec<u8>, i64),
+) -> Result<Stamp> {
+    let corrupt = |what: String| StoreError::CorruptRow {
+        path: path.to_owned(),
+        what,
+    };
+    let logical = u32::try_from(logical)
+        .map_err(|_| corrupt(format!("a roster stamp's logical {logical}")))?;
+    let origin: [u8; 32] = origin
+        .try_into()
+        .map_err(|o: Vec<u8>| corrupt(format!("a roster origin is {} bytes, not 32", o.len())))?;
+    let seq =
+        u64::try_from(seq).map_err(|_| corrupt(format!("a roster seq is negative ({seq})")))?;
+    Ok(Stamp {
+        // Stored as `wall_ms as i64`; the cast back restores it bit for bit.
+        hlc: Hlc::new(wall as u64, logical),
+        origin: NodeId(origin),
+        seq,
+    })
 }
 
 /// Moves `origin`'s contiguous progress forward over the events now stored.

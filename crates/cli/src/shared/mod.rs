@@ -25,14 +25,16 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use gridsync_core::roster::STAFF_PREFIX;
 use gridsync_core::{
-    BlobHash, Category, Change, Level, Location, LocationSource, Millis, PhotoKind, Severity,
-    Status, Verdict,
+    Assignee, BlobHash, Category, Change, Force, Level, Location, LocationSource, Millis,
+    PhotoKind, Severity, Status, Verdict,
 };
-use gridsync_device::{Device, PhotoInput};
+use gridsync_device::{Device, PhotoInput, StaffMember};
 
 /// The flags of `edit`; the relay's `edit` takes the same.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("assign").args(["assignee", "force", "staff"]).multiple(false)))]
 pub struct EditArgs {
     /// Incident id (or a unique prefix or suffix of at least 4 characters).
     pub id: String,
@@ -57,11 +59,20 @@ pub struct EditArgs {
     /// Why, with --level.
     #[arg(long, requires = "level", default_value = "")]
     pub reason: String,
-    /// Department or person who handles it.
+    /// Assign (dispatch) to a department, e.g. sanitation (its name may not start with
+    /// `force:` or `staff:`).
     #[arg(long)]
     pub assignee: Option<String>,
-    /// Handling deadline (RFC 3339), with --assignee.
-    #[arg(long, requires = "assignee", value_parser = parse_time)]
+    /// Assign to one of the grid's forces: manager, assistant, supervisor, party-secretary,
+    /// police, judicial, firefighter (written `force:FORCE`).
+    #[arg(long)]
+    pub force: Option<Force>,
+    /// Assign to a member of the incident's grid's roster, by name (written `staff:NAME`;
+    /// they must be on the roster held here).
+    #[arg(long)]
+    pub staff: Option<String>,
+    /// Handling deadline (RFC 3339), with --assignee, --force or --staff.
+    #[arg(long, requires = "assign", value_parser = parse_time)]
     pub due: Option<Millis>,
     #[arg(long)]
     pub comment: Option<String>,
@@ -162,9 +173,15 @@ pub fn edit(device: &mut Device, a: EditArgs) -> Result<()> {
             reason: a.reason,
         });
     }
-    if let Some(assignee) = a.assignee {
+    let assignee = match (a.assignee, a.force, a.staff) {
+        (Some(department), _, _) => Some(Assignee::department(&department)?),
+        (None, Some(force), _) => Some(Assignee::Force(force)),
+        (None, None, Some(name)) => Some(Assignee::parse(&format!("{STAFF_PREFIX}{name}"))?),
+        (None, None, None) => None,
+    };
+    if let Some(assignee) = assignee {
         changes.push(Change::Assign {
-            assignee,
+            assignee: assignee.to_string(),
             due: a.due,
         });
     }
@@ -226,6 +243,48 @@ pub fn show(device: &Device, args: ShowArgs) -> Result<()> {
         print_json(&view)?;
     } else {
         say_raw!("{}", output::detail(&view));
+    }
+    Ok(())
+}
+
+/// A roster member as `staff list --json` (and the handheld's `staff --json`) prints it.
+#[derive(serde::Serialize, Debug)]
+pub struct StaffView<'a> {
+    pub grid: String,
+    pub name: &'a str,
+    pub force: &'static str,
+    pub phone: Option<&'a str>,
+    /// The handheld's node id, 64 hex digits.
+    pub device: Option<String>,
+}
+
+impl<'a> From<&'a StaffMember> for StaffView<'a> {
+    fn from(m: &'a StaffMember) -> Self {
+        Self {
+            grid: m.grid.to_string(),
+            name: &m.name,
+            force: m.force.as_str(),
+            phone: m.phone.as_deref(),
+            device: m.device.map(|d| d.to_hex()),
+        }
+    }
+}
+
+/// Prints roster members: a JSON array of [`StaffView`], or one line each.
+pub fn print_staff(members: &[StaffMember], json: bool) -> Result<()> {
+    if json {
+        let views: Vec<StaffView<'_>> = members.iter().map(StaffView::from).collect();
+        return print_json(&views);
+    }
+    for m in members {
+        say!(
+            "{}  {:<15}  {:<24}  {:<17}  {}",
+            m.grid,
+            m.force.as_str(),
+            m.name,
+            m.phone.as_deref().unwrap_or("-"),
+            m.device.map_or_else(|| "-".to_owned(), |d| d.to_hex())
+        );
     }
     Ok(())
 }

@@ -21,6 +21,8 @@ pub const GOLDEN: &[(&str, &[u8])] = golden!(
     "event-commented.bin",
     "event-evaluated.bin",
     "event-signed.bin",
+    "event-staff-set.bin",
+    "event-staff-removed.bin",
     "state-small.bin",
     "README.md",
 );

@@ -133,7 +133,7 @@ fn a_fresh_store_has_the_sync_schema() {
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (5, 5));
+    assert_eq!((version, SCHEMA_VERSION), (6, 6));
     for table in [
         "origin_grids",
         "peers",
@@ -141,6 +141,7 @@ fn a_fresh_store_has_the_sync_schema() {
         "blobs_sent",
         "node_records",
         "records_sent",
+        "staff",
     ] {
         let n: i64 = s
             .conn

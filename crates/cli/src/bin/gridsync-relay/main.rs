@@ -13,11 +13,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use gridsync_core::{GridCode, NodeId, Scope};
+use gridsync_core::{Force, GridCode, NodeId, Scope, StaffEntry};
 use gridsync_device::{Device, SystemEnv};
 use gridsync_proto::Role;
 use gridsync_store::Store;
-use shared::{open, print_json, BlobArgs, EditArgs, ShowArgs};
+use shared::{open, print_json, BlobArgs, EditArgs, ShowArgs, StaffView};
 
 /// gridsync-relay: the sync relay of a street sub-center or of the district.
 #[derive(Parser, Debug)]
@@ -186,6 +186,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The grid roster: who serves each grid (its seven forces), kept as this relay's signed
+    /// events, which go down to the grid's handhelds and up at the next syncs. Works while
+    /// `run` runs.
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
 }
 
 /// The keys of `stats --by`.
@@ -214,6 +221,43 @@ impl From<StatsBy> for gridsync_relay::stats::GroupBy {
             StatsBy::Staff => GroupBy::Staff,
         }
     }
+}
+
+#[derive(Subcommand, Debug)]
+enum StaffCommand {
+    /// Add a member to a grid's roster, or change the member of that name.
+    Add {
+        /// The member's grid, e.g. 110101/002/014/03 (a handheld or relay enrolled here must
+        /// serve it).
+        #[arg(long)]
+        grid: GridCode,
+        /// manager, assistant, supervisor, party-secretary, police, judicial or firefighter.
+        #[arg(long)]
+        force: Force,
+        /// The member's name (1 to 64 bytes): their key within the grid's roster.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        phone: Option<String>,
+        /// The node id of the member's handheld.
+        #[arg(long)]
+        device: Option<NodeId>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a member off a grid's roster.
+    Remove {
+        name: String,
+        #[arg(long)]
+        grid: GridCode,
+    },
+    /// The active members of every grid's roster held here, or of one grid.
+    List {
+        #[arg(long)]
+        grid: Option<GridCode>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn now_ms() -> u64 {
@@ -400,6 +444,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             stats::run(&open_relay(db)?, window, by.map(Into::into), json)?
         }
+        Command::Staff { command } => staff(db, command)?,
         Command::Status { json } => {
             let node = open_relay(db)?;
             let counts = node.counts()?;
@@ -435,6 +480,53 @@ fn run(cli: Cli) -> Result<()> {
                     pending.blob_bytes
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// `staff add|remove|list`.
+fn staff(db: &std::path::Path, command: StaffCommand) -> Result<()> {
+    let mut node = open_relay(db)?;
+    match command {
+        StaffCommand::Add {
+            grid,
+            force,
+            name,
+            phone,
+            device,
+            json,
+        } => {
+            let member = node.staff_add(
+                &grid,
+                StaffEntry {
+                    name,
+                    force,
+                    phone,
+                    device,
+                },
+            )?;
+            if json {
+                print_json(&StaffView::from(&member))?;
+            } else {
+                say!(
+                    "{} is on the roster of {} as {}",
+                    member.name,
+                    member.grid,
+                    member.force
+                );
+            }
+        }
+        StaffCommand::Remove { name, grid } => {
+            node.staff_remove(&grid, &name)?;
+            say!("{} is off the roster of {grid}", name.trim());
+        }
+        StaffCommand::List { grid, json } => {
+            let members = match &grid {
+                Some(g) => node.staff(g)?,
+                None => node.roster()?,
+            };
+            shared::print_staff(&members, json)?;
         }
     }
     Ok(())

@@ -75,6 +75,12 @@ enum Command {
     },
     /// List the category catalogue.
     Categories,
+    /// This device's grid roster as last synced: who serves the grid (its seven forces),
+    /// with their phones, known offline.
+    Staff {
+        #[arg(long)]
+        json: bool,
+    },
     /// Sync with the street relay: events up, then thumbnails, then photos, then the
     /// incidents of this device's grid down.
     Sync {
@@ -224,6 +230,14 @@ fn run(cli: Cli) -> Result<()> {
                     pending.blob_bytes
                 );
             }
+        }
+        Command::Staff { json } => {
+            let device = open(db)?;
+            let members = match device.grid() {
+                Some(grid) => device.staff(grid)?,
+                None => device.roster()?,
+            };
+            shared::print_staff(&members, json)?;
         }
         Command::Categories => {
             for (code, meaning) in gridsync_core::event::CATEGORY_CATALOGUE {
