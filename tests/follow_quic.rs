@@ -244,3 +244,75 @@ async fn a_follower_away_or_cut_off_by_a_relay_restart_misses_nothing() {
     follower.stop().await;
     street.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_to_the_handhelds_staff_member_or_force_is_a_dispatch_notice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (street_db, reporter_db, firefighter_db) = (
+        db(dir.path(), "street-002"),
+        db(dir.path(), "pda-reporter"),
+        db(dir.path(), "pda-firefighter"),
+    );
+    init_relay(&street_db, "street-002", "street");
+    let grid = "110101/002/014/03";
+    let reporter_id = init_device(&reporter_db, "patrol-7", grid);
+    let firefighter_id = init_device(&firefighter_db, "sun-hao", grid);
+    enroll(&street_db, reporter_id, Role::Device, grid);
+    enroll(&street_db, firefighter_id, Role::Device, grid);
+    let mut desk = Device::open(&street_db).expect("open the street's store");
+    desk.staff_add(
+        &grid.parse().expect("grid"),
+        gridsync_core::StaffEntry {
+            name: "Sun Hao".into(),
+            force: gridsync_core::Force::Firefighter,
+            phone: None,
+            device: Some(firefighter_id),
+        },
+    )
+    .expect("on the roster");
+    drop(desk);
+    let street = start_relay(&street_db, None).await;
+
+    let mut reporter = Device::open(&reporter_db).expect("open");
+    let fire = reporter
+        .report(report("Gas cylinders in the stairwell", Severity::High))
+        .expect("report");
+    let other = reporter
+        .report(report("Blocked fire exit", Severity::High))
+        .expect("report");
+    gridsync_scenarios::net::sync(&reporter, &street).await;
+
+    let mut follower = Follower::start(&firefighter_db, target(&street));
+    follower.caught_up().await;
+    let me = Device::open(&firefighter_db)
+        .expect("open")
+        .me_as_staff()
+        .expect("roster")
+        .expect("the roster names this handheld");
+    assert_eq!(me.name, "Sun Hao");
+
+    let mut desk = Device::open(&street_db).expect("open the street's store");
+    for (id, assignee) in [(fire, "force:firefighter"), (other, "staff:Sun Hao")] {
+        desk.edit(id, vec![Change::Status(Status::Accepted)], vec![])
+            .expect("accept");
+        desk.edit(
+            id,
+            vec![
+                Change::Status(Status::Dispatched),
+                Change::Assign {
+                    assignee: assignee.into(),
+                    due: None,
+                },
+            ],
+            vec![],
+        )
+        .expect("dispatch");
+        let what = follower
+            .notice(pushed_within(), NoticeKind::Dispatch, id)
+            .await;
+        assert_eq!(what, format!("dispatched to {assignee}"));
+    }
+    drop(desk);
+    follower.stop().await;
+    street.stop().await;
+}

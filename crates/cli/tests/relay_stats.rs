@@ -267,6 +267,43 @@ fn build(dir: &Path) -> PathBuf {
         .collect();
 
     let cases = cases();
+    // Dispatching to `staff:NAME` needs NAME on the roster of the incident's grid (and a
+    // roster change needs the grid served here): each handheld is enrolled at the district,
+    // and every staff member assigned is put on the roster at T0 (roster events are no
+    // incident's, so no figure counts them).
+    for d in &devices {
+        Store::open(&district)
+            .expect("open the district's store")
+            .enroll(
+                &d.node_id(),
+                gridsync_proto::Role::Device,
+                &Scope::from(d.grid().expect("a handheld's grid")),
+                T0,
+            )
+            .expect("enroll");
+    }
+    for c in &cases {
+        let grid: GridCode = DEVICES[c.device].1.parse().expect("grid");
+        for (_, changes) in &c.decisions {
+            for change in changes {
+                if let Change::Assign { assignee, .. } = change {
+                    if let Some(name) = assignee.strip_prefix("staff:") {
+                        relay
+                            .staff_add(
+                                &grid,
+                                gridsync_core::StaffEntry {
+                                    name: name.into(),
+                                    force: gridsync_core::Force::Assistant,
+                                    phone: None,
+                                    device: None,
+                                },
+                            )
+                            .expect("on the roster");
+                    }
+                }
+            }
+        }
+    }
     let mut steps: Vec<(u64, usize, Step)> = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         steps.push((c.reported, i, Step::Report(c.category)));

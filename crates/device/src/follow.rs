@@ -96,13 +96,13 @@ impl Whom {
     /// Whether an assignee string (`staff:NAME`, `force:FORCE`, or a department) names this
     /// handheld's staff member or force.
     pub fn is_assignee(&self, assignee: &str) -> bool {
-        if let Some(name) = assignee.strip_prefix("staff:") {
-            return self.staff.as_deref() == Some(name);
+        match gridsync_core::Assignee::parse(assignee) {
+            Ok(gridsync_core::Assignee::Staff(name)) => self.staff.as_deref() == Some(&name),
+            Ok(gridsync_core::Assignee::Force(force)) => {
+                self.force.as_deref() == Some(force.as_str())
+            }
+            Ok(gridsync_core::Assignee::Department(_)) | Err(_) => false,
         }
-        if let Some(force) = assignee.strip_prefix("force:") {
-            return self.force.as_deref() == Some(force);
-        }
-        false
     }
 }
 
@@ -438,9 +438,19 @@ fn notices(store: &Mutex<Store>, me: &NodeId, ids: &[EventId]) -> Vec<Notice> {
     out
 }
 
-/// Who `me` is in the roster held here.
-fn whom(_store: &Store, _me: &NodeId) -> Whom {
-    Whom::default()
+/// Who `me` is in the roster held here (nobody, if the roster does not name its handheld).
+fn whom(store: &Store, me: &NodeId) -> Whom {
+    match store.staff_of_device(me) {
+        Ok(Some(m)) => Whom {
+            staff: Some(m.name),
+            force: Some(m.force.as_str().to_owned()),
+        },
+        Ok(None) => Whom::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the roster");
+            Whom::default()
+        }
+    }
 }
 
 /// Sleeps `wait`; returns whether `stop` said stop meanwhile.

@@ -484,6 +484,9 @@ async fn blob_loop(
             }
         }
     }
+    if let Some(c) = conn {
+        c.close(ErrorCode::ShuttingDown.as_u16().into(), b"shutting down");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 

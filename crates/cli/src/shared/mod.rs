@@ -18,6 +18,7 @@ macro_rules! say_raw {
 }
 
 pub mod output;
+pub mod stats;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
