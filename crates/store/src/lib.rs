@@ -30,6 +30,10 @@
 //!   for the node's current parent); `blob_parts`: chunks of unfinished uploads, so an
 //!   interrupted upload resumes; `blobs_sent`: which blobs each parent holds.
 //! - `peers`: children enrolled at a relay (role, scope, revocation).
+//! - `photo_refs`: every photo add held (its grid, photo, thumbnail, whether it is visible,
+//!   whether the thumbnail is missing), kept by the write path: which blobs a child of a scope
+//!   may fetch, and which thumbnails a child lacks; `blob_wants`: blobs this node's user asked
+//!   to fetch, until held (PROTOCOL.md §8.11).
 //! - `cursors`: sync progress per peer; `meta`: identity and clock.
 //!
 //! [`Store`] implements [`gridsync_proto::SyncStore`], the storage sync sessions run on, with
