@@ -179,6 +179,14 @@ impl<S: SyncStore> SyncStore for AckBeforeCommit<S> {
         self.write(|s| s.blob_discard(hash))
     }
 
+    fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
+        self.read(|s| s.held_blob(hash))
+    }
+
+    fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
+        self.read(|s| s.blob_in_scope(hash, scope))
+    }
+
     fn page(
         &self,
         scope: &Scope,
@@ -313,6 +321,15 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
 
     fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError> {
         self.0.blob_discard(hash)
+    }
+
+    fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
+        self.0.held_blob(hash)
+    }
+
+    /// Honest: the fault is about pages only.
+    fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
+        self.0.blob_in_scope(hash, scope)
     }
 
     /// The fault: the district instead of `scope`.
