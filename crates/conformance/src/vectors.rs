@@ -313,7 +313,7 @@ mod tests {
             .map(|o| o.line())
             .collect();
         assert!(bad.is_empty(), "{bad:#?}");
-        assert_eq!(out.len(), 16);
+        assert_eq!(out.len(), 18);
     }
 
     #[test]
