@@ -280,7 +280,8 @@ pub fn district_of(scope: &Scope) -> Scope {
 }
 
 /// The `leak-scope` fault: a download page is read for the whole district of the child's
-/// scope (its first segment) instead of the scope. Everything else is the inner store's.
+/// scope (its first segment) instead of the scope, and a fetch is checked against the
+/// district too. Everything else is the inner store's.
 pub struct LeakScope<S>(pub S);
 
 impl<S: SyncStore> SyncStore for LeakScope<S> {
@@ -327,9 +328,9 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
         self.0.held_blob(hash)
     }
 
-    /// Honest: the fault is about pages only.
+    /// The fault again: a child may fetch the blobs of the whole district (PROTOCOL.md §8.11).
     fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
-        self.0.blob_in_scope(hash, scope)
+        self.0.blob_in_scope(hash, &district_of(scope))
     }
 
     /// The fault: the district instead of `scope`.
