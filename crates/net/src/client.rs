@@ -432,6 +432,7 @@ impl FetchIn {
                 let ended = match read {
                     Ok(Some(bytes)) => {
                         pending.extend_from_slice(bytes);
+                        session.fetch_progress(&sink.header().hash, now);
                         None
                     }
                     Ok(None) => Some(Ok(())),

@@ -944,6 +944,15 @@ impl ClientSession {
         })
     }
 
+    /// Bytes of the fetch stream of `hash` arrived (the driver holds them until its next
+    /// [`ClientSession::fetch_data`]): the parent is answering, so the response timer
+    /// restarts, however slow the link.
+    pub fn fetch_progress(&mut self, hash: &BlobHash, now_ms: u64) {
+        if self.is_fetching(hash) {
+            self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+        }
+    }
+
     /// Whether the fetch of `hash` is outstanding with its stream begun.
     fn is_fetching(&self, hash: &BlobHash) -> bool {
         matches!(&self.phase, Phase::Granted(_, Step::Fetching(f)) if f.hash == *hash && f.streaming)
@@ -2641,6 +2650,36 @@ mod fetch_tests {
     fn ended_with_bye(actions: &[ClientAction]) -> bool {
         child_sent(actions) == vec![&Message::Bye]
             && matches!(actions.last(), Some(ClientAction::Finished(_)))
+    }
+
+    #[test]
+    fn the_response_timer_restarts_with_every_piece_of_a_fetch_stream() {
+        let mut store = MemoryStore::new();
+        let mut s = fetching(&mut store);
+        assert_eq!(s.poll_timeout(), Some(NOW + RESPONSE_TIMEOUT_MS));
+        let size = PHOTO.len() as u64;
+        let mut sink = s.fetch_begin(header(size, 0), NOW + 10).expect("fetched");
+        assert_eq!(s.poll_timeout(), Some(NOW + 10 + RESPONSE_TIMEOUT_MS));
+        s.fetch_progress(&BlobHash::of(PHOTO), NOW + 20);
+        assert_eq!(s.poll_timeout(), Some(NOW + 20 + RESPONSE_TIMEOUT_MS));
+        assert!(s
+            .fetch_data(&mut sink, &PHOTO[..4], &mut store, NOW + 30)
+            .is_none());
+        assert_eq!(s.poll_timeout(), Some(NOW + 30 + RESPONSE_TIMEOUT_MS));
+        // Another blob's progress is none of this fetch's.
+        s.fetch_progress(&BlobHash::of(THUMB), NOW + 40);
+        assert_eq!(s.poll_timeout(), Some(NOW + 30 + RESPONSE_TIMEOUT_MS));
+        // A parent that goes quiet mid-stream times the session out.
+        let actions = s.handle_timeout(NOW + 30 + RESPONSE_TIMEOUT_MS);
+        assert_eq!(
+            failure(&actions),
+            Some(&SessionError::Timeout(RESPONSE_TIMEOUT_MS))
+        );
+        assert_eq!(
+            store.partial(&BlobHash::of(PHOTO)),
+            Some(&PHOTO[..4]),
+            "kept"
+        );
     }
 
     #[test]
