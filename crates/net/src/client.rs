@@ -1,6 +1,7 @@
 //! The child side over QUIC: connects to a pinned parent and runs one [`ClientSession`],
-//! sending blobs one after the other on streams of their own (thumbnails first), and
-//! reporting progress.
+//! sending blobs one after the other on streams of their own (thumbnails first), reading the
+//! streams the parent opens in answer to a `Fetch` (PROTOCOL.md §8.11), and reporting
+//! progress.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

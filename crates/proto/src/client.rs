@@ -6,6 +6,12 @@
 //! The driver sends what [`ClientAction::Send`] says on the control stream, sends each
 //! [`ClientAction::SendBlob`] on a stream of its own (reading the bytes from the store) and
 //! calls [`ClientSession::blob_sent`] when that stream is finished.
+//!
+//! Blobs down (PROTOCOL.md §8.11): after the download, a child whose
+//! [`ClientConfig::fetch`] asks for it sends one `Fetch` at a time for the blobs
+//! [`SyncStore::blobs_to_fetch`] lists, before `Bye`. The driver hands a stream the parent
+//! opens to [`ClientSession::fetch_begin`], its bytes to [`ClientSession::fetch_data`] and its
+//! end to [`ClientSession::fetch_end`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
