@@ -11,8 +11,8 @@ use gridsync_core::{Category, Change, IncidentId, Level, Severity, Status};
 use gridsync_device::{Device, FollowUpdate, NewReport, NoticeKind};
 use gridsync_proto::{Role, FOLLOW_HOLD_MS};
 use gridsync_scenarios::net::{
-    db, enroll, event_ids, init_device, init_relay, retry_within, start_relay, start_relay_on,
-    target, wait_until,
+    db, enroll, event_ids, holds_blobs, init_device, init_relay, photo, retry_within, start_relay,
+    start_relay_on, target, wait_until,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -274,9 +274,16 @@ async fn a_dispatch_to_the_handhelds_staff_member_or_force_is_a_dispatch_notice(
     let street = start_relay(&street_db, None).await;
 
     let mut reporter = Device::open(&reporter_db).expect("open");
-    let fire = reporter
-        .report(report("Gas cylinders in the stairwell", Severity::High))
-        .expect("report");
+    let mut with_photo = report("Gas cylinders in the stairwell", Severity::High);
+    with_photo.photos = vec![photo("street-640x427-gps.jpg")];
+    let fire = reporter.report(with_photo).expect("report");
+    let meta = reporter
+        .get(fire)
+        .expect("get")
+        .expect("incident")
+        .visible_photos()[0]
+        .meta
+        .clone();
     let other = reporter
         .report(report("Blocked fire exit", Severity::High))
         .expect("report");
@@ -313,6 +320,13 @@ async fn a_dispatch_to_the_handhelds_staff_member_or_force_is_a_dispatch_notice(
         assert_eq!(what, format!("dispatched to {assignee}"));
     }
     drop(desk);
+    // Photos down (item 4): the grid's thumbnail came with the report, and the full photo of
+    // the case dispatched to this handheld's force follows the dispatch.
+    wait_until(
+        "the dispatched case's photo and thumbnail on the firefighter's handheld",
+        || holds_blobs(&firefighter_db, [&meta.thumb, &meta.hash]),
+    )
+    .await;
     follower.stop().await;
     street.stop().await;
 }

@@ -436,6 +436,7 @@ async fn interrupted_photo_upload_resumes_from_its_offset() {
 
     let cut = SyncOptions {
         interrupt_blobs_after: Some(N),
+        ..SyncOptions::default()
     };
     let err = try_sync(&a, target(&street), &cut)
         .await

@@ -667,7 +667,8 @@ impl Sim {
                             .push(deliver(&mut back, &frame).expect("reply decodes"));
                     }
                     ServerOutput::Committed { stored } => out.committed += u64::from(stored),
-                    ServerOutput::BlobCommitted { .. } => {}
+                    // A scripted child reads no fetch stream.
+                    ServerOutput::BlobCommitted { .. } | ServerOutput::SendBlob(_) => {}
                     ServerOutput::End { code, reason } => out.server_end = Some((code, reason)),
                 }
             }
@@ -1073,8 +1074,34 @@ impl Run<'_> {
                 ServerOutput::Send(m) => self.send(Dir::Down, m),
                 ServerOutput::Committed { stored } => self.out.committed += u64::from(stored),
                 ServerOutput::BlobCommitted { .. } => {}
+                ServerOutput::SendBlob(h) => self.stream_fetch(h),
                 ServerOutput::End { code, reason } => self.out.server_end = Some((code, reason)),
             }
         }
+    }
+
+    /// A blob stream the parent opens in answer to a `Fetch` (PROTOCOL.md §8.11), delivered
+    /// to the child whole, at once.
+    fn stream_fetch(&mut self, h: BlobHeader) {
+        let now = self.sim.now_ms;
+        let actions = match self.child.fetch_begin(h, now) {
+            Err(actions) => actions,
+            Ok(mut sink) => {
+                let len = usize::try_from(h.size - h.offset).expect("blob size");
+                let bytes = self
+                    .parent_store
+                    .read_blob(&h.hash, h.offset, len)
+                    .expect("read blob")
+                    .expect("the parent holds the blob it sends");
+                match self
+                    .child
+                    .fetch_data(&mut sink, &bytes, self.child_store, now)
+                {
+                    Some((_, actions)) => actions,
+                    None => self.child.fetch_end(sink, self.child_store, now),
+                }
+            }
+        };
+        self.on_child(actions);
     }
 }

@@ -17,7 +17,8 @@ pub enum Fault {
     ForgedOrigin,
     /// The control stream takes frames of any length.
     NoFrameLimit,
-    /// A download page holds the whole district, not just the child's scope.
+    /// A download page holds the whole district, not just the child's scope, and a child may
+    /// fetch the district's photos (PROTOCOL.md §8.11).
     LeakScope,
     /// Events are taken whoever may write them (no authorisation, PROTOCOL.md §8.9).
     NoAuthorisation,

@@ -179,6 +179,14 @@ impl<S: SyncStore> SyncStore for AckBeforeCommit<S> {
         self.write(|s| s.blob_discard(hash))
     }
 
+    fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
+        self.read(|s| s.held_blob(hash))
+    }
+
+    fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
+        self.read(|s| s.blob_in_scope(hash, scope))
+    }
+
     fn page(
         &self,
         scope: &Scope,
@@ -272,7 +280,8 @@ pub fn district_of(scope: &Scope) -> Scope {
 }
 
 /// The `leak-scope` fault: a download page is read for the whole district of the child's
-/// scope (its first segment) instead of the scope. Everything else is the inner store's.
+/// scope (its first segment) instead of the scope, and a fetch is checked against the
+/// district too. Everything else is the inner store's.
 pub struct LeakScope<S>(pub S);
 
 impl<S: SyncStore> SyncStore for LeakScope<S> {
@@ -313,6 +322,15 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
 
     fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError> {
         self.0.blob_discard(hash)
+    }
+
+    fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
+        self.0.held_blob(hash)
+    }
+
+    /// The fault again: a child may fetch the blobs of the whole district (PROTOCOL.md §8.11).
+    fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
+        self.0.blob_in_scope(hash, &district_of(scope))
     }
 
     /// The fault: the district instead of `scope`.

@@ -69,9 +69,14 @@ fn skipped_authorisation_is_caught_by_the_authorisation_cases() {
 }
 
 #[test]
-fn a_leaked_grid_is_caught_by_the_scope_case() {
+fn a_leaked_grid_is_caught_by_the_scope_cases() {
     assert_eq!(
         failed_with("leak-scope"),
-        ["down.scope", "follow.other-scope", "community.relay"]
+        [
+            "blob.fetch-out-of-scope-refused",
+            "down.scope",
+            "follow.other-scope",
+            "community.relay"
+        ]
     );
 }

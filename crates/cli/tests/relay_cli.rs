@@ -1206,3 +1206,117 @@ fn the_roster_is_kept_at_the_platform_and_dispatch_can_name_a_force_or_a_member(
     assert!(line.contains("operator decision"), "{line}");
     assert!(street.terminate().success());
 }
+
+/// `gridsync blob HASH --fetch` (PROTOCOL.md §8.11): a second handheld of the grid, synced,
+/// holds the reporter's thumbnail but not the photo; `--fetch` brings the photo from the
+/// street byte for byte (and a held blob needs no relay); a photo the street does not hold,
+/// and one no incident here names, are one clear line each, writing nothing.
+#[test]
+fn blob_fetch_brings_a_photo_down_from_the_relay() {
+    let (_dir, street_db, pda, street) = street_with_handheld();
+    let (mate, mate_id) = device("patrol-8", GRID_A);
+    relay_ok(&street_db, &["enroll", &mate_id, "--grid", GRID_A]);
+    let id = pda.report_photos("Overflowing bin", &[&fixture("street-640x427-gps.jpg")]);
+    let lost = pda.report_photos("Broken lamp", &[&fixture("cat-2400x1600-rot8.jpg")]);
+    sync_json(&pda, &street);
+    let photo_of = |id: &str| -> (String, String) {
+        let v = pda.show(id);
+        let p = &v["photos"][0];
+        (str_of(p, "hash").to_owned(), str_of(p, "thumb").to_owned())
+    };
+    let (hash, thumb) = photo_of(&id);
+    let (lost_hash, _) = photo_of(&lost);
+    // `blob HASH --fetch --relay ADDR --relay-id ID -o OUT`.
+    let fetch = |hash: &str, out: &Path| -> Vec<String> {
+        let out = out.display().to_string();
+        let args = [
+            "blob",
+            hash,
+            "--fetch",
+            "--relay",
+            &street.addr,
+            "--relay-id",
+            &street.id,
+            "-o",
+            &out,
+        ];
+        args.iter().map(|s| s.to_string()).collect()
+    };
+    let out = mate.dir.path().join("photo.jpg");
+
+    // Not synced yet: nothing here names the photo.
+    let a = fetch(&hash, &out);
+    let line = mate.fail(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        line.contains("no incident here names blob") && line.contains("sync first"),
+        "{line}"
+    );
+    assert!(!out.exists());
+
+    // Synced: the thumbnail came down with the incidents, the photo did not.
+    let s = sync_json(&mate, &street);
+    assert_eq!(u64_of(&s, "events_down"), 4, "{s}");
+    assert_eq!(u64_of(&s, "blobs_down"), 2, "both thumbnails: {s}");
+    let thumb_out = mate.dir.path().join("thumb.jpg");
+    mate.ok(&[
+        "blob",
+        &hash,
+        "--thumb",
+        "-o",
+        &thumb_out.display().to_string(),
+    ]);
+    let pda_thumb = pda.dir.path().join("thumb.jpg");
+    pda.ok(&["blob", &thumb, "-o", &pda_thumb.display().to_string()]);
+    assert_eq!(
+        std::fs::read(&thumb_out).unwrap(),
+        std::fs::read(&pda_thumb).unwrap()
+    );
+    let line = mate.fail(&["blob", &hash, "-o", &out.display().to_string()]);
+    assert!(line.contains("is not stored here"), "{line}");
+
+    // --fetch: the photo, byte for byte as the reporter holds it.
+    let a = fetch(&hash, &out);
+    mate.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let pda_photo = pda.dir.path().join("photo.jpg");
+    pda.ok(&["blob", &hash, "-o", &pda_photo.display().to_string()]);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&pda_photo).unwrap()
+    );
+    // Held now: the same command needs no relay (a wrong address would fail otherwise).
+    let again = mate.dir.path().join("again.jpg");
+    mate.ok(&[
+        "blob",
+        &hash,
+        "--fetch",
+        "--relay",
+        "127.0.0.1:9",
+        "--relay-id",
+        &street.id,
+        "-o",
+        &again.display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&pda_photo).unwrap()
+    );
+
+    // The street lost the other photo's bytes: the relay's refusal, in one line.
+    let conn = rusqlite::Connection::open(&street_db).expect("open the street's store");
+    let raw = hex::decode(&lost_hash).expect("hex hash");
+    let deleted = conn
+        .execute("DELETE FROM blobs WHERE hash = ?1", [&raw])
+        .expect("delete a blob");
+    assert_eq!(deleted, 1);
+    let lost_out = mate.dir.path().join("lost.jpg");
+    let a = fetch(&lost_hash, &lost_out);
+    let line = mate.fail(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        line.contains("the relay refused blob") && line.contains("(BlobMismatch)"),
+        "{line}"
+    );
+    assert!(!lost_out.exists());
+    // --fetch needs the relay.
+    let line = mate.fail(&["blob", &hash, "--fetch"]);
+    assert!(line.contains("--relay"), "{line}");
+}

@@ -286,6 +286,63 @@ pub async fn send_blob(
     }
 }
 
+/// A blob stream the relay opened (§8.11), read whole: its header and the bytes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub header: BlobHeader,
+    pub bytes: Vec<u8>,
+}
+
+/// Accepts the next stream the relay opens on `conn` and reads it to its end, at most `wait`
+/// in all: the header frame (limit 1024 bytes), then the bytes until FIN, at most the header's
+/// `size - offset` and one more (so a stream running past its size shows as such).
+pub async fn receive_blob(conn: &Conn, wait: Duration) -> Result<Received, String> {
+    let read = async {
+        let mut recv = conn
+            .conn
+            .accept_uni()
+            .await
+            .map_err(|e| format!("no stream from the relay: {}", Closed::from(&e)))?;
+        let mut buf = FrameBuf::new(wire::MAX_BLOB_HEADER);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let header = loop {
+            match buf.next_body() {
+                Ok(Some(body)) => {
+                    break wire::decode_blob_header(&body)
+                        .map_err(|e| format!("a header that does not decode: {e}"))?
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("a bad header frame: {e}")),
+            }
+            match recv.read(&mut chunk).await {
+                Ok(Some(n)) => buf.push(&chunk[..n]),
+                Ok(None) => return Err("the stream ended before its header".into()),
+                Err(e) => return Err(format!("the stream broke before its header: {e}")),
+            }
+        };
+        let mut bytes = buf.take_rest();
+        let most = header.size.saturating_sub(header.offset).saturating_add(1);
+        while (bytes.len() as u64) < most {
+            match recv.read(&mut chunk).await {
+                Ok(Some(n)) => bytes.extend_from_slice(&chunk[..n]),
+                Ok(None) => break,
+                Err(e) => return Err(format!("the stream broke after {} bytes: {e}", bytes.len())),
+            }
+        }
+        Ok(Received { header, bytes })
+    };
+    tokio::time::timeout(wait, read)
+        .await
+        .unwrap_or_else(|_| Err(format!("no whole stream within {} s", wait.as_secs())))
+}
+
+/// Whether the relay opens no stream on `conn` within `wait`.
+pub async fn no_stream_within(conn: &Conn, wait: Duration) -> bool {
+    tokio::time::timeout(wait, conn.conn.accept_uni())
+        .await
+        .is_err()
+}
+
 /// Waits until the peer stops a send stream (STOP_SENDING), returning its code, or `None`
 /// if the stream was acknowledged whole or the wait ran out.
 pub async fn stopped_within(stream: &mut SendStream, wait: Duration) -> Option<u64> {

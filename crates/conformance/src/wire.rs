@@ -400,6 +400,11 @@ impl FrameBuf {
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
+
+    /// Takes the bytes buffered past the last whole frame (a blob stream's first bytes).
+    pub fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
 }
 
 #[cfg(test)]

@@ -249,7 +249,13 @@ async fn follow_store(
             let version = lock(&store).data_version()?;
             let mut progress = |p: SyncProgress| {
                 if let SyncProgress::Session(Progress::Received { events }) = &p {
-                    for n in notices(&store, &me, events) {
+                    let found = notices(&store, &me, events);
+                    // The full photos of a case dispatched to this handheld's staff member
+                    // or force come down, and the thumbnails of the page's photos (the photo
+                    // session fetches both).
+                    want_dispatched_photos(&store, &found);
+                    kick.notify_one();
+                    for n in found {
                         on(FollowUpdate::Notice(Box::new(n)));
                     }
                 }
@@ -436,6 +442,19 @@ fn notices(store: &Mutex<Store>, me: &NodeId, ids: &[EventId]) -> Vec<Notice> {
         }
     }
     out
+}
+
+/// Records as wanted the full photos of the cases `notices` dispatch to this handheld.
+fn want_dispatched_photos(store: &Mutex<Store>, notices: &[Notice]) {
+    let now = gridsync_net::now_ms();
+    let mut store = lock(store);
+    for n in notices.iter().filter(|n| n.kind == NoticeKind::Dispatch) {
+        for p in n.state.visible_photos() {
+            if let Err(e) = store.want_blob(&p.meta.hash, gridsync_store::BlobKind::Photo, now) {
+                tracing::warn!(error = %e, "cannot record a photo to fetch");
+            }
+        }
+    }
 }
 
 /// Who `me` is in the roster held here (nobody, if the roster does not name its handheld).

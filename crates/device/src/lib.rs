@@ -99,6 +99,26 @@ pub enum DeviceError {
     NoThumbnail(BlobHash),
     #[error("blob {0} is not stored here")]
     NoSuchBlob(BlobHash),
+    #[error("no incident here names blob {0}; sync first to download this grid's incidents")]
+    NotNamed(BlobHash),
+    #[error("the relay refused blob {hash}: {message} ({code:?})")]
+    FetchRefused {
+        hash: BlobHash,
+        code: gridsync_proto::ErrorCode,
+        message: String,
+    },
+    #[error(
+        "the relay sent {held} of blob {hash}'s {size} bytes; fetch again to resume from there"
+    )]
+    FetchIncomplete {
+        hash: BlobHash,
+        held: u64,
+        size: u64,
+    },
+    #[error("blob {hash} as the relay sent it was discarded: {reason}")]
+    FetchDiscarded { hash: BlobHash, reason: String },
+    #[error("the sync ended without fetching blob {0}")]
+    NotFetched(BlobHash),
     #[error("{path}: cannot put the new store in place: {error}")]
     Init { path: String, error: std::io::Error },
     #[error("{path}: cannot lock the store for this action: {error}")]
@@ -647,14 +667,44 @@ impl<E: Env> Device<E> {
     /// A stored blob's bytes: the photo or thumbnail `hash` names, or with `thumb` the
     /// thumbnail of photo `hash`.
     pub fn blob(&self, hash: &BlobHash, thumb: bool) -> Result<Vec<u8>> {
-        let wanted = match (thumb, self.store.thumb_of(hash)?) {
-            (false, _) => *hash,
-            (true, Some(t)) => t,
-            (true, None) => return Err(DeviceError::NoThumbnail(*hash)),
-        };
+        let wanted = self.blob_hash(hash, thumb)?;
         self.store
             .blob(&wanted)?
             .ok_or(DeviceError::NoSuchBlob(wanted))
+    }
+
+    /// The blob `hash` names: itself, or with `thumb` the thumbnail of photo `hash`.
+    fn blob_hash(&self, hash: &BlobHash, thumb: bool) -> Result<BlobHash> {
+        match (thumb, self.store.thumb_of(hash)?) {
+            (false, _) => Ok(*hash),
+            (true, Some(t)) => Ok(t),
+            (true, None) => Err(DeviceError::NoThumbnail(*hash)),
+        }
+    }
+
+    /// Wants the full photo `hash` (a photo of an incident held here) from the relay: every
+    /// sync fetches it (PROTOCOL.md §8.11, after the download) until it is held, resuming
+    /// from the bytes an interrupted fetch left. Returns whether it was newly wanted (not if
+    /// held or wanted already).
+    pub fn want_photo(&mut self, hash: &BlobHash) -> Result<bool> {
+        self.want_blob(hash, false)
+    }
+
+    /// Wants blob `hash`, or with `thumb` the thumbnail of photo `hash`, from the relay (see
+    /// [`Device::want_photo`]); it must be named by a photo event held here.
+    pub fn want_blob(&mut self, hash: &BlobHash, thumb: bool) -> Result<bool> {
+        let wanted = self.blob_hash(hash, thumb)?;
+        let kind = self
+            .store
+            .named_blob_kind(&wanted)?
+            .ok_or(DeviceError::NotNamed(wanted))?;
+        let now = self.env.now_ms();
+        Ok(self.store.want_blob(&wanted, kind, now)?)
+    }
+
+    /// Drops the want of blob `hash` (a photo no longer needed here); whether it was wanted.
+    pub fn unwant_blob(&mut self, hash: &BlobHash) -> Result<bool> {
+        Ok(self.store.unwant_blob(hash)?)
     }
 }
 

@@ -1,16 +1,18 @@
 //! Syncing a handheld with its street relay over QUIC.
 //!
 //! One call runs one session: events up first, then thumbnails, then photos, then the
-//! download of the device's grid. It opens a connection of its own to the store file, so the
+//! download of the device's grid, then the blobs the device fetches (the thumbnails of its
+//! grid it lacks, and the photos wanted, [`Device::fetch_blob`]). It opens a connection of its own to the store file, so the
 //! app can go on reading (and recording) while it runs; whatever was committed stays
 //! committed if the network drops, and the next sync resumes from there.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use gridsync_core::NodeId;
+use gridsync_core::{BlobHash, NodeId};
 use gridsync_net::client::{self, SyncOptions, SyncProgress, SyncReport};
-use gridsync_proto::client::ClientConfig;
+use gridsync_proto::client::{ClientConfig, Progress};
+use gridsync_proto::ErrorCode;
 use gridsync_store::Store;
 
 use crate::{Device, DeviceError, Env, Result};
@@ -47,6 +49,73 @@ impl<E: Env> Device<E> {
             progress,
         )
         .await
+    }
+}
+
+impl<E: Env> Device<E> {
+    /// The bytes of blob `hash` (with `thumb`: the thumbnail of photo `hash`), fetched from
+    /// the relay when they are not held here: the blob is wanted ([`Device::want_blob`]) and
+    /// one sync session runs, which fetches it after its download (PROTOCOL.md §8.11). A held
+    /// blob is returned at once, with no sync. The relay's refusal (a blob it does not hold
+    /// yet, or one of another grid: that want is dropped), a stream that broke off (its bytes
+    /// are kept, and the next fetch resumes from them) or bytes that do not hash right come
+    /// back as errors that say so.
+    pub async fn fetch_blob(
+        &mut self,
+        target: SyncTarget,
+        hash: &BlobHash,
+        thumb: bool,
+        options: &SyncOptions,
+        progress: &mut (dyn FnMut(SyncProgress) + Send),
+    ) -> Result<Vec<u8>> {
+        let wanted = self.blob_hash(hash, thumb)?;
+        if let Some(bytes) = self.store.blob(&wanted)? {
+            return Ok(bytes);
+        }
+        self.want_blob(&wanted, false)?;
+        // What became of this blob's fetch, as the session reported it.
+        let mut outcome: Option<Progress> = None;
+        let mut watch = |p: SyncProgress| {
+            if let SyncProgress::Session(
+                p @ (Progress::FetchRefused { hash, .. }
+                | Progress::FetchPartial { hash, .. }
+                | Progress::FetchDiscarded { hash, .. }
+                | Progress::Fetched { hash, .. }),
+            ) = &p
+            {
+                if *hash == wanted {
+                    outcome = Some(p.clone());
+                }
+            }
+            progress(p);
+        };
+        self.sync(target, options, &mut watch).await?;
+        if let Some(bytes) = self.store.blob(&wanted)? {
+            return Ok(bytes);
+        }
+        Err(match outcome {
+            Some(Progress::FetchRefused { code, message, .. }) => {
+                if code == ErrorCode::OutOfScope {
+                    // Never this device's to fetch: do not ask again in every sync.
+                    self.unwant_blob(&wanted)?;
+                }
+                DeviceError::FetchRefused {
+                    hash: wanted,
+                    code,
+                    message,
+                }
+            }
+            Some(Progress::FetchPartial { held, size, .. }) => DeviceError::FetchIncomplete {
+                hash: wanted,
+                held,
+                size,
+            },
+            Some(Progress::FetchDiscarded { reason, .. }) => DeviceError::FetchDiscarded {
+                hash: wanted,
+                reason,
+            },
+            _ => DeviceError::NotFetched(wanted),
+        })
     }
 }
 

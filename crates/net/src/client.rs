@@ -1,6 +1,7 @@
 //! The child side over QUIC: connects to a pinned parent and runs one [`ClientSession`],
-//! sending blobs one after the other on streams of their own (thumbnails first), and
-//! reporting progress.
+//! sending blobs one after the other on streams of their own (thumbnails first), reading the
+//! streams the parent opens in answer to a `Fetch` (PROTOCOL.md §8.11), and reporting
+//! progress.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use gridsync_core::NodeId;
 use gridsync_proto::client::{
-    BlobFailure, ClientAction, ClientConfig, ClientSession, Progress, SessionError, Summary,
-    RESPONSE_TIMEOUT_MS,
+    BlobFailure, ClientAction, ClientConfig, ClientSession, FetchSink, Progress, SessionError,
+    Summary, FETCH_STREAM_REFUSED, RESPONSE_TIMEOUT_MS,
 };
 use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Message};
-use quinn::{Connection, Endpoint, SendStream};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
 
-use crate::transport::BLOB_CHUNK;
 pub use crate::transport::CONNECT_TIMEOUT;
+use crate::transport::{BLOB_CHUNK, BLOB_FLUSH, BLOB_HEADER_LIMIT};
 use crate::{now_ms, tls, transport, ConnectError, NetError, SharedStore};
 
 /// What a sync reports as it goes.
@@ -32,6 +33,13 @@ pub enum SyncProgress {
         sent: u64,
         size: u64,
     },
+    /// Bytes of a blob being fetched (PROTOCOL.md §8.11) held so far (including what was held
+    /// before its offset).
+    FetchBytes {
+        hash: gridsync_core::BlobHash,
+        held: u64,
+        size: u64,
+    },
 }
 
 /// How to run a sync. `Default` is how a sync runs in real use.
@@ -44,6 +52,12 @@ pub struct SyncOptions {
     /// `None` in real use.
     #[cfg(feature = "test-hooks")]
     pub interrupt_blobs_after: Option<u64>,
+    /// Test hook (cargo feature `test-hooks`): once a blob stream the parent opened for a
+    /// fetch (PROTOCOL.md §8.11) has brought at least this many bytes and the blob is not
+    /// complete, write them durably and end the session as a lost connection would. For the
+    /// fetch resume tests; `None` in real use.
+    #[cfg(feature = "test-hooks")]
+    pub interrupt_fetch_after: Option<u64>,
 }
 
 impl SyncOptions {
@@ -51,6 +65,14 @@ impl SyncOptions {
     fn interrupt_blobs_after(&self) -> Option<u64> {
         #[cfg(feature = "test-hooks")]
         return self.interrupt_blobs_after;
+        #[cfg(not(feature = "test-hooks"))]
+        None
+    }
+
+    /// Where the test hook cuts fetch streams; never without the feature.
+    fn interrupt_fetch_after(&self) -> Option<u64> {
+        #[cfg(feature = "test-hooks")]
+        return self.interrupt_fetch_after;
         #[cfg(not(feature = "test-hooks"))]
         None
     }
@@ -198,6 +220,8 @@ pub async fn run_session_until(
     // What the connection's breakage was, when the session failed because of it: that is what
     // the caller is told (the session's failure only says how to close).
     let mut broken: Option<NetError> = None;
+    // The blob stream the parent opened for a fetch, if one is being read.
+    let mut fetch = FetchIn::default();
     let mut actions: VecDeque<ClientAction> = session.start(clock()).into();
     loop {
         // Carry out what the session said.
@@ -317,6 +341,27 @@ pub async fn run_session_until(
                     }
                 }
             }
+            // The parent opens a stream only to answer a `Fetch` (§8.11); the session checks
+            // it. One at a time: the next is accepted once this one is done.
+            uni = conn.accept_uni(), if fetch.stream.is_none() && !fetch.closed => {
+                match uni {
+                    Ok(recv) => fetch.stream = Some(Incoming::Header { recv, reader: FrameReader::new(BLOB_HEADER_LIMIT) }),
+                    // The connection is gone: the control stream reports it, as before fetches.
+                    Err(_) => fetch.closed = true,
+                }
+            }
+            read = fetch.read(), if fetch.stream.is_some() => {
+                let stop_at = options.interrupt_fetch_after();
+                match fetch.handle(read, &mut session, &store, clock(), stop_at, progress) {
+                    Ok(out) => actions.extend(out),
+                    Err(Interrupted) => {
+                        // The test hook's "lost connection", with the bytes so far kept.
+                        conn.close(0u32.into(), b"interrupted");
+                        let e = SessionError::Aborted { code: ErrorCode::Done, message: "fetch interrupted by the test hook".into() };
+                        return Err(NetError::Session(e));
+                    }
+                }
+            }
             _ = sleep => {
                 actions.extend(session.handle_timeout(clock()));
             }
@@ -325,6 +370,192 @@ pub async fn run_session_until(
                 actions.extend(session.stop_following());
             }
         }
+    }
+}
+
+/// A blob stream the parent opened in answer to a `Fetch` (§8.11), being read: its header
+/// frame first, then its bytes, written durably every [`BLOB_FLUSH`] bytes and when the
+/// stream ends or breaks (as a parent writes an upload's).
+enum Incoming {
+    Header {
+        recv: RecvStream,
+        reader: FrameReader,
+    },
+    Body {
+        recv: RecvStream,
+        sink: FetchSink,
+        pending: Vec<u8>,
+    },
+}
+
+/// The fetch stream being read, if any, and its read buffer.
+struct FetchIn {
+    stream: Option<Incoming>,
+    buf: Vec<u8>,
+    /// The connection accepts no more streams (it is closing).
+    closed: bool,
+}
+
+impl Default for FetchIn {
+    fn default() -> Self {
+        Self {
+            stream: None,
+            buf: vec![0u8; 64 * 1024],
+            closed: false,
+        }
+    }
+}
+
+/// The test hook ended the session mid-fetch.
+struct Interrupted;
+
+impl FetchIn {
+    /// The next read of the stream (cancel-safe: `RecvStream::read` loses nothing).
+    async fn read(&mut self) -> Result<Option<usize>, quinn::ReadError> {
+        match self.stream.as_mut() {
+            Some(Incoming::Header { recv, .. } | Incoming::Body { recv, .. }) => {
+                recv.read(&mut self.buf).await
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Hands one read of the stream to the session; the actions to carry out.
+    fn handle(
+        &mut self,
+        read: Result<Option<usize>, quinn::ReadError>,
+        session: &mut ClientSession,
+        store: &SharedStore,
+        now: u64,
+        stop_at: Option<u64>,
+        progress: &mut (dyn FnMut(SyncProgress) + Send),
+    ) -> Result<Vec<ClientAction>, Interrupted> {
+        let read = read.map(|n| n.map(|n| &self.buf[..n]));
+        match self.stream.take() {
+            None => Ok(Vec::new()),
+            Some(Incoming::Header {
+                mut recv,
+                mut reader,
+            }) => {
+                match read {
+                    Ok(Some(bytes)) => reader.push(bytes),
+                    // Ended or broke before a whole header: there is no blob to name.
+                    Ok(None) | Err(_) => return Ok(Vec::new()),
+                }
+                let body = reader
+                    .next_body()
+                    .and_then(|b| b.map(|b| frame::decode_blob_header(&b)).transpose());
+                let header = match body {
+                    Ok(Some(h)) => h,
+                    Ok(None) => {
+                        self.stream = Some(Incoming::Header { recv, reader });
+                        return Ok(Vec::new());
+                    }
+                    Err(e) => {
+                        let code = gridsync_proto::server::frame_error_code(&e);
+                        let _ = recv.stop(code.as_u16().into());
+                        return Ok(session.frame_error(&e));
+                    }
+                };
+                match session.fetch_begin(header, now) {
+                    Err(actions) => {
+                        tracing::info!(hash = %header.hash, "refused a blob stream the relay opened");
+                        let _ = recv.stop(FETCH_STREAM_REFUSED.as_u16().into());
+                        Ok(actions)
+                    }
+                    // What came with the header is checked as any read is.
+                    Ok(sink) => self.body(
+                        recv,
+                        sink,
+                        reader.take_rest(),
+                        None,
+                        session,
+                        store,
+                        now,
+                        stop_at,
+                        progress,
+                    ),
+                }
+            }
+            Some(Incoming::Body {
+                recv,
+                sink,
+                mut pending,
+            }) => {
+                let ended = match read {
+                    Ok(Some(bytes)) => {
+                        pending.extend_from_slice(bytes);
+                        session.fetch_progress(&sink.header().hash, now);
+                        None
+                    }
+                    Ok(None) => Some(Ok(())),
+                    Err(e) => Some(Err(e)),
+                };
+                self.body(
+                    recv, sink, pending, ended, session, store, now, stop_at, progress,
+                )
+            }
+        }
+    }
+
+    /// The body after a read: written when [`BLOB_FLUSH`] bytes are pending, a byte runs
+    /// past the size, or the stream ended (`ended`: cleanly, or broken); the stream kept
+    /// otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn body(
+        &mut self,
+        mut recv: RecvStream,
+        mut sink: FetchSink,
+        mut pending: Vec<u8>,
+        ended: Option<Result<(), quinn::ReadError>>,
+        session: &mut ClientSession,
+        store: &SharedStore,
+        now: u64,
+        stop_at: Option<u64>,
+        progress: &mut (dyn FnMut(SyncProgress) + Send),
+    ) -> Result<Vec<ClientAction>, Interrupted> {
+        let h = *sink.header();
+        let received = (sink.at() - h.offset).saturating_add(pending.len() as u64);
+        // The test hook cuts a blob that this read does not complete (nor overrun).
+        let cut = stop_at.is_some_and(|n| received >= n)
+            && sink.fits(pending.len())
+            && sink.at() + (pending.len() as u64) < h.size;
+        if ended.is_some() || cut || pending.len() >= BLOB_FLUSH || !sink.fits(pending.len()) {
+            if !pending.is_empty() {
+                let stopped = crate::blocking(|| {
+                    let mut guard = lock(store);
+                    session.fetch_data(&mut sink, &pending, &mut *guard, now)
+                });
+                if let Some((code, actions)) = stopped {
+                    let _ = recv.stop(code.as_u16().into());
+                    return Ok(actions);
+                }
+                pending.clear();
+                progress(SyncProgress::FetchBytes {
+                    hash: h.hash,
+                    held: sink.at(),
+                    size: h.size,
+                });
+            }
+            if cut {
+                return Err(Interrupted);
+            }
+            if let Some(how) = ended {
+                if let Err(e) = how {
+                    tracing::info!(hash = %h.hash, held = sink.at(), error = %e, "fetch stream broke; keeping the bytes received");
+                }
+                return Ok(crate::blocking(|| {
+                    let mut guard = lock(store);
+                    session.fetch_end(sink, &mut *guard, now)
+                }));
+            }
+        }
+        self.stream = Some(Incoming::Body {
+            recv,
+            sink,
+            pending,
+        });
+        Ok(Vec::new())
     }
 }
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use gridsync_core::NodeId;
 use gridsync_proto::server::{self, BlobSink, ServerConfig, ServerOutput, ServerSession};
-use gridsync_proto::{frame, ErrorCode, FrameReader, Message, SyncStore};
+use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Message, SyncStore};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{watch, Mutex as AsyncMutex, Notify, Semaphore};
 
-use crate::transport::CLOSE_GRACE;
+use crate::transport::{BLOB_CHUNK, CLOSE_GRACE};
 pub use crate::transport::{
     BLOB_FLUSH, BLOB_HEADER_LIMIT, CONTROL_IDLE, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
 };
@@ -457,6 +457,7 @@ async fn execute(state: &ConnState, outputs: Vec<ServerOutput>) -> bool {
                 state.shared.changed.notify_one();
                 state.shared.blobs_changed.notify_one();
             }
+            ServerOutput::SendBlob(header) => send_fetched(state, header),
             ServerOutput::End { code, reason } => {
                 ended = true;
                 if let Some(mut send) = state.control.lock().await.take() {
@@ -601,4 +602,57 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         }
     });
     execute(state, out).await;
+}
+
+/// Answers a child's `Fetch` (PROTOCOL.md §8.11) with a unidirectional stream of our own: the
+/// blob's header frame, then its bytes from the header's offset, read from the store
+/// [`BLOB_CHUNK`] at a time (the store lock is held only for each read), then FIN. A store
+/// that cannot give the bytes resets the stream with `Storage` (the child keeps what arrived
+/// and resumes later). The stream runs on a task of its own, so the control stream goes on
+/// meanwhile; it ends with the connection at the latest.
+fn send_fetched(state: &ConnState, header: BlobHeader) {
+    let conn = state.conn.clone();
+    let store = state.shared.store.clone();
+    let peer = state.peer;
+    tokio::spawn(async move {
+        match send_fetched_blob(&conn, &store, header).await {
+            Ok(()) => {
+                tracing::debug!(peer = %peer.short(), hash = %header.hash, bytes = header.size - header.offset, "fetched blob sent")
+            }
+            Err(e) => {
+                tracing::info!(peer = %peer.short(), hash = %header.hash, error = %e, "a fetched blob's stream was not sent whole")
+            }
+        }
+    });
+}
+
+async fn send_fetched_blob(
+    conn: &Connection,
+    store: &SharedStore,
+    h: BlobHeader,
+) -> Result<(), NetError> {
+    let mut stream = conn.open_uni().await?;
+    let header = frame::encode_value("blob header", &h).map_err(NetError::Encode)?;
+    stream.write_all(&header).await?;
+    let mut at = h.offset;
+    while at < h.size {
+        let len = BLOB_CHUNK.min(usize::try_from(h.size - at).unwrap_or(BLOB_CHUNK));
+        let chunk = match crate::blocking(|| lock(store).read_blob(&h.hash, at, len)) {
+            Ok(Some(chunk)) if !chunk.is_empty() => chunk,
+            other => {
+                // The session saw the blob whole a moment ago; the store says otherwise now.
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    _ => format!("the store holds fewer than {} bytes of it", h.size),
+                };
+                tracing::warn!(hash = %h.hash, at, error = %why, "cannot read a fetched blob; resetting its stream");
+                let _ = stream.reset(ErrorCode::Storage.as_u16().into());
+                return Ok(());
+            }
+        };
+        stream.write_all(&chunk).await?;
+        at += chunk.len() as u64;
+    }
+    stream.finish().map_err(NetError::Finish)?;
+    Ok(())
 }

@@ -6,6 +6,12 @@
 //! The driver sends what [`ClientAction::Send`] says on the control stream, sends each
 //! [`ClientAction::SendBlob`] on a stream of its own (reading the bytes from the store) and
 //! calls [`ClientSession::blob_sent`] when that stream is finished.
+//!
+//! Blobs down (PROTOCOL.md §8.11): after the download, a child whose
+//! [`ClientConfig::fetch`] asks for it sends one `Fetch` at a time for the blobs
+//! [`SyncStore::blobs_to_fetch`] lists, before `Bye`. The driver hands a stream the parent
+//! opens to [`ClientSession::fetch_begin`], its bytes to [`ClientSession::fetch_data`] and its
+//! end to [`ClientSession::fetch_end`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -17,7 +23,7 @@ use crate::directory::{covers, NodeRecord, MAX_RECORDS};
 use crate::message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, FOLLOW_HOLD_MS,
 };
-use crate::storage::{StorageError, SyncStore};
+use crate::storage::{BlobFinish, BlobState, StorageError, SyncStore};
 
 /// How far this node's clock may be from its parent's before the session warns
 /// ([`Progress::ClockSkew`]).
@@ -29,6 +35,25 @@ pub const RESPONSE_TIMEOUT_MS: u64 = 30_000;
 pub const BATCH_EVENTS: usize = 256;
 /// About this many bytes of events per upload batch.
 pub const BATCH_BYTES: usize = 512 * 1024;
+/// Most blobs one session fetches (PROTOCOL.md §8.11); the rest wait for the next session.
+pub const FETCH_BLOBS: usize = 256;
+/// The largest blob a child fetches: a parent's header announcing more is refused (the
+/// reference parent takes no larger blob either, `Limits::max_blob`).
+pub const MAX_FETCH_BLOB: u64 = 64 * 1024 * 1024;
+/// The `STOP_SENDING` code for a stream the parent opened that this session did not ask for,
+/// or whose header does not match the `Fetch` (the session fails with `Unexpected` too).
+pub const FETCH_STREAM_REFUSED: ErrorCode = ErrorCode::Unexpected;
+
+/// Which blobs a child fetches from its parent after its download (PROTOCOL.md §8.11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchPolicy {
+    /// None: a relay's default (its children's photos come up to it, not down).
+    Nothing,
+    /// What the store lists ([`SyncStore::blobs_to_fetch`]): the blobs wanted explicitly
+    /// (say, a full photo the user asked for), then the missing thumbnails of the visible
+    /// photos of the granted scope. A device's default.
+    Wanted,
+}
 
 /// Who the child is and whom it expects.
 #[derive(Debug, Clone)]
@@ -56,6 +81,9 @@ pub struct ClientConfig {
     /// session leaves them to a session of its own on another connection, so that its events
     /// and the pages pushed to it are never queued behind photos on a slow link (§8.10).
     pub blobs: bool,
+    /// Which blobs to fetch from the parent after the download: [`FetchPolicy::Wanted`] for
+    /// a device, [`FetchPolicy::Nothing`] for a relay, by default.
+    pub fetch: FetchPolicy,
 }
 
 impl ClientConfig {
@@ -72,6 +100,10 @@ impl ClientConfig {
             follow: false,
             blobs: true,
             download: true,
+            fetch: match role {
+                Role::Device => FetchPolicy::Wanted,
+                Role::Street | Role::District | Role::Community => FetchPolicy::Nothing,
+            },
         }
     }
 }
@@ -93,6 +125,14 @@ pub struct Summary {
     pub blobs_refused: u64,
     /// Messages sent on the control stream after the handshake that waited for an answer.
     pub round_trips: u64,
+    /// Blobs fetched from the parent and stored here (PROTOCOL.md §8.11).
+    pub blobs_down: u64,
+    /// Bytes received on fetch streams (from their offsets, kept whether the blob completed
+    /// or not).
+    pub blob_bytes_down: u64,
+    /// Fetches the parent refused, or whose bytes were discarded here (fetched again in a
+    /// later session while still wanted).
+    pub fetches_refused: u64,
 }
 
 /// Progress for a UI.
@@ -127,6 +167,34 @@ pub enum Progress {
     /// Following (§8.10): the download is complete and a `Follow` is held; from here on each
     /// `Received` is a page the parent pushed.
     Following,
+    /// A fetch was sent: blob `hash` from byte `offset` (what is held of it already).
+    FetchStarted {
+        hash: BlobHash,
+        kind: BlobKind,
+        offset: u64,
+    },
+    /// A fetched blob arrived whole, hashes to its id, and is stored here.
+    Fetched {
+        hash: BlobHash,
+        kind: BlobKind,
+        size: u64,
+    },
+    /// The parent refused a fetch (the blob stays wanted; a later session asks again).
+    FetchRefused {
+        hash: BlobHash,
+        code: ErrorCode,
+        message: String,
+    },
+    /// A fetch stream ended before the blob's end: the first `held` of its `size` bytes are
+    /// kept here, and the next fetch of it resumes from there.
+    FetchPartial {
+        hash: BlobHash,
+        held: u64,
+        size: u64,
+    },
+    /// A fetch stream's bytes were discarded (they did not hash to the blob's id, or ran
+    /// past its size): the next fetch of it starts from 0.
+    FetchDiscarded { hash: BlobHash, reason: String },
 }
 
 /// Why a session failed.
@@ -244,6 +312,7 @@ impl Phase {
             Phase::Granted(_, Step::Pulling(_)) => "Pulling",
             Phase::Granted(_, Step::Following(_)) => "Following",
             Phase::Granted(_, Step::Done) => "Done",
+            Phase::Granted(_, Step::Fetching(_)) => "Fetching",
             Phase::Ended(_) => "Ended",
         }
     }
@@ -273,6 +342,50 @@ enum Step {
     Following(Pull),
     /// Over without a download (`ClientConfig::download` off): `Bye` and `Finished` are out.
     Done,
+    /// After the download: one `Fetch` out, its blob stream or `BlobRefused` awaited.
+    Fetching(Fetching),
+}
+
+/// The fetches of a session (PROTOCOL.md §8.11), one at a time.
+#[derive(Debug)]
+struct Fetching {
+    /// The blob asked for, and from which byte.
+    hash: BlobHash,
+    kind: BlobKind,
+    offset: u64,
+    /// Whether the parent's stream for it has begun: then only the stream's end answers it.
+    streaming: bool,
+    /// The blobs to fetch after this one.
+    queue: VecDeque<(BlobHash, BlobKind)>,
+}
+
+/// A blob stream the parent opened in answer to a `Fetch`, being received: the driver feeds
+/// its bytes to [`ClientSession::fetch_data`] and its end to [`ClientSession::fetch_end`].
+#[derive(Debug)]
+pub struct FetchSink {
+    header: BlobHeader,
+    at: u64,
+}
+
+impl FetchSink {
+    /// The stream's header.
+    pub fn header(&self) -> &BlobHeader {
+        &self.header
+    }
+
+    /// Bytes held so far (the offset of the next byte).
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// Whether `pending` more bytes (received, not yet given to
+    /// [`ClientSession::fetch_data`]) stay within the blob's size; a driver asks after every
+    /// read, so a byte past the size is refused with the read that brings it.
+    pub fn fits(&self, pending: usize) -> bool {
+        self.at
+            .checked_add(pending as u64)
+            .is_some_and(|end| end <= self.header.size)
+    }
 }
 
 /// The upload of events.
@@ -348,6 +461,8 @@ pub struct ClientSession {
     /// When the awaited answer is overdue (from [`ClientSession::start`] on, until the end).
     deadline: u64,
     summary: Summary,
+    /// The scope the parent granted, once welcomed.
+    scope: Option<Scope>,
 }
 
 /// Where a message leaves the session.
@@ -388,6 +503,9 @@ struct DownPage<'a> {
 /// What a message handler works with besides its phase's data.
 struct Cx<'a> {
     config: &'a ClientConfig,
+    /// The scope the parent granted, once welcomed (the fetches of a session without a
+    /// download need it where no `Granted` is at hand).
+    scope: &'a mut Option<Scope>,
     summary: &'a mut Summary,
     sending: &'a mut BTreeMap<BlobHash, u64>,
     store: &'a mut dyn SyncStore,
@@ -452,6 +570,7 @@ impl ClientSession {
             sending: BTreeMap::new(),
             deadline: 0,
             summary: Summary::default(),
+            scope: None,
         }
     }
 
@@ -644,6 +763,7 @@ impl ClientSession {
     ) -> Result<Vec<ClientAction>, SessionError> {
         let mut cx = Cx {
             config: &self.config,
+            scope: &mut self.scope,
             summary: &mut self.summary,
             sending: &mut self.sending,
             store,
@@ -747,6 +867,14 @@ impl ClientSession {
                 now_ms,
                 true,
             )?,
+            (
+                Phase::Granted(_, Step::Fetching(fetching)),
+                Message::BlobRefused {
+                    hash,
+                    code,
+                    message,
+                },
+            ) => cx.fetch_refused(fetching, hash, code, message)?,
             (phase, other) => Next::Unexpected(format!(
                 "unexpected {} while {}",
                 other.name(),
@@ -786,6 +914,193 @@ impl ClientSession {
         if !self.is_ended() {
             self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
         }
+    }
+
+    /// A blob stream the parent opened (§8.11) delivered its header. It must answer the
+    /// `Fetch` outstanding: same hash, kind and offset, the offset within the size, the size
+    /// within [`MAX_FETCH_BLOB`]. Then the driver feeds it to the returned sink; otherwise it
+    /// stops the stream with [`FETCH_STREAM_REFUSED`] and carries out the actions (the
+    /// session fails with `Unexpected`; none once it has ended).
+    pub fn fetch_begin(
+        &mut self,
+        header: BlobHeader,
+        now_ms: u64,
+    ) -> Result<FetchSink, Vec<ClientAction>> {
+        let h = header;
+        let wrong = match &mut self.phase {
+            Phase::Ended(_) => return Err(Vec::new()),
+            Phase::Granted(_, Step::Fetching(f)) if f.hash == h.hash && !f.streaming => {
+                if h.kind != f.kind || h.offset != f.offset {
+                    format!(
+                        "the relay's stream of blob {} is a {:?} from byte {}, but a {:?} from byte {} was fetched",
+                        h.hash, h.kind, h.offset, f.kind, f.offset
+                    )
+                } else if h.offset > h.size || h.size > MAX_FETCH_BLOB {
+                    format!(
+                        "the relay's stream of blob {} says {} bytes from byte {} (at most {MAX_FETCH_BLOB} are fetched)",
+                        h.hash, h.size, h.offset
+                    )
+                } else {
+                    f.streaming = true;
+                    self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+                    return Ok(FetchSink {
+                        header: h,
+                        at: h.offset,
+                    });
+                }
+            }
+            _ => format!(
+                "the relay opened a stream of blob {}, which was not fetched",
+                h.hash
+            ),
+        };
+        Err(self.protocol(wrong))
+    }
+
+    /// Bytes of a fetch stream: written durably to the blob's partial (as a parent keeps an
+    /// upload's) before returning `None`. `Some((code, actions))`: stop the stream with
+    /// `code` and carry out the actions, which move on to the next fetch (the bytes ran past
+    /// the blob's size: everything held of it is discarded, `BlobMismatch`) or fail the
+    /// session (the local store failed, `Storage`; what was held of the blob is discarded
+    /// too, so the next fetch starts cleanly from 0).
+    pub fn fetch_data(
+        &mut self,
+        sink: &mut FetchSink,
+        bytes: &[u8],
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Option<(ErrorCode, Vec<ClientAction>)> {
+        let h = sink.header;
+        if !self.is_fetching(&h.hash) {
+            return Some((FETCH_STREAM_REFUSED, Vec::new()));
+        }
+        self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+        if !sink.fits(bytes.len()) {
+            tracing::warn!(hash = %h.hash, size = h.size, "the relay's fetch stream ran past the blob's size; discarding it");
+            let reason = format!(
+                "the relay's stream ran past the blob's {} bytes; discarded",
+                h.size
+            );
+            let actions = self.on_fetch(store, |cx, f| {
+                cx.store.blob_discard(&h.hash)?;
+                cx.discarded(f, reason)
+            });
+            return Some((ErrorCode::BlobMismatch, actions));
+        }
+        match store.blob_write(&h.hash, h.kind, h.size, sink.at, bytes) {
+            Ok(()) => {
+                sink.at += bytes.len() as u64;
+                self.summary.blob_bytes_down += bytes.len() as u64;
+                None
+            }
+            Err(e) => {
+                let _ = store.blob_discard(&h.hash);
+                Some((
+                    ErrorCode::Storage,
+                    self.fail_with_error(SessionError::Storage(e)),
+                ))
+            }
+        }
+    }
+
+    /// A fetch stream ended, cleanly or not, with every byte received given to
+    /// [`ClientSession::fetch_data`]. A whole blob is checked against its hash and stored
+    /// (no longer wanted; and recorded as held by the parent, so it is never offered back);
+    /// bytes that do not hash right are discarded; a short stream leaves its bytes for the
+    /// next fetch to resume from. Then the next fetch, or `Bye`.
+    pub fn fetch_end(
+        &mut self,
+        sink: FetchSink,
+        store: &mut dyn SyncStore,
+        now_ms: u64,
+    ) -> Vec<ClientAction> {
+        let h = sink.header;
+        if !self.is_fetching(&h.hash) {
+            return Vec::new();
+        }
+        self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+        self.on_fetch(store, |cx, f| {
+            if sink.at < h.size {
+                tracing::info!(hash = %h.hash, held = sink.at, size = h.size, "fetch stream ended early; the next fetch resumes");
+                cx.out.push(ClientAction::Progress(Progress::FetchPartial {
+                    hash: h.hash,
+                    held: sink.at,
+                    size: h.size,
+                }));
+                return cx.after_fetch(f);
+            }
+            // Only the hash is checked: what a parent holds passed its own check.
+            match cx.store.blob_finish(&h.hash, &|_| Ok(()))? {
+                BlobFinish::Stored => {
+                    cx.store.mark_blob_sent(&cx.config.parent, &h.hash)?;
+                    cx.summary.blobs_down += 1;
+                    cx.out.push(ClientAction::Progress(Progress::Fetched {
+                        hash: h.hash,
+                        kind: h.kind,
+                        size: h.size,
+                    }));
+                    cx.after_fetch(f)
+                }
+                BlobFinish::HashMismatch | BlobFinish::Rejected(_) => {
+                    tracing::warn!(hash = %h.hash, size = h.size, "a fetched blob does not hash to its id; discarded");
+                    cx.discarded(
+                        f,
+                        format!("the {} bytes received do not hash to the blob's id; discarded", h.size),
+                    )
+                }
+            }
+        })
+    }
+
+    /// Bytes of the fetch stream of `hash` arrived (the driver holds them until its next
+    /// [`ClientSession::fetch_data`]): the parent is answering, so the response timer
+    /// restarts, however slow the link.
+    pub fn fetch_progress(&mut self, hash: &BlobHash, now_ms: u64) {
+        if self.is_fetching(hash) {
+            self.deadline = now_ms + RESPONSE_TIMEOUT_MS;
+        }
+    }
+
+    /// Whether the fetch of `hash` is outstanding with its stream begun.
+    fn is_fetching(&self, hash: &BlobHash) -> bool {
+        matches!(&self.phase, Phase::Granted(_, Step::Fetching(f)) if f.hash == *hash && f.streaming)
+    }
+
+    /// Runs `f` on the fetch outstanding and goes where it says (as a message's handler
+    /// does); the actions to carry out.
+    fn on_fetch(
+        &mut self,
+        store: &mut dyn SyncStore,
+        f: impl FnOnce(&mut Cx<'_>, &mut Fetching) -> Result<Next, SessionError>,
+    ) -> Vec<ClientAction> {
+        let Phase::Granted(_, Step::Fetching(fetching)) = &mut self.phase else {
+            return Vec::new();
+        };
+        let mut cx = Cx {
+            config: &self.config,
+            scope: &mut self.scope,
+            summary: &mut self.summary,
+            sending: &mut self.sending,
+            store,
+            out: Vec::new(),
+        };
+        let next = f(&mut cx, fetching);
+        let mut out = cx.out;
+        match next {
+            Ok(Next::Stay) => {}
+            Ok(Next::Step(step)) => {
+                if let Phase::Granted(_, now) = &mut self.phase {
+                    *now = step;
+                }
+            }
+            Ok(Next::Finished) => self.end(),
+            Ok(Next::Welcomed(..)) | Ok(Next::Refused(_)) | Ok(Next::Unexpected(_)) => {
+                // A fetch's end never leads there; fail rather than go on wrongly.
+                out.extend(self.protocol("the fetch went astray".into()));
+            }
+            Err(e) => out.extend(self.fail_with_error(e)),
+        }
+        out
     }
 }
 
@@ -834,6 +1149,7 @@ impl Cx<'_> {
                 local_ms,
             }));
         }
+        *self.scope = Some(scope.clone());
         let granted = Granted { scope, limits };
         let mut up = self.plan_upload(heads)?;
         let step = match self.pump_upload(&granted, &mut up)? {
@@ -1094,6 +1410,10 @@ impl Cx<'_> {
             self.out.push(ClientAction::Progress(Progress::Following));
             Ok(Next::Step(Step::Following(Pull { cursor, stalled: 0 })))
         } else {
+            // Blobs down (§8.11), after the download and before `Bye`.
+            if let Some(step) = self.start_fetches(g)? {
+                return Ok(Next::Step(step));
+            }
             self.out.push(ClientAction::Send(Message::Bye));
             self.out.push(ClientAction::Finished(self.summary.clone()));
             Ok(Next::Finished)
@@ -1303,6 +1623,13 @@ impl Cx<'_> {
 
     fn start_pull(&mut self) -> Result<Step, SessionError> {
         if !self.config.download {
+            // Blobs down (§8.11) still: a follower's photo session fetches what the
+            // following session's pages named.
+            if let Some(scope) = self.scope.clone() {
+                if let Some(step) = self.start_fetches_in(&scope)? {
+                    return Ok(step);
+                }
+            }
             self.out.push(ClientAction::Send(Message::Bye));
             self.out.push(ClientAction::Finished(self.summary.clone()));
             return Ok(Step::Done);
@@ -1311,6 +1638,104 @@ impl Cx<'_> {
         self.summary.round_trips += 1;
         self.out.push(ClientAction::Send(Message::Pull { cursor }));
         Ok(Step::Pulling(Pull { cursor, stalled: 0 }))
+    }
+
+    /// The fetches of the session, if the policy asks for any and the store lists some.
+    fn start_fetches(&mut self, g: &Granted) -> Result<Option<Step>, SessionError> {
+        self.start_fetches_in(&g.scope)
+    }
+
+    fn start_fetches_in(&mut self, scope: &Scope) -> Result<Option<Step>, SessionError> {
+        match self.config.fetch {
+            FetchPolicy::Nothing => Ok(None),
+            FetchPolicy::Wanted => {
+                let list = self.store.blobs_to_fetch(scope, FETCH_BLOBS)?;
+                self.next_fetch(list.into())
+            }
+        }
+    }
+
+    /// Sends the `Fetch` of the first blob of `queue` not held here whole, from what is held
+    /// of it; `None` when there is none left.
+    fn next_fetch(
+        &mut self,
+        mut queue: VecDeque<(BlobHash, BlobKind)>,
+    ) -> Result<Option<Step>, SessionError> {
+        while let Some((hash, kind)) = queue.pop_front() {
+            let offset = match self.store.blob_state(&hash)? {
+                BlobState::Held => continue,
+                BlobState::Partial { offset } => offset,
+                BlobState::Missing | BlobState::Unreferenced => 0,
+            };
+            self.summary.round_trips += 1;
+            self.out
+                .push(ClientAction::Progress(Progress::FetchStarted {
+                    hash,
+                    kind,
+                    offset,
+                }));
+            self.out
+                .push(ClientAction::Send(Message::Fetch { hash, kind, offset }));
+            return Ok(Some(Step::Fetching(Fetching {
+                hash,
+                kind,
+                offset,
+                streaming: false,
+                queue,
+            })));
+        }
+        Ok(None)
+    }
+
+    /// A fetch is answered: the next one, or the end of the session (`Bye`).
+    fn after_fetch(&mut self, f: &mut Fetching) -> Result<Next, SessionError> {
+        if let Some(step) = self.next_fetch(std::mem::take(&mut f.queue))? {
+            return Ok(Next::Step(step));
+        }
+        self.out.push(ClientAction::Send(Message::Bye));
+        self.out.push(ClientAction::Finished(self.summary.clone()));
+        Ok(Next::Finished)
+    }
+
+    /// `BlobRefused` for the blob fetched (before its stream began): it stays wanted, and a
+    /// later session asks again.
+    fn fetch_refused(
+        &mut self,
+        f: &mut Fetching,
+        hash: BlobHash,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<Next, SessionError> {
+        if hash != f.hash {
+            return Err(SessionError::Protocol(format!(
+                "BlobRefused for blob {hash}, which was not fetched"
+            )));
+        }
+        if f.streaming {
+            return Err(SessionError::Protocol(format!(
+                "BlobRefused for blob {hash}, whose stream the relay opened"
+            )));
+        }
+        tracing::info!(%hash, ?code, %message, "the relay refused a fetch");
+        self.summary.fetches_refused += 1;
+        self.out
+            .push(ClientAction::Progress(Progress::FetchRefused {
+                hash,
+                code,
+                message,
+            }));
+        self.after_fetch(f)
+    }
+
+    /// The bytes of the blob fetched were discarded (the store discarded them already).
+    fn discarded(&mut self, f: &mut Fetching, reason: String) -> Result<Next, SessionError> {
+        self.summary.fetches_refused += 1;
+        self.out
+            .push(ClientAction::Progress(Progress::FetchDiscarded {
+                hash: f.hash,
+                reason,
+            }));
+        self.after_fetch(f)
     }
 
     /// The parent answered for blob `hash` (possibly before the driver reported its stream
@@ -1451,6 +1876,7 @@ mod tests {
                 blob_bytes_up: (photo_bytes.len() + thumb.len()) as u64,
                 blobs_refused: 0,
                 round_trips: 3,
+                ..Summary::default()
             }
         );
         assert_eq!(run.server_end.map(|e| e.0), Some(ErrorCode::Done));
@@ -2299,5 +2725,345 @@ mod driver_failures {
         ] {
             assert_eq!(e.close_reason(), e.to_string());
         }
+    }
+}
+
+#[cfg(test)]
+/// Blobs down (PROTOCOL.md §8.11): what a child fetches, how a fetch stream is checked and
+/// kept, and what is refused.
+mod fetch_tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::server::ServerSession;
+    use crate::testkit::*;
+
+    const PHOTO: &[u8] = b"the full photo, as the relay holds it";
+    const THUMB: &[u8] = b"its thumbnail";
+
+    /// A relay holding OTHER's photo event in grid `g`, with the photo and its thumbnail.
+    fn relay_with_photo(g: &str) -> (MemoryStore, Event) {
+        let mut relay = relay_store();
+        let added = photo(OTHER, 1, g, PHOTO, THUMB);
+        relay.append(std::slice::from_ref(&added)).unwrap();
+        relay.add_blob(BlobKind::Photo, PHOTO.to_vec());
+        relay.add_blob(BlobKind::Thumb, THUMB.to_vec());
+        (relay, added)
+    }
+
+    fn session(child: &mut MemoryStore, relay: &mut MemoryStore, cut: Option<u64>) -> Run {
+        let mut c = ClientSession::new(device_config());
+        let mut p = ServerSession::new(relay_config(), DEVICE);
+        let r = run_cut(&mut c, &mut p, child, relay, NOW, cut);
+        assert!(c.is_ended(), "{r:?}");
+        r
+    }
+
+    fn fetches(r: &Run) -> Vec<&Message> {
+        r.messages
+            .iter()
+            .filter(|(up, m)| *up && matches!(m, Message::Fetch { .. }))
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    #[test]
+    fn a_device_fetches_its_grids_thumbnails_then_the_photos_it_wants() {
+        let (mut relay, _) = relay_with_photo(GRID);
+        let mut device = MemoryStore::new();
+        let first = session(&mut device, &mut relay, None);
+        let summary = first.finished.clone().expect("finished");
+        assert_eq!((summary.events_down, summary.blobs_down), (1, 1));
+        assert_eq!(summary.blob_bytes_down, THUMB.len() as u64);
+        assert_eq!(
+            fetches(&first),
+            vec![&Message::Fetch {
+                hash: BlobHash::of(THUMB),
+                kind: BlobKind::Thumb,
+                offset: 0
+            }]
+        );
+        assert_eq!(device.blob(&BlobHash::of(THUMB)), Some(THUMB));
+        assert_eq!(
+            device.blob(&BlobHash::of(PHOTO)),
+            None,
+            "not the full photo"
+        );
+        // Held by the parent: never offered back to it.
+        assert!(device.is_sent(&RELAY, &BlobHash::of(THUMB)));
+        assert_eq!(first.messages.last().map(|(_, m)| m), Some(&Message::Bye));
+
+        // Nothing missing: no fetch at all.
+        let again = session(&mut device, &mut relay, None);
+        assert!(fetches(&again).is_empty());
+        assert_eq!(again.finished.expect("finished").round_trips, 1);
+
+        // The user wants the full photo: it comes in the next session, byte for byte.
+        device.want(BlobHash::of(PHOTO), BlobKind::Photo);
+        let wanted = session(&mut device, &mut relay, None);
+        let summary = wanted.finished.expect("finished");
+        assert_eq!((summary.blobs_down, summary.fetches_refused), (1, 0));
+        assert_eq!(device.blob(&BlobHash::of(PHOTO)), Some(PHOTO));
+        assert!(
+            !device.is_wanted(&BlobHash::of(PHOTO)),
+            "a stored blob is no longer wanted"
+        );
+    }
+
+    #[test]
+    fn a_relay_child_fetches_nothing_by_default() {
+        let config = ClientConfig::new(RELAY, Role::Street, "street-002", OTHER);
+        assert_eq!(config.fetch, FetchPolicy::Nothing);
+        assert_eq!(device_config().fetch, FetchPolicy::Wanted);
+        // A device told not to fetch does not either.
+        let (mut relay, _) = relay_with_photo(GRID);
+        let mut device = MemoryStore::new();
+        let mut config = device_config();
+        config.fetch = FetchPolicy::Nothing;
+        let mut c = ClientSession::new(config);
+        let mut p = ServerSession::new(relay_config(), DEVICE);
+        let r = run(&mut c, &mut p, &mut device, &mut relay, NOW);
+        assert!(fetches(&r).is_empty() && r.finished.is_some());
+        assert_eq!(device.blob(&BlobHash::of(THUMB)), None);
+    }
+
+    #[test]
+    fn fetches_out_of_scope_or_not_held_are_refused_and_nothing_is_stored() {
+        // A photo of the next grid (the device somehow knows its hash), and one of its own
+        // grid whose bytes never reached the relay.
+        let (mut relay, _) = relay_with_photo(NEXT_GRID);
+        let missing = photo(OTHER, 2, GRID, b"not uploaded yet", b"nor its thumb");
+        relay.append(std::slice::from_ref(&missing)).unwrap();
+        let mut device = MemoryStore::new();
+        device.want(BlobHash::of(PHOTO), BlobKind::Photo);
+        let r = session(&mut device, &mut relay, None);
+        let summary = r.finished.expect("finished");
+        // The wanted photo, then the missing thumbnail of the device's grid.
+        assert_eq!(summary.fetches_refused, 2);
+        assert_eq!(summary.blobs_down, 0);
+        let refusals: Vec<ErrorCode> = r
+            .messages
+            .iter()
+            .filter_map(|(up, m)| match m {
+                Message::BlobRefused { code, .. } if !*up => Some(*code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            refusals,
+            vec![ErrorCode::OutOfScope, ErrorCode::BlobMismatch]
+        );
+        assert_eq!(device.blob(&BlobHash::of(PHOTO)), None);
+        assert_eq!(device.partial(&BlobHash::of(PHOTO)), None);
+        assert!(
+            device.is_wanted(&BlobHash::of(PHOTO)),
+            "still wanted: asked again later"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_fetch_keeps_its_bytes_and_resumes_from_its_offset() {
+        let (mut relay, _) = relay_with_photo(GRID);
+        let mut device = MemoryStore::new();
+        device.want(BlobHash::of(PHOTO), BlobKind::Photo);
+        let cut = 10;
+        let first = session(&mut device, &mut relay, Some(cut));
+        assert_eq!(
+            device.partial(&BlobHash::of(PHOTO)),
+            Some(&PHOTO[..cut as usize])
+        );
+        assert_eq!(device.blob(&BlobHash::of(PHOTO)), None);
+        assert_eq!(first.finished.expect("finished").blobs_down, 0);
+        let second = session(&mut device, &mut relay, None);
+        assert!(fetches(&second).contains(&&Message::Fetch {
+            hash: BlobHash::of(PHOTO),
+            kind: BlobKind::Photo,
+            offset: cut
+        }));
+        // The thumbnail, cut too, resumes likewise: only the rest of each comes.
+        let summary = second.finished.expect("finished");
+        assert_eq!((summary.blobs_down, summary.fetches_refused), (2, 0));
+        assert_eq!(
+            summary.blob_bytes_down,
+            (PHOTO.len() + THUMB.len()) as u64 - 2 * cut
+        );
+        assert_eq!(device.blob(&BlobHash::of(PHOTO)), Some(PHOTO));
+        assert_eq!(device.partial(&BlobHash::of(PHOTO)), None);
+    }
+
+    /// A device session at its one `Fetch` of the photo (the download was empty).
+    fn fetching(store: &mut MemoryStore) -> ClientSession {
+        store.want(BlobHash::of(PHOTO), BlobKind::Photo);
+        let mut s = ClientSession::new(device_config());
+        s.start(NOW);
+        let welcome = Message::Welcome {
+            version: 1,
+            node: RELAY,
+            role: Role::Street,
+            name: "street-002".into(),
+            scope: GRID.into(),
+            now_ms: NOW,
+            heads: Vec::new(),
+            limits: relay_config().limits,
+        };
+        s.handle(welcome, store, NOW);
+        let down = Message::Down {
+            events: Vec::new(),
+            cursor: 0,
+            more: false,
+        };
+        let actions = s.handle(down, store, NOW);
+        assert_eq!(
+            child_sent(&actions),
+            vec![&Message::Fetch {
+                hash: BlobHash::of(PHOTO),
+                kind: BlobKind::Photo,
+                offset: 0
+            }]
+        );
+        s
+    }
+
+    fn header(size: u64, offset: u64) -> BlobHeader {
+        BlobHeader {
+            hash: BlobHash::of(PHOTO),
+            kind: BlobKind::Photo,
+            size,
+            offset,
+        }
+    }
+
+    fn ended_with_bye(actions: &[ClientAction]) -> bool {
+        child_sent(actions) == vec![&Message::Bye]
+            && matches!(actions.last(), Some(ClientAction::Finished(_)))
+    }
+
+    #[test]
+    fn the_response_timer_restarts_with_every_piece_of_a_fetch_stream() {
+        let mut store = MemoryStore::new();
+        let mut s = fetching(&mut store);
+        assert_eq!(s.poll_timeout(), Some(NOW + RESPONSE_TIMEOUT_MS));
+        let size = PHOTO.len() as u64;
+        let mut sink = s.fetch_begin(header(size, 0), NOW + 10).expect("fetched");
+        assert_eq!(s.poll_timeout(), Some(NOW + 10 + RESPONSE_TIMEOUT_MS));
+        s.fetch_progress(&BlobHash::of(PHOTO), NOW + 20);
+        assert_eq!(s.poll_timeout(), Some(NOW + 20 + RESPONSE_TIMEOUT_MS));
+        assert!(s
+            .fetch_data(&mut sink, &PHOTO[..4], &mut store, NOW + 30)
+            .is_none());
+        assert_eq!(s.poll_timeout(), Some(NOW + 30 + RESPONSE_TIMEOUT_MS));
+        // Another blob's progress is none of this fetch's.
+        s.fetch_progress(&BlobHash::of(THUMB), NOW + 40);
+        assert_eq!(s.poll_timeout(), Some(NOW + 30 + RESPONSE_TIMEOUT_MS));
+        // A parent that goes quiet mid-stream times the session out.
+        let actions = s.handle_timeout(NOW + 30 + RESPONSE_TIMEOUT_MS);
+        assert_eq!(
+            failure(&actions),
+            Some(&SessionError::Timeout(RESPONSE_TIMEOUT_MS))
+        );
+        assert_eq!(
+            store.partial(&BlobHash::of(PHOTO)),
+            Some(&PHOTO[..4]),
+            "kept"
+        );
+    }
+
+    #[test]
+    fn fetched_bytes_that_do_not_hash_right_are_discarded() {
+        let mut store = MemoryStore::new();
+        let mut s = fetching(&mut store);
+        let size = PHOTO.len() as u64;
+        let mut sink = s
+            .fetch_begin(header(size, 0), NOW)
+            .expect("the stream fetched");
+        let mut bad = PHOTO.to_vec();
+        bad[3] ^= 1;
+        assert!(s.fetch_data(&mut sink, &bad, &mut store, NOW).is_none());
+        let actions = s.fetch_end(sink, &mut store, NOW);
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, ClientAction::Progress(Progress::FetchDiscarded { .. }))));
+        assert!(ended_with_bye(&actions), "{actions:?}");
+        assert_eq!(store.blob(&BlobHash::of(PHOTO)), None);
+        assert_eq!(store.partial(&BlobHash::of(PHOTO)), None);
+        assert_eq!(s.summary().fetches_refused, 1);
+    }
+
+    #[test]
+    fn bytes_past_the_size_stop_the_stream_and_are_discarded_at_once() {
+        let mut store = MemoryStore::new();
+        let mut s = fetching(&mut store);
+        let size = PHOTO.len() as u64;
+        let mut sink = s
+            .fetch_begin(header(size, 0), NOW)
+            .expect("the stream fetched");
+        assert!(s
+            .fetch_data(&mut sink, &PHOTO[..8], &mut store, NOW)
+            .is_none());
+        assert!(!sink.fits(PHOTO.len()));
+        let (code, actions) = s
+            .fetch_data(&mut sink, PHOTO, &mut store, NOW)
+            .expect("refused");
+        assert_eq!(code, ErrorCode::BlobMismatch);
+        assert!(ended_with_bye(&actions), "{actions:?}");
+        assert_eq!(
+            store.partial(&BlobHash::of(PHOTO)),
+            None,
+            "all of it discarded"
+        );
+        // The stream's end, reported after, changes nothing.
+        assert!(s.fetch_end(sink, &mut store, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_stream_that_was_not_fetched_or_does_not_match_fails_the_session() {
+        let size = PHOTO.len() as u64;
+        let other = BlobHeader {
+            hash: BlobHash::of(THUMB),
+            ..header(size, 0)
+        };
+        let wrong_kind = BlobHeader {
+            kind: BlobKind::Thumb,
+            ..header(size, 0)
+        };
+        let cases = [
+            (other, "the relay opened a stream of blob"),
+            (header(size, 3), "but a Photo from byte 0 was fetched"),
+            (wrong_kind, "but a Photo from byte 0 was fetched"),
+            (
+                header(MAX_FETCH_BLOB + 1, 0),
+                "at most 67108864 are fetched",
+            ),
+        ];
+        for (h, says) in cases {
+            let mut store = MemoryStore::new();
+            let mut s = fetching(&mut store);
+            let actions = s.fetch_begin(h, NOW).expect_err("refused");
+            match failure(&actions) {
+                Some(SessionError::Protocol(what)) => assert!(what.contains(says), "{what}"),
+                other => panic!("{h:?}: {other:?}"),
+            }
+            assert!(s.is_ended());
+            // After the end, a stream is stopped and nothing more happens.
+            assert!(s
+                .fetch_begin(header(size, 0), NOW)
+                .expect_err("ended")
+                .is_empty());
+        }
+        // A second stream for the fetch being received, and a refusal after its stream
+        // began, are protocol errors too.
+        let mut store = MemoryStore::new();
+        let mut s = fetching(&mut store);
+        let _sink = s.fetch_begin(header(size, 0), NOW).expect("fetched");
+        assert!(s.fetch_begin(header(size, 0), NOW).is_err());
+        let mut store = MemoryStore::new();
+        let mut s = fetching(&mut store);
+        let _sink = s.fetch_begin(header(size, 0), NOW).expect("fetched");
+        let refused = Message::BlobRefused {
+            hash: BlobHash::of(PHOTO),
+            code: ErrorCode::BlobMismatch,
+            message: "no".into(),
+        };
+        let actions = s.handle(refused, &mut store, NOW);
+        assert!(matches!(failure(&actions), Some(SessionError::Protocol(_))));
     }
 }

@@ -74,7 +74,9 @@
 //!                 actions.extend(child.handle(reply, &mut device_store, now))
 //!             }
 //!             ServerOutput::End { code, reason } => assert_eq!(code, ErrorCode::Done, "{reason}"),
-//!             ServerOutput::Committed { .. } | ServerOutput::BlobCommitted { .. } => {}
+//!             ServerOutput::Committed { .. }
+//!             | ServerOutput::BlobCommitted { .. }
+//!             | ServerOutput::SendBlob(_) => {}
 //!         }
 //!     }
 //! };

@@ -75,6 +75,22 @@ pub struct MemoryStore {
     records: Vec<NodeRecord>,
     /// Per parent: the position up to which it acknowledged node records.
     records_acked: BTreeMap<NodeId, u64>,
+    /// Every photo add held, by its event id: its grid, photo and thumbnail, in arrival
+    /// order (the `log` index of its event).
+    photo_adds: BTreeMap<(NodeId, u64), PhotoAdd>,
+    /// The photo adds some held `PhotoRemoved` names (add-wins: only those go).
+    removed_adds: BTreeSet<(NodeId, u64)>,
+    /// Blobs wanted explicitly (to fetch from the parent), oldest first.
+    wants: Vec<(BlobHash, BlobKind)>,
+}
+
+/// A photo add as held.
+#[derive(Debug, Clone)]
+struct PhotoAdd {
+    grid: GridCode,
+    photo: BlobHash,
+    thumb: BlobHash,
+    at: usize,
 }
 
 impl MemoryStore {
@@ -124,6 +140,24 @@ impl MemoryStore {
         let hash = BlobHash::of(&data);
         self.store_blob(hash, kind, data);
         hash
+    }
+
+    /// Wants blob `hash` of `kind` from the parent (listed by [`SyncStore::blobs_to_fetch`]
+    /// until it is held); wanting it again, or a blob held, changes nothing.
+    pub fn want(&mut self, hash: BlobHash, kind: BlobKind) {
+        if !self.blobs.contains_key(&hash) && !self.wants.iter().any(|(h, _)| *h == hash) {
+            self.wants.push((hash, kind));
+        }
+    }
+
+    /// Whether blob `hash` is wanted from the parent.
+    pub fn is_wanted(&self, hash: &BlobHash) -> bool {
+        self.wants.iter().any(|(h, _)| h == hash)
+    }
+
+    /// The bytes held of the unfinished upload (or fetch) of `hash`, if any.
+    pub fn partial(&self, hash: &BlobHash) -> Option<&[u8]> {
+        self.partials.get(hash).map(|p| p.data.as_slice())
     }
 
     /// Every event held, in arrival order.
@@ -177,6 +211,8 @@ impl MemoryStore {
             v.insert(Blob { kind, data });
             self.blob_order.push(hash);
         }
+        // Held now, however it came: no longer wanted.
+        self.wants.retain(|(h, _)| *h != hash);
     }
 
     /// The one write path: all of `events` or, on an equivocation, none.
@@ -220,9 +256,24 @@ impl MemoryStore {
             let Some((e, body)) = fresh.remove(&key) else {
                 continue;
             };
-            if let Payload::PhotoAdded(meta) = &e.payload {
-                self.referenced.insert(meta.hash);
-                self.referenced.insert(meta.thumb);
+            match &e.payload {
+                Payload::PhotoAdded(meta) => {
+                    self.referenced.insert(meta.hash);
+                    self.referenced.insert(meta.thumb);
+                    self.photo_adds.insert(
+                        (e.origin, e.seq),
+                        PhotoAdd {
+                            grid: e.grid.clone(),
+                            photo: meta.hash,
+                            thumb: meta.thumb,
+                            at: self.log.len(),
+                        },
+                    );
+                }
+                Payload::PhotoRemoved { removes, .. } => self
+                    .removed_adds
+                    .extend(removes.iter().map(|id| (id.origin, id.seq))),
+                _ => {}
             }
             self.by_origin
                 .entry(e.origin)
@@ -434,6 +485,46 @@ impl SyncStore for MemoryStore {
     fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError> {
         self.partials.remove(hash);
         Ok(())
+    }
+
+    fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
+        Ok(self.blobs.get(hash).map(|b| BlobInfo {
+            hash: *hash,
+            kind: b.kind,
+            size: b.data.len() as u64,
+        }))
+    }
+
+    fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
+        Ok(self
+            .photo_adds
+            .values()
+            .any(|a| (a.photo == *hash || a.thumb == *hash) && scope.contains(&a.grid)))
+    }
+
+    /// The wants not held, then the missing thumbnails of the visible photo adds of `scope`
+    /// in arrival order; each blob once.
+    fn blobs_to_fetch(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<(BlobHash, BlobKind)>, StorageError> {
+        let mut adds: Vec<(&(NodeId, u64), &PhotoAdd)> = self.photo_adds.iter().collect();
+        adds.sort_by_key(|(_, a)| a.at);
+        let thumbs = adds
+            .into_iter()
+            .filter(|(id, a)| !self.removed_adds.contains(id) && scope.contains(&a.grid))
+            .map(|(_, a)| (a.thumb, BlobKind::Thumb));
+        let mut out: Vec<(BlobHash, BlobKind)> = Vec::new();
+        for (hash, kind) in self.wants.iter().copied().chain(thumbs) {
+            if out.len() >= limit {
+                break;
+            }
+            if !self.blobs.contains_key(&hash) && !out.iter().any(|(h, _)| *h == hash) {
+                out.push((hash, kind));
+            }
+        }
+        Ok(out)
     }
 
     fn origins(&self) -> Result<Vec<NodeId>, StorageError> {

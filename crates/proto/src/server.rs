@@ -92,6 +92,11 @@ pub enum ServerOutput {
     Committed { stored: u32 },
     /// A blob was committed.
     BlobCommitted { hash: BlobHash, bytes: u64 },
+    /// The answer to a child's `Fetch` (PROTOCOL.md §8.11): open a unidirectional stream to
+    /// the child, send this header as one frame, then the blob's bytes `header.offset` to
+    /// `header.size` as the store reads them ([`SyncStore::read_blob`]), and finish the
+    /// stream (reset it if the store cannot give the bytes). Nothing is reported back.
+    SendBlob(BlobHeader),
     /// The session is over: finish the control stream (after sending what came before) and
     /// close with this code if it is not [`ErrorCode::Done`].
     End { code: ErrorCode, reason: String },
@@ -205,6 +210,9 @@ pub struct ServerStats {
     pub events_down: u64,
     pub blobs_stored: u64,
     pub blob_bytes: u64,
+    /// Blobs sent down in answer to `Fetch`, and their bytes (from the fetches' offsets).
+    pub blobs_fetched: u64,
+    pub fetched_bytes: u64,
 }
 
 /// One session with a child.
@@ -395,6 +403,9 @@ impl ServerSession {
             }
             (State::Ready(ready), Message::Follow { cursor }) => {
                 ready.follow(&mut self.stats, cursor, store, now_ms)
+            }
+            (State::Ready(ready), Message::Fetch { hash, kind, offset }) => {
+                ready.fetch(&mut self.stats, hash, kind, offset, store)
             }
             (State::Ready(ready), Message::Bye) => {
                 let s = &self.stats;
@@ -732,6 +743,80 @@ fn down(stats: &mut ServerStats, page: Page) -> ServerOutput {
     })
 }
 
+impl Ready {
+    /// A child's `Fetch` (§8.11): a blob stream of our own with the bytes from `offset`, or
+    /// `BlobRefused` when the blob is named by no photo event of the child's scope
+    /// (`OutOfScope`; checked first, so a child learns nothing of what lies outside its
+    /// scope), is not held here whole (`BlobMismatch`: it may still be on its way up), is of
+    /// another kind, or `offset` lies past its end (`Unexpected`). The session goes on
+    /// either way.
+    fn fetch(
+        &self,
+        stats: &mut ServerStats,
+        hash: BlobHash,
+        kind: BlobKind,
+        offset: u64,
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        let peer = &self.granted.peer;
+        let refuse = |code, message: String| {
+            tracing::debug!(peer = %peer.node.short(), %hash, ?code, %message, "fetch refused");
+            Ok(vec![ServerOutput::Send(Message::BlobRefused {
+                hash,
+                code,
+                message,
+            })])
+        };
+        if !store.blob_in_scope(&hash, &peer.scope)? {
+            return refuse(
+                ErrorCode::OutOfScope,
+                format!(
+                    "no photo event of scope {} held here names this blob",
+                    peer.scope
+                ),
+            );
+        }
+        let Some(held) = store.held_blob(&hash)? else {
+            return refuse(
+                ErrorCode::BlobMismatch,
+                "this relay does not hold the blob whole (yet); fetch it again later".into(),
+            );
+        };
+        if held.kind != kind {
+            return refuse(
+                ErrorCode::Unexpected,
+                format!(
+                    "the blob is a {} here, not a {}",
+                    kind_name(held.kind),
+                    kind_name(kind)
+                ),
+            );
+        }
+        if offset > held.size {
+            return refuse(
+                ErrorCode::Unexpected,
+                format!("offset {offset} is past the blob's {} bytes", held.size),
+            );
+        }
+        stats.blobs_fetched += 1;
+        stats.fetched_bytes += held.size - offset;
+        Ok(vec![ServerOutput::SendBlob(BlobHeader {
+            hash,
+            kind,
+            size: held.size,
+            offset,
+        })])
+    }
+}
+
+/// A blob kind as messages name it.
+fn kind_name(kind: BlobKind) -> &'static str {
+    match kind {
+        BlobKind::Photo => "photo",
+        BlobKind::Thumb => "thumbnail",
+    }
+}
+
 impl ServerSession {
     /// When a held `Follow` must be answered (an empty `Down`) if nothing commits before:
     /// the driver calls [`ServerSession::wake`] then, and whenever this node commits events.
@@ -973,6 +1058,122 @@ pub fn frame_error_code(e: &crate::FrameError) -> ErrorCode {
     match e {
         crate::FrameError::TooLarge { .. } => ErrorCode::TooLarge,
         _ => ErrorCode::Malformed,
+    }
+}
+
+#[cfg(test)]
+/// `Fetch` (§8.11): a blob stream of the parent's own, or `BlobRefused`, in the order of the
+/// checks.
+mod fetch_tests {
+    use super::*;
+    use crate::testkit::*;
+
+    #[test]
+    fn a_fetch_is_answered_with_a_blob_stream_or_refused() {
+        let (bytes, thumb) = (&b"a photo of the device's grid"[..], &b"thumb"[..]);
+        let (other, other_thumb) = (&b"a photo of the next grid"[..], &b"next thumb"[..]);
+        let mut store = relay_store();
+        store
+            .append(&[
+                photo(OTHER, 1, GRID, bytes, thumb),
+                photo(OTHER, 2, NEXT_GRID, other, other_thumb),
+                photo(OTHER, 3, GRID, b"never uploaded", b"nor this"),
+            ])
+            .unwrap();
+        for b in [bytes, other] {
+            store.add_blob(BlobKind::Photo, b.to_vec());
+        }
+        store.add_blob(BlobKind::Thumb, thumb.to_vec());
+        let mut s = ServerSession::new(relay_config(), DEVICE);
+        s.handle(hello(DEVICE, Role::Device), &mut store, NOW);
+        let fetch = |hash, kind, offset| Message::Fetch { hash, kind, offset };
+        let size = bytes.len() as u64;
+        let cases = [
+            (fetch(BlobHash::of(bytes), BlobKind::Photo, 5), None),
+            (fetch(BlobHash::of(thumb), BlobKind::Thumb, 0), None),
+            (fetch(BlobHash::of(bytes), BlobKind::Photo, size), None),
+            (
+                fetch(BlobHash::of(other), BlobKind::Photo, 0),
+                Some(ErrorCode::OutOfScope),
+            ),
+            (
+                fetch(BlobHash::of(b"unknown"), BlobKind::Photo, 0),
+                Some(ErrorCode::OutOfScope),
+            ),
+            (
+                fetch(BlobHash::of(b"never uploaded"), BlobKind::Photo, 0),
+                Some(ErrorCode::BlobMismatch),
+            ),
+            (
+                fetch(BlobHash::of(bytes), BlobKind::Thumb, 0),
+                Some(ErrorCode::Unexpected),
+            ),
+            (
+                fetch(BlobHash::of(bytes), BlobKind::Photo, size + 1),
+                Some(ErrorCode::Unexpected),
+            ),
+        ];
+        for (msg, refused) in cases {
+            let Message::Fetch { hash, kind, offset } = msg else {
+                unreachable!()
+            };
+            let out = s.handle(msg, &mut store, NOW);
+            match refused {
+                None => {
+                    let held = store.held_blob(&hash).unwrap().expect("held");
+                    assert_eq!(
+                        out,
+                        vec![ServerOutput::SendBlob(BlobHeader {
+                            hash,
+                            kind,
+                            size: held.size,
+                            offset
+                        })]
+                    );
+                }
+                Some(code) => match &out[..] {
+                    [ServerOutput::Send(Message::BlobRefused {
+                        hash: h, code: c, ..
+                    })] => {
+                        assert_eq!((h, *c), (&hash, code), "{out:?}")
+                    }
+                    other => panic!("expected a refusal, got {other:?}"),
+                },
+            }
+            assert!(!s.is_ended(), "the session goes on");
+        }
+        assert_eq!(s.stats().blobs_fetched, 3);
+        assert_eq!(
+            s.stats().fetched_bytes,
+            size - 5 + thumb.len() as u64,
+            "from the offsets"
+        );
+        // The refusal names the scope, nothing of what is held elsewhere.
+        let out = s.handle(
+            fetch(BlobHash::of(other), BlobKind::Photo, 0),
+            &mut store,
+            NOW,
+        );
+        assert!(
+            matches!(&out[..], [ServerOutput::Send(Message::BlobRefused { message, .. })]
+            if message == "no photo event of scope 110101/002/014/03 held here names this blob")
+        );
+    }
+
+    #[test]
+    fn a_fetch_before_the_hello_ends_the_session() {
+        let mut store = relay_store();
+        let mut s = ServerSession::new(relay_config(), DEVICE);
+        let out = s.handle(
+            Message::Fetch {
+                hash: BlobHash::of(b"x"),
+                kind: BlobKind::Photo,
+                offset: 0,
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(ended_with(&out), Some(ErrorCode::Unexpected));
     }
 }
 

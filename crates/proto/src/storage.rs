@@ -166,6 +166,23 @@ pub trait SyncStore {
     /// Durably discards the partial upload of `hash`, if any (a blob held whole stays).
     fn blob_discard(&mut self, hash: &BlobHash) -> Result<(), StorageError>;
 
+    /// Blob `hash` as held here whole: its kind and size (`None`: not held, or only in part).
+    /// What a parent answers a child's `Fetch` from. The default holds nothing (a store that
+    /// does not implement it refuses every fetch).
+    fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
+        let _ = hash;
+        Ok(None)
+    }
+
+    /// Whether a photo event held here whose grid lies in `scope` names blob `hash`, as its
+    /// photo or as its thumbnail (removed since or not): the only blobs a child of `scope`
+    /// may fetch. Indexed: it costs the events naming `hash`, not what is held. The default
+    /// says no (every fetch is refused).
+    fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
+        let _ = (hash, scope);
+        Ok(false)
+    }
+
     // ---- child side ----
 
     /// Every origin this node holds events of.
@@ -219,4 +236,18 @@ pub trait SyncStore {
 
     /// Records that `parent` acknowledged this node's own events up to `seq` (for "pending").
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError>;
+
+    /// The blobs this node lacks and fetches from its parent (a child whose
+    /// `ClientConfig::fetch` is `FetchPolicy::Wanted`), at most `limit`, each once: first the
+    /// blobs wanted explicitly (a user asked for a photo, `Store::want_blob`), oldest want
+    /// first, then the thumbnails of the visible photos of `scope`'s incidents, oldest first.
+    /// A blob stored here, however it came, is no longer listed. The default lists none.
+    fn blobs_to_fetch(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<(BlobHash, BlobKind)>, StorageError> {
+        let _ = (scope, limit);
+        Ok(Vec::new())
+    }
 }

@@ -200,7 +200,22 @@ pub fn run(
     parent_store: &mut MemoryStore,
     now_ms: u64,
 ) -> Run {
+    run_cut(child, parent, child_store, parent_store, now_ms, None)
+}
+
+/// [`run`], with every fetch stream the parent opens (§8.11) cut after `cut_fetches` bytes
+/// when given (the stream then ends early, cleanly); each fetch stream is delivered in one
+/// piece once the messages before it were.
+pub fn run_cut(
+    child: &mut ClientSession,
+    parent: &mut ServerSession,
+    child_store: &mut MemoryStore,
+    parent_store: &mut MemoryStore,
+    now_ms: u64,
+    cut_fetches: Option<u64>,
+) -> Run {
     let mut run = Run::default();
+    let mut fetches: VecDeque<BlobHeader> = VecDeque::new();
     let mut up: VecDeque<Message> = VecDeque::new();
     let mut down: VecDeque<Message> = VecDeque::new();
     let mut blobs: VecDeque<BlobHeader> = VecDeque::new();
@@ -218,10 +233,14 @@ pub fn run(
             }
         }
     };
-    let on_parent = |outs: Vec<ServerOutput>, down: &mut VecDeque<Message>, run: &mut Run| {
+    let on_parent = |outs: Vec<ServerOutput>,
+                     down: &mut VecDeque<Message>,
+                     fetches: &mut VecDeque<BlobHeader>,
+                     run: &mut Run| {
         for o in outs {
             match o {
                 ServerOutput::Send(m) => down.push_back(m),
+                ServerOutput::SendBlob(h) => fetches.push_back(h),
                 ServerOutput::End { code, reason } => run.server_end = Some((code, reason)),
                 ServerOutput::Committed { .. } | ServerOutput::BlobCommitted { .. } => {}
             }
@@ -233,16 +252,19 @@ pub fn run(
         if let Some(m) = up.pop_front() {
             run.messages.push((true, m.clone()));
             let outs = parent.handle(m, parent_store, now_ms);
-            on_parent(outs, &mut down, &mut run);
+            on_parent(outs, &mut down, &mut fetches, &mut run);
         } else if let Some(m) = down.pop_front() {
             run.messages.push((false, m.clone()));
             let actions = child.handle(m, child_store, now_ms);
             on_child(actions, &mut up, &mut blobs, &mut run);
         } else if let Some(h) = blobs.pop_front() {
             stream_blob(parent, parent_store, child_store, h, &mut |outs| {
-                on_parent(outs, &mut down, &mut run)
+                on_parent(outs, &mut down, &mut fetches, &mut run)
             });
             child.blob_sent(&h.hash, now_ms);
+        } else if let Some(h) = fetches.pop_front() {
+            let actions = stream_fetch(child, child_store, parent_store, h, now_ms, cut_fetches);
+            on_child(actions, &mut up, &mut blobs, &mut run);
         } else {
             return run;
         }
@@ -271,6 +293,32 @@ fn stream_blob(
         return on_parent(parent.blob_refused(&e));
     }
     on_parent(parent.blob_end(sink, parent_store));
+}
+
+/// Streams the fetched blob `h` from the parent's store to the child in one piece (cut after
+/// `cut` bytes when given), as a driver would.
+pub fn stream_fetch(
+    child: &mut ClientSession,
+    child_store: &mut MemoryStore,
+    parent_store: &MemoryStore,
+    h: BlobHeader,
+    now_ms: u64,
+    cut: Option<u64>,
+) -> Vec<ClientAction> {
+    let mut sink = match child.fetch_begin(h, now_ms) {
+        Ok(sink) => sink,
+        Err(actions) => return actions,
+    };
+    let end = cut.map_or(h.size, |n| h.offset.saturating_add(n).min(h.size));
+    let len = usize::try_from(end - h.offset).expect("size");
+    let bytes = parent_store
+        .read_blob(&h.hash, h.offset, len)
+        .expect("read")
+        .expect("held");
+    if let Some((_, actions)) = child.fetch_data(&mut sink, &bytes, child_store, now_ms) {
+        return actions;
+    }
+    child.fetch_end(sink, child_store, now_ms)
 }
 
 /// A device store holding `events` (its own) and blobs of these kinds and bytes.

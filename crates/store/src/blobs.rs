@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use gridsync_core::{BlobHash, NodeId};
+use gridsync_core::{BlobHash, NodeId, Scope};
 use gridsync_proto::{BlobFinish, BlobInfo, BlobState};
 use rusqlite::{params, Connection, OptionalExtension, MAIN_DB};
 
@@ -59,7 +59,7 @@ fn kind_of_text(text: &str) -> Option<BlobKind> {
 }
 
 /// Stores a blob whose bytes were checked to hash to `hash`; returns 1 when it is new, 0 when
-/// it was held already.
+/// it was held already. A new blob is no longer wanted, nor missing as a thumbnail.
 pub(crate) fn insert_blob(
     conn: &Connection,
     path: &Path,
@@ -67,7 +67,7 @@ pub(crate) fn insert_blob(
     kind: BlobKind,
     bytes: &[u8],
 ) -> Result<usize> {
-    exec(
+    let new = exec(
         conn,
         "INSERT OR IGNORE INTO blobs (hash, kind, size, data) VALUES (?1, ?2, ?3, ?4)",
         params![
@@ -77,8 +77,43 @@ pub(crate) fn insert_blob(
             bytes
         ],
     )
-    .map_err(sql(path, "storing a blob"))
+    .map_err(sql(path, "storing a blob"))?;
+    if new > 0 {
+        exec(
+            conn,
+            "UPDATE photo_refs SET thumb_missing = 0 WHERE thumb = ?1 AND thumb_missing = 1",
+            [&hash.0[..]],
+        )
+        .map_err(sql(path, "indexing a thumbnail"))?;
+        exec(
+            conn,
+            "DELETE FROM blob_wants WHERE hash = ?1",
+            [&hash.0[..]],
+        )
+        .map_err(sql(path, "storing a blob"))?;
+    }
+    Ok(new)
 }
+
+/// Whether a photo add of a grid in scope (?2..?4, `read::scope_range`) names blob ?1, as
+/// its photo or its thumbnail: through `photo_refs_by_photo` and `photo_refs_by_thumb`.
+pub(crate) const IN_SCOPE_SQL: &str = "SELECT
+       EXISTS (SELECT 1 FROM photo_refs WHERE photo = ?1
+               AND (grid = ?2 OR (grid >= ?3 AND grid < ?4)))
+    OR EXISTS (SELECT 1 FROM photo_refs WHERE thumb = ?1
+               AND (grid = ?2 OR (grid >= ?3 AND grid < ?4)))";
+
+/// The thumbnails missing here of the visible photo adds of a scope, oldest add first (a
+/// thumbnail two adds name comes twice): through the partial index
+/// `photo_refs_missing_thumbs`, so it costs what is missing, not what is held. The scope test
+/// is one range, [`s`, `s0`) (?1, ?2 of `read::scope_range`'s first and last): a grid code
+/// holds only letters, digits and '/', and no character between '/' and '0', so that range is
+/// `s` and the grids under `s/`. (Without `INDEXED BY` the planner may walk the whole table in
+/// rowid order to save the sort.)
+pub(crate) const MISSING_THUMBS_SQL: &str = "SELECT thumb FROM photo_refs
+     INDEXED BY photo_refs_missing_thumbs
+     WHERE visible = 1 AND thumb_missing = 1 AND grid >= ?1 AND grid < ?2
+     ORDER BY rowid";
 
 /// What is held of an unfinished upload.
 struct Partial {
@@ -310,6 +345,150 @@ impl Store {
     /// Drops what was uploaded of blob `hash`.
     pub(crate) fn blob_discard(&mut self, hash: &BlobHash) -> Result<()> {
         discard(&self.conn, &self.path, hash)
+    }
+
+    /// Blob `hash`'s kind and size, if it is held whole.
+    pub fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>> {
+        let row: Option<(String, i64)> = one(
+            &self.conn,
+            "SELECT kind, size FROM blobs WHERE hash = ?1",
+            [&hash.0[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(self.err("reading a blob"))?;
+        let Some((kind, size)) = row else {
+            return Ok(None);
+        };
+        let kind = kind_of_text(&kind).ok_or_else(|| {
+            self.corrupt(format!("blob {hash}: kind {kind:?} is not photo or thumb"))
+        })?;
+        Ok(Some(BlobInfo {
+            hash: *hash,
+            kind,
+            size: self.unsigned(size, "a blob's size")?,
+        }))
+    }
+
+    /// Whether a photo event held here whose grid lies in `scope` names blob `hash` (as its
+    /// photo or its thumbnail, removed since or not): what a child of `scope` may fetch.
+    pub fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool> {
+        let (exact, lo, hi) = crate::read::scope_range(scope);
+        one(
+            &self.conn,
+            IN_SCOPE_SQL,
+            params![&hash.0[..], exact, lo, hi],
+            |r| r.get(0),
+        )
+        .map_err(self.err("reading photo references"))
+    }
+
+    /// What this node fetches from its parent (`SyncStore::blobs_to_fetch`): the blobs
+    /// wanted, oldest want first, then the thumbnails missing of the visible photos of
+    /// `scope`, oldest photo first; each once, at most `limit`.
+    pub fn blobs_to_fetch(&self, scope: &Scope, limit: usize) -> Result<Vec<(BlobHash, BlobKind)>> {
+        let mut out: Vec<(BlobHash, BlobKind)> = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT hash, kind FROM blob_wants AS w
+                     WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE hash = w.hash)
+                     ORDER BY wanted_ms, rowid LIMIT ?1",
+                )
+                .map_err(self.err("listing wanted blobs"))?;
+            let rows = stmt
+                .query_map([sql_int(limit as u64)], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(self.err("listing wanted blobs"))?;
+            for row in rows {
+                let (hash, kind) = row.map_err(self.err("listing wanted blobs"))?;
+                let kind = kind_of_text(&kind)
+                    .ok_or_else(|| self.corrupt(format!("a wanted blob of kind {kind:?}")))?;
+                out.push((BlobHash(self.bytes32(hash, "a wanted blob's hash")?), kind));
+            }
+        }
+        if out.len() >= limit {
+            return Ok(out);
+        }
+        let (exact, _, hi) = crate::read::scope_range(scope);
+        let mut stmt = self
+            .conn
+            .prepare_cached(MISSING_THUMBS_SQL)
+            .map_err(self.err("listing missing thumbnails"))?;
+        // Read lazily: only as many rows as the list takes (a wanted thumbnail, or one two
+        // adds name, is listed once).
+        let rows = stmt
+            .query_map(params![exact, hi], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.err("listing missing thumbnails"))?;
+        for row in rows {
+            if out.len() >= limit {
+                break;
+            }
+            let hash = BlobHash(self.bytes32(
+                row.map_err(self.err("listing missing thumbnails"))?,
+                "a thumbnail hash",
+            )?);
+            if !out.iter().any(|(h, _)| *h == hash) {
+                out.push((hash, BlobKind::Thumb));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wants blob `hash` of `kind` from the parent (fetched by the next sessions until it is
+    /// held); whether it is newly wanted (not if held, or wanted already).
+    pub fn want_blob(&mut self, hash: &BlobHash, kind: BlobKind, now_ms: u64) -> Result<bool> {
+        if is_held(&self.conn, &self.path, hash)? {
+            return Ok(false);
+        }
+        exec(
+            &self.conn,
+            "INSERT OR IGNORE INTO blob_wants (hash, kind, wanted_ms) VALUES (?1, ?2, ?3)",
+            params![&hash.0[..], kind_text(kind), sql_int(now_ms)],
+        )
+        .map(|n| n > 0)
+        .map_err(self.err("wanting a blob"))
+    }
+
+    /// Drops the want of blob `hash`, if any; whether there was one.
+    pub fn unwant_blob(&mut self, hash: &BlobHash) -> Result<bool> {
+        exec(
+            &self.conn,
+            "DELETE FROM blob_wants WHERE hash = ?1",
+            [&hash.0[..]],
+        )
+        .map(|n| n > 0)
+        .map_err(self.err("dropping a wanted blob"))
+    }
+
+    /// Whether blob `hash` is wanted from the parent.
+    pub fn is_wanted(&self, hash: &BlobHash) -> Result<bool> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM blob_wants WHERE hash = ?1")
+            .and_then(|mut s| s.exists([&hash.0[..]]))
+            .map_err(self.err("reading wanted blobs"))
+    }
+
+    /// What a photo event held here names blob `hash` as: a photo, or a thumbnail (`None`:
+    /// no held event names it).
+    pub fn named_blob_kind(&self, hash: &BlobHash) -> Result<Option<BlobKind>> {
+        let kind: Option<String> = one(
+            &self.conn,
+            "SELECT 'photo' FROM thumbs WHERE photo = ?1
+             UNION ALL SELECT 'thumb' FROM thumbs WHERE thumb = ?1 LIMIT 1",
+            [&hash.0[..]],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(self.err("reading blob references"))?;
+        Ok(kind.as_deref().and_then(kind_of_text))
+    }
+
+    /// The bytes held of the unfinished upload (or fetch) of blob `hash`, if any.
+    pub fn partial_blob_len(&self, hash: &BlobHash) -> Result<Option<u64>> {
+        Ok(partial(&self.conn, &self.path, hash)?.map(|p| p.len))
     }
 
     /// The parent whose holdings `blobs.sent_upstream` mirrors (none before the first blob

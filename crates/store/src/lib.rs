@@ -19,7 +19,7 @@
 //! - `error`: [`StoreError`] and what of it a peer may be told.
 //! - `schema`: connection set-up and migrations.
 //!
-//! Tables (schema version 6; `schema.rs` has the migrations):
+//! Tables (schema version 7; `schema.rs` has the migrations):
 //! - `events`: the log, unique on `(origin, seq)`; `local_seq` (the rowid) is the arrival
 //!   order download cursors count in; `via` is the peer an event was received from (NULL
 //!   for own events), so a download never sends an event back where it came from.
@@ -34,6 +34,10 @@
 //!   `records_sent`: the signed records of enrollments and what each parent holds of them.
 //! - `staff`: the grid roster, per (grid, name) the winning roster event and what it says,
 //!   folded in the same transaction as the events (roster events never make incident rows).
+//! - `photo_refs`: every photo add held (its grid, photo, thumbnail, whether it is visible,
+//!   whether the thumbnail is missing), kept by the write path: which blobs a child of a scope
+//!   may fetch, and which thumbnails a child lacks; `blob_wants`: blobs this node's user asked
+//!   to fetch, until held (PROTOCOL.md §8.11).
 //! - `cursors`: sync progress per peer; `meta`: identity and clock.
 //!
 //! [`Store`] implements [`gridsync_proto::SyncStore`], the storage sync sessions run on, with

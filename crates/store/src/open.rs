@@ -93,6 +93,7 @@ impl Store {
         };
         store.sign_own_events()?;
         store.issue_peer_records()?;
+        store.index_photo_refs()?;
         Ok(store)
     }
 

@@ -194,6 +194,40 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX staff_by_device ON staff (device) WHERE removed = 0;
     "#,
+    // 7: blobs down (PROTOCOL.md §8.11). `photo_refs`: one row per photo add held (by its
+    // event id), with that event's grid, the photo and its thumbnail, whether the add is
+    // visible (no removal held names it: kept by the write path from the folded incident
+    // state) and whether the thumbnail is missing here (kept by every blob insert). Through
+    // its indexes a parent answers "may this child fetch this blob" and a child lists the
+    // thumbnails of its scope it lacks, each costing what it asks about. `blob_wants`: blobs
+    // this node's user asked for (deleted once held). The photo adds stored before this
+    // migration are indexed by the next open (`Store::index_photo_refs`, which removes the
+    // marker).
+    r#"
+    CREATE TABLE photo_refs (
+        origin        BLOB    NOT NULL,
+        seq           INTEGER NOT NULL,
+        incident      BLOB    NOT NULL,
+        grid          TEXT    NOT NULL,
+        photo         BLOB    NOT NULL,
+        thumb         BLOB    NOT NULL,
+        visible       INTEGER NOT NULL CHECK (visible IN (0, 1)),
+        thumb_missing INTEGER NOT NULL CHECK (thumb_missing IN (0, 1)),
+        PRIMARY KEY (origin, seq)
+    ) STRICT;
+    CREATE INDEX photo_refs_by_photo ON photo_refs (photo);
+    CREATE INDEX photo_refs_by_thumb ON photo_refs (thumb);
+    CREATE INDEX photo_refs_missing_thumbs ON photo_refs (grid)
+        WHERE visible = 1 AND thumb_missing = 1;
+
+    CREATE TABLE blob_wants (
+        hash      BLOB    PRIMARY KEY,
+        kind      TEXT    NOT NULL CHECK (kind IN ('photo', 'thumb')),
+        wanted_ms INTEGER NOT NULL
+    ) STRICT;
+
+    INSERT OR REPLACE INTO meta (key, value) VALUES ('index_photo_refs', x'01');
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is

@@ -80,6 +80,14 @@ impl SyncStore for Store {
         Store::blob_discard(self, hash).map_err(storage)
     }
 
+    fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
+        Store::held_blob(self, hash).map_err(storage)
+    }
+
+    fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
+        Store::blob_in_scope(self, hash, scope).map_err(storage)
+    }
+
     fn origins(&self) -> Result<Vec<NodeId>, StorageError> {
         Store::origins(self).map_err(storage)
     }
@@ -142,6 +150,14 @@ impl SyncStore for Store {
 
     fn own_acked(&mut self, parent: &NodeId, seq: u64) -> Result<(), StorageError> {
         Store::own_acked(self, parent, seq).map_err(storage)
+    }
+
+    fn blobs_to_fetch(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<(BlobHash, BlobKind)>, StorageError> {
+        Store::blobs_to_fetch(self, scope, limit).map_err(storage)
     }
 }
 

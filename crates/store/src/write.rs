@@ -208,6 +208,8 @@ impl Store {
                     params![&meta.hash.0[..], &meta.thumb.0[..]],
                 )
                 .map_err(sql(&path, "storing a thumbnail link"))?;
+                // Visible until the fold below says otherwise.
+                index_photo_add(&tx, &path, e, meta, true)?;
             }
             out.new_events += 1;
             if !e.payload.is_roster() {
@@ -246,6 +248,16 @@ impl Store {
                 state.apply(e);
             }
             save_state(&tx, &path, &state)?;
+            let photos_changed = events.iter().any(|e| {
+                matches!(
+                    e.payload,
+                    gridsync_core::Payload::PhotoAdded(_)
+                        | gridsync_core::Payload::PhotoRemoved { .. }
+                )
+            });
+            if photos_changed {
+                index_photo_visibility(&tx, &path, &state)?;
+            }
         }
         let newest = fresh.iter().map(|e| e.hlc).max();
         if let Some(hlc) = clock.max(newest) {
@@ -322,6 +334,107 @@ impl Store {
             );
         }
         Ok(signed)
+    }
+}
+
+/// Records the photo add `e` (naming `meta`) in `photo_refs`, with its visibility; its
+/// thumbnail counts as missing unless a blob of its hash is held. A row held already stays.
+fn index_photo_add(
+    tx: &Transaction<'_>,
+    path: &Path,
+    e: &Event,
+    meta: &gridsync_core::PhotoMeta,
+    visible: bool,
+) -> Result<()> {
+    exec(
+        tx,
+        "INSERT OR IGNORE INTO photo_refs (origin, seq, incident, grid, photo, thumb, visible, thumb_missing)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NOT EXISTS (SELECT 1 FROM blobs WHERE hash = ?6))",
+        params![
+            &e.origin.0[..],
+            e.seq as i64,
+            &e.incident.0.as_bytes()[..],
+            e.grid.as_str(),
+            &meta.hash.0[..],
+            &meta.thumb.0[..],
+            visible
+        ],
+    )
+    .map_err(sql(path, "indexing a photo"))?;
+    Ok(())
+}
+
+/// Brings `photo_refs.visible` of the photo adds of `state` in line with the fold (add-wins:
+/// an add is visible unless a removal held names it, whichever arrived first).
+fn index_photo_visibility(tx: &Transaction<'_>, path: &Path, state: &IncidentState) -> Result<()> {
+    for id in state.photos.keys() {
+        let visible = !state.removed_photos.contains(id);
+        exec(
+            tx,
+            "UPDATE photo_refs SET visible = ?3 WHERE origin = ?1 AND seq = ?2 AND visible != ?3",
+            params![&id.origin.0[..], id.seq as i64, visible],
+        )
+        .map_err(sql(path, "indexing a photo"))?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The one-time pass of schema 7: indexes in `photo_refs` every photo add stored before
+    /// it, with its visibility as the incident's state has it (one transaction, the marker
+    /// then removed). Returns how many adds it indexed.
+    pub(crate) fn index_photo_refs(&mut self) -> Result<usize> {
+        if self.meta("index_photo_refs")?.is_none() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let tx = begin(&mut self.conn, &path)?;
+        let mut indexed = 0;
+        {
+            let mut select = tx
+                .prepare("SELECT id, state FROM incidents")
+                .map_err(sql(&path, "reading incidents"))?;
+            let rows = select
+                .query_map([], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(sql(&path, "reading incidents"))?;
+            for row in rows {
+                let (id, bytes) = row.map_err(sql(&path, "reading incidents"))?;
+                let id = uuid::Uuid::from_slice(&id).map(IncidentId).map_err(|_| {
+                    StoreError::CorruptRow {
+                        path: path.clone(),
+                        what: "an incident id that is not 16 bytes".into(),
+                    }
+                })?;
+                let state = decode_or_rebuild(&tx, &path, &id, &bytes)?;
+                for (add, entry) in &state.photos {
+                    let event: Option<Vec<u8>> = one(
+                        &tx,
+                        "SELECT body FROM events WHERE origin = ?1 AND seq = ?2",
+                        params![&add.origin.0[..], add.seq as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql(&path, "reading an event"))?;
+                    let Some(body) = event else { continue };
+                    let e = codec::decode_event(&body).map_err(corrupt_event(&path))?;
+                    let visible = !state.removed_photos.contains(add);
+                    index_photo_add(&tx, &path, &e, &entry.meta, visible)?;
+                    indexed += 1;
+                }
+            }
+        }
+        exec(&tx, "DELETE FROM meta WHERE key = 'index_photo_refs'", [])
+            .map_err(sql(&path, "indexing photos"))?;
+        tx.commit().map_err(sql(&path, "commit"))?;
+        if indexed > 0 {
+            tracing::info!(
+                photos = indexed,
+                "indexed the photos stored before blobs down"
+            );
+        }
+        Ok(indexed)
     }
 }
 

@@ -292,22 +292,31 @@ pub fn print_staff(members: &[StaffMember], json: bool) -> Result<()> {
 
 /// `blob`: a blob not held here (say, a photo not yet received) is an error.
 pub fn blob(device: &Device, args: BlobArgs) -> Result<()> {
-    let BlobArgs {
-        hash,
-        thumb,
-        output,
-    } = args;
-    let bytes = device.blob(&hash, thumb)?;
-    match output {
+    refuse_terminal(&args)?;
+    let bytes = device.blob(&args.hash, args.thumb)?;
+    write_blob(&args, &bytes)
+}
+
+/// Refuses to write a blob to a terminal (checked before any work).
+pub fn refuse_terminal(args: &BlobArgs) -> Result<()> {
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!(
+            "blob {} is binary image data; give -o FILE or redirect standard output",
+            args.hash
+        );
+    }
+    Ok(())
+}
+
+/// Writes a blob's bytes where `args` says: the file of `-o`, or standard output.
+pub fn write_blob(args: &BlobArgs, bytes: &[u8]) -> Result<()> {
+    match &args.output {
         Some(path) => {
-            std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?
+            std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?
         }
         None => {
             let mut out = std::io::stdout().lock();
-            if out.is_terminal() {
-                bail!("blob {hash} is binary image data; give -o FILE or redirect standard output");
-            }
-            out.write_all(&bytes)?;
+            out.write_all(bytes)?;
             out.flush()?;
         }
     }

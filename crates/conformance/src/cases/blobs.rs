@@ -25,6 +25,8 @@ pub fn cases() -> Vec<Case> {
         case!("blob.before-session", "§8.5", Any, "a blob stream on a connection with no session gets STOP_SENDING 9", before_session),
         case!("blob.offer-too-large", "§8.4", Any, "an offer of 1025 blobs gets Error TooLarge", offer_too_large),
         case!("blob.not-a-photo", "§8.5", Any, "bytes that hash right but are not a stored JPEG (text with GPS in it) get BlobRefused BlobMismatch and are not stored", not_a_photo),
+        case!("blob.fetch-own-scope", "§8.11", Any, "a device fetching a photo of its grid gets a blob stream of the relay's own: the header, then the bytes from its offset, byte for byte, then FIN", fetch_own_scope),
+        case!("blob.fetch-out-of-scope-refused", "§8.11", Any, "a device fetching a photo of another grid, or a blob no event names, gets BlobRefused OutOfScope and no stream; the session goes on", fetch_out_of_scope_refused),
     ]
 }
 
@@ -460,4 +462,108 @@ async fn not_a_photo(ctx: &Ctx) -> Check {
     let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
     crate::bye(&mut ctl, &conn).await;
     Ok(())
+}
+
+/// A photo of GRID_A held whole by the relay: device-a names it and uploads it.
+async fn stored_photo(ctx: &Ctx) -> Result<Photo, Fail> {
+    let p = named_photo(ctx).await?;
+    let info = infos(&p)[1];
+    let (conn, mut ctl) = offered_one(ctx, info, 0).await?;
+    client::send_blob(&conn, &header(&info, 0), &p.bytes, true)
+        .await
+        .map_err(|e| fail("to send a blob stream", e))?;
+    let a = blob_answer(&mut ctl).await?;
+    crate::bye(&mut ctl, &conn).await;
+    ensure(
+        matches!(a, Msg::BlobStored { .. }),
+        "BlobStored for the photo to fetch",
+        a.describe(),
+    )?;
+    Ok(p)
+}
+
+async fn fetch_own_scope(ctx: &Ctx) -> Check {
+    let p = stored_photo(ctx).await?;
+    let size = p.bytes.len() as u64;
+    // device-a2, of the same grid: from 0, then resuming from the middle.
+    let (conn, mut ctl, _) = ctx.device(&ctx.ids.device_a2).await?;
+    for offset in [0, size / 2] {
+        ctl.send(&Msg::Fetch {
+            hash: p.hash.0,
+            kind: BlobKind::Photo,
+            offset,
+        })
+        .await
+        .map_err(|e| fail("to send a Fetch", e))?;
+        let got = client::receive_blob(&conn, client::ANSWER)
+            .await
+            .map_err(|e| fail(format!("a blob stream for Fetch {{ offset {offset} }}"), e))?;
+        let want = BlobHeader {
+            hash: p.hash.0,
+            kind: BlobKind::Photo,
+            size,
+            offset,
+        };
+        ensure(
+            got.header == want,
+            format!("the header {want:?}"),
+            format!("{:?}", got.header),
+        )?;
+        ensure(
+            got.bytes == p.bytes[offset as usize..],
+            format!("bytes {offset}..{size} of the photo, then FIN"),
+            format!(
+                "{} bytes, equal: {}",
+                got.bytes.len(),
+                got.bytes == p.bytes[offset as usize..]
+            ),
+        )?;
+    }
+    // The session goes on: a Pull is answered.
+    let r = ctl.ask(&Msg::Pull { cursor: u64::MAX }).await;
+    crate::bye(&mut ctl, &conn).await;
+    ensure(
+        matches!(r, Ok(Msg::Down { .. })),
+        "Down for a Pull after the fetches",
+        describe(&r),
+    )
+}
+
+async fn fetch_out_of_scope_refused(ctx: &Ctx) -> Check {
+    let p = stored_photo(ctx).await?;
+    // device-b, of another grid of the street, and a blob nobody names.
+    let (conn, mut ctl, _) = ctx.device(&ctx.ids.device_b).await?;
+    for (hash, what) in [
+        (p.hash.0, "a photo of another grid"),
+        (
+            BlobHash::of(&events::fresh_origin()).0,
+            "a blob no event names",
+        ),
+    ] {
+        let r = ctl
+            .ask(&Msg::Fetch {
+                hash,
+                kind: BlobKind::Photo,
+                offset: 0,
+            })
+            .await;
+        ensure(
+            matches!(&r, Ok(Msg::BlobRefused { hash: h, code: Code::OutOfScope, .. }) if *h == hash),
+            format!("BlobRefused {{ OutOfScope }} for {what}"),
+            describe(&r),
+        )?;
+    }
+    let quiet = client::no_stream_within(&conn, std::time::Duration::from_millis(500)).await;
+    let r = ctl.ask(&Msg::Pull { cursor: u64::MAX }).await;
+    crate::bye(&mut ctl, &conn).await;
+    ensure(
+        quiet,
+        "no blob stream from the relay",
+        "a stream was opened",
+    )?;
+    ensure(
+        matches!(r, Ok(Msg::Down { .. })),
+        "Down for a Pull after the refusals (the session goes on)",
+        describe(&r),
+    )
 }

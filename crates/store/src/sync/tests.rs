@@ -1,4 +1,4 @@
-use crate::blobs::{PARTIAL_SQL, REFERENCED_SQL, UNSENT_SQL};
+use crate::blobs::{IN_SCOPE_SQL, MISSING_THUMBS_SQL, PARTIAL_SQL, REFERENCED_SQL, UNSENT_SQL};
 use crate::peers::SCOPE_HEADS_SQL;
 use crate::read::{EVENTS_AFTER_SQL, PAGE_SQL};
 use crate::tests::{admitted, resign, writer};
@@ -133,7 +133,7 @@ fn a_fresh_store_has_the_sync_schema() {
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (6, 6));
+    assert_eq!((version, SCHEMA_VERSION), (7, 7));
     for table in [
         "origin_grids",
         "peers",
@@ -142,6 +142,8 @@ fn a_fresh_store_has_the_sync_schema() {
         "node_records",
         "records_sent",
         "staff",
+        "photo_refs",
+        "blob_wants",
     ] {
         let n: i64 = s
             .conn
@@ -701,6 +703,9 @@ fn sync_queries_use_indexes_not_scans() {
             REFERENCED_SQL,
             "USING COVERING INDEX thumbs_by_thumb (thumb=?)",
         ),
+        (IN_SCOPE_SQL, "USING INDEX photo_refs_by_photo (photo=?)"),
+        (IN_SCOPE_SQL, "USING INDEX photo_refs_by_thumb (thumb=?)"),
+        (MISSING_THUMBS_SQL, "USING INDEX photo_refs_missing_thumbs"),
     ];
     for (sql, want) in checks {
         let p = plan(&s, sql);
@@ -1208,4 +1213,210 @@ fn own_acked_clears_pending_events() {
     assert_eq!(s.pending(&me).unwrap().events, 1);
     SyncStore::own_acked(&mut s, &node(50), 1).unwrap();
     assert_eq!(s.pending(&me).unwrap().events, 1, "never back");
+}
+
+// ---- blobs down (PROTOCOL.md §8.11) ---------------------------------------------------------
+
+/// A photo add of `origin`, sequence number `seq`, on incident `incident` in `grid_code`.
+fn photo_add(
+    origin: NodeId,
+    seq: u64,
+    incident: u8,
+    grid_code: &str,
+    photo: &[u8],
+    thumb: &[u8],
+) -> Event {
+    writer(origin, "w", seq, Hlc::default()).write(
+        IncidentId::new_v7(NOW, [incident; 10]),
+        &grid(grid_code),
+        Payload::PhotoAdded(photo_meta(photo, thumb)),
+        NOW,
+    )
+}
+
+#[test]
+fn a_blob_is_in_a_scope_when_a_photo_event_of_that_scope_names_it() {
+    let mut s = Store::in_memory().unwrap();
+    let a = node(1);
+    let added = photo_add(a, 1, 1, "110101/002/014/03", b"photo", b"thumb");
+    s.append_received(&admitted(a, std::slice::from_ref(&added)), &[])
+        .unwrap();
+    for (hash, sc, yes) in [
+        (BlobHash::of(b"photo"), "110101/002/014/03", true),
+        (BlobHash::of(b"thumb"), "110101/002/014/03", true),
+        (BlobHash::of(b"photo"), "110101/002", true),
+        (BlobHash::of(b"photo"), "110101/002/014/04", false),
+        (BlobHash::of(b"photo"), "110101/00", false),
+        (BlobHash::of(b"other"), "110101", false),
+    ] {
+        assert_eq!(
+            SyncStore::blob_in_scope(&s, &hash, &scope(sc)).unwrap(),
+            yes,
+            "{sc}"
+        );
+    }
+    assert_eq!(
+        SyncStore::held_blob(&s, &BlobHash::of(b"photo")).unwrap(),
+        None
+    );
+    s.append(&[], &[blob(b"photo", BlobKind::Photo)], None)
+        .unwrap();
+    assert_eq!(
+        SyncStore::held_blob(&s, &BlobHash::of(b"photo")).unwrap(),
+        Some(BlobInfo {
+            hash: BlobHash::of(b"photo"),
+            kind: BlobKind::Photo,
+            size: 5
+        })
+    );
+    assert_eq!(
+        s.named_blob_kind(&BlobHash::of(b"photo")).unwrap(),
+        Some(BlobKind::Photo)
+    );
+    assert_eq!(
+        s.named_blob_kind(&BlobHash::of(b"thumb")).unwrap(),
+        Some(BlobKind::Thumb)
+    );
+    assert_eq!(s.named_blob_kind(&BlobHash::of(b"other")).unwrap(), None);
+}
+
+#[test]
+fn blobs_to_fetch_are_the_wants_then_the_missing_thumbnails_of_visible_photos() {
+    let mut s = Store::in_memory().unwrap();
+    let a = node(1);
+    let g = "110101/002/014/03";
+    let first = photo_add(a, 1, 1, g, b"p1", b"t1");
+    let second = photo_add(a, 2, 1, g, b"p2", b"t2");
+    let elsewhere = photo_add(a, 3, 2, "110101/002/014/04", b"p3", b"t3");
+    let held = photo_add(a, 4, 1, g, b"p4", b"t4");
+    s.append_received(&admitted(a, &[first.clone(), second, elsewhere, held]), &[])
+        .unwrap();
+    s.append(&[], &[blob(b"t4", BlobKind::Thumb)], None)
+        .unwrap();
+    let fetch = |s: &Store, limit| SyncStore::blobs_to_fetch(s, &scope(g), limit).unwrap();
+    let thumb = |b: &[u8]| (BlobHash::of(b), BlobKind::Thumb);
+    assert_eq!(fetch(&s, 10), vec![thumb(b"t1"), thumb(b"t2")]);
+    assert_eq!(fetch(&s, 1), vec![thumb(b"t1")]);
+
+    // The user wants a full photo and a thumbnail already listed: wants first, each once.
+    assert!(s
+        .want_blob(&BlobHash::of(b"p2"), BlobKind::Photo, NOW)
+        .unwrap());
+    assert!(s
+        .want_blob(&BlobHash::of(b"t2"), BlobKind::Thumb, NOW + 1)
+        .unwrap());
+    assert!(
+        !s.want_blob(&BlobHash::of(b"p2"), BlobKind::Photo, NOW)
+            .unwrap(),
+        "once"
+    );
+    assert!(
+        !s.want_blob(&BlobHash::of(b"t4"), BlobKind::Thumb, NOW)
+            .unwrap(),
+        "held"
+    );
+    assert_eq!(
+        fetch(&s, 10),
+        vec![
+            (BlobHash::of(b"p2"), BlobKind::Photo),
+            thumb(b"t2"),
+            thumb(b"t1")
+        ]
+    );
+
+    // The first photo is removed: its thumbnail is no longer fetched.
+    let removal = writer(a, "w", 5, Hlc::default()).write(
+        first.incident,
+        &grid(g),
+        Payload::PhotoRemoved {
+            hash: BlobHash::of(b"p1"),
+            removes: vec![first.id()],
+        },
+        NOW,
+    );
+    s.append_received(&admitted(a, &[removal]), &[]).unwrap();
+    assert_eq!(
+        fetch(&s, 10),
+        vec![(BlobHash::of(b"p2"), BlobKind::Photo), thumb(b"t2")]
+    );
+
+    // Stored, however it came (a fetch's finish here): neither wanted nor missing any more.
+    for (bytes, kind) in [(&b"p2"[..], BlobKind::Photo), (&b"t2"[..], BlobKind::Thumb)] {
+        let h = BlobHash::of(bytes);
+        SyncStore::blob_write(&mut s, &h, kind, bytes.len() as u64, 0, bytes).unwrap();
+        assert_eq!(
+            SyncStore::blob_finish(&mut s, &h, &accept).unwrap(),
+            BlobFinish::Stored
+        );
+    }
+    assert!(fetch(&s, 10).is_empty());
+    assert!(!s.is_wanted(&BlobHash::of(b"p2")).unwrap());
+    assert!(s
+        .want_blob(&BlobHash::of(b"p3"), BlobKind::Photo, NOW)
+        .unwrap());
+    assert!(s.unwant_blob(&BlobHash::of(b"p3")).unwrap());
+    assert!(fetch(&s, 10).is_empty());
+}
+
+#[test]
+fn a_removal_before_its_add_hides_the_add() {
+    let mut s = Store::in_memory().unwrap();
+    let a = node(1);
+    let g = "110101/002/014/03";
+    let add = photo_add(a, 1, 1, g, b"p", b"t");
+    let removal = writer(a, "w", 2, Hlc::default()).write(
+        add.incident,
+        &grid(g),
+        Payload::PhotoRemoved {
+            hash: BlobHash::of(b"p"),
+            removes: vec![add.id()],
+        },
+        NOW,
+    );
+    s.append_received(&admitted(a, &[removal]), &[]).unwrap();
+    s.append_received(&admitted(a, &[add]), &[]).unwrap();
+    assert!(SyncStore::blobs_to_fetch(&s, &scope(g), 10)
+        .unwrap()
+        .is_empty());
+    // Still in scope: the child may hold the event, removed or not.
+    assert!(SyncStore::blob_in_scope(&s, &BlobHash::of(b"p"), &scope(g)).unwrap());
+}
+
+#[test]
+fn photos_stored_before_schema_7_are_indexed_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5.db");
+    let a = node(1);
+    let g = "110101/002/014/03";
+    {
+        let mut s = Store::create(&path).unwrap();
+        let add = photo_add(a, 1, 1, g, b"p", b"t");
+        let gone = photo_add(a, 2, 1, g, b"q", b"u");
+        let removal = writer(a, "w", 3, Hlc::default()).write(
+            add.incident,
+            &grid(g),
+            Payload::PhotoRemoved {
+                hash: BlobHash::of(b"q"),
+                removes: vec![gone.id()],
+            },
+            NOW,
+        );
+        s.append_received(&admitted(a, &[add, gone, removal]), &[])
+            .unwrap();
+        // As the previous build left it: no index rows, and the migration's marker.
+        s.conn.execute("DELETE FROM photo_refs", []).unwrap();
+        s.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('index_photo_refs', x'01')",
+                [],
+            )
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert!(s.meta("index_photo_refs").unwrap().is_none(), "done once");
+    assert!(SyncStore::blob_in_scope(&s, &BlobHash::of(b"q"), &scope(g)).unwrap());
+    assert_eq!(
+        SyncStore::blobs_to_fetch(&s, &scope(g), 10).unwrap(),
+        vec![(BlobHash::of(b"t"), BlobKind::Thumb)]
+    );
 }

@@ -66,8 +66,9 @@ enum Command {
     },
     /// Show one incident.
     Show(ShowArgs),
-    /// Write a stored photo (or its thumbnail) to a file or standard output.
-    Blob(BlobArgs),
+    /// Write a stored photo (or its thumbnail) to a file or standard output; with --fetch,
+    /// fetch it from the relay first if it is not held here.
+    Blob(DeviceBlobArgs),
     /// What the store holds and what is waiting to sync.
     Status {
         #[arg(long)]
@@ -106,6 +107,24 @@ enum Command {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+}
+
+/// `blob` on a handheld: the shared flags, and fetching from the relay.
+#[derive(Args, Debug)]
+struct DeviceBlobArgs {
+    #[command(flatten)]
+    blob: BlobArgs,
+    /// If the blob is not held here, fetch it from the relay: one sync session (as `sync`
+    /// runs it, with --relay and --relay-id), then write it. An interrupted fetch keeps its
+    /// bytes; the next one resumes from there.
+    #[arg(long, requires_all = ["relay", "relay_id"])]
+    fetch: bool,
+    /// The relay's address, HOST:PORT (with --fetch).
+    #[arg(long, requires = "fetch")]
+    relay: Option<String>,
+    /// The relay's node id (with --fetch): the relay must prove it.
+    #[arg(long, requires = "fetch")]
+    relay_id: Option<NodeId>,
 }
 
 #[derive(Args, Debug)]
@@ -179,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::List { json, overdue } => shared::list(&open(db)?, json, overdue)?,
         Command::Show(a) => shared::show(&open(db)?, a)?,
-        Command::Blob(a) => shared::blob(&open(db)?, a)?,
+        Command::Blob(a) => blob(db, a)?,
         Command::Sync {
             relay,
             relay_id,
@@ -266,14 +285,49 @@ fn resolve_addr(text: &str) -> Result<SocketAddr> {
         .with_context(|| format!("relay address {text:?} resolves to nothing"))
 }
 
-fn sync(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Result<()> {
-    let device = open(db)?;
-    let addr = resolve_addr(relay)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The runtime a sync runs on.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .context("starting the async runtime")
+}
+
+/// `blob`, fetching from the relay with `--fetch` when the blob is not held here.
+fn blob(db: &std::path::Path, a: DeviceBlobArgs) -> Result<()> {
+    let DeviceBlobArgs {
+        blob: args,
+        fetch,
+        relay,
+        relay_id,
+    } = a;
+    let (true, Some(relay), Some(relay_id)) = (fetch, relay, relay_id) else {
+        return shared::blob(&open(db)?, args);
+    };
+    shared::refuse_terminal(&args)?;
+    let mut device = open(db)?;
+    let target = gridsync_device::SyncTarget {
+        addr: resolve_addr(&relay)?,
+        relay_id,
+    };
+    let options = gridsync_net::client::SyncOptions::default();
+    let mut bar = progress::Bar::new(true);
+    let bytes = runtime()?.block_on(device.fetch_blob(
+        target,
+        &args.hash,
+        args.thumb,
+        &options,
+        &mut |p| bar.update(&p),
+    ));
+    bar.clear();
+    shared::write_blob(&args, &bytes?)
+}
+
+fn sync(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Result<()> {
+    let device = open(db)?;
+    let addr = resolve_addr(relay)?;
+    let runtime = runtime()?;
     let mut bar = progress::Bar::new(!json);
     let target = gridsync_device::SyncTarget { addr, relay_id };
     let options = gridsync_net::client::SyncOptions::default();
@@ -290,6 +344,9 @@ fn sync(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Resu
             "blobs_up": s.blobs_up,
             "blob_bytes_up": s.blob_bytes_up,
             "blobs_refused": s.blobs_refused,
+            "blobs_down": s.blobs_down,
+            "blob_bytes_down": s.blob_bytes_down,
+            "fetches_refused": s.fetches_refused,
             "round_trips": s.round_trips,
             "ms": report.elapsed.as_millis() as u64,
         }))?;
@@ -308,6 +365,14 @@ fn sync(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Resu
             say!(
                 "{} blobs were refused by the relay; they stay here and go again next sync",
                 s.blobs_refused
+            );
+        }
+        if s.blobs_down + s.fetches_refused > 0 {
+            say!(
+                "{} photos/thumbnails down ({} bytes); {} not fetched (asked again next sync)",
+                s.blobs_down,
+                s.blob_bytes_down,
+                s.fetches_refused
             );
         }
     }

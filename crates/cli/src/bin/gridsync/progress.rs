@@ -81,8 +81,32 @@ impl Bar {
             SyncProgress::Session(Progress::Downloaded { events }) => {
                 self.draw(&format!("events down: {events}"))
             }
+            SyncProgress::FetchBytes { hash, held, size } => {
+                let hex = hash.to_hex();
+                self.draw(&format!(
+                    "fetching {}…: {} / {} KiB",
+                    &hex[..8],
+                    held / 1024,
+                    size / 1024
+                ));
+            }
+            SyncProgress::Session(Progress::FetchStarted { hash, offset, .. }) if *offset > 0 => {
+                let hex = hash.to_hex();
+                self.draw(&format!(
+                    "fetching {}…: resuming at {} KiB",
+                    &hex[..8],
+                    offset / 1024
+                ));
+            }
             SyncProgress::Session(
-                Progress::Welcomed { .. } | Progress::Received { .. } | Progress::Following,
+                Progress::Welcomed { .. }
+                | Progress::Received { .. }
+                | Progress::Following
+                | Progress::FetchStarted { .. }
+                | Progress::Fetched { .. }
+                | Progress::FetchRefused { .. }
+                | Progress::FetchPartial { .. }
+                | Progress::FetchDiscarded { .. },
             ) => {}
             SyncProgress::Session(Progress::ClockSkew {
                 parent_ms,
