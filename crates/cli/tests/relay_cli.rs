@@ -864,23 +864,16 @@ fn a_community_workstation_is_enrolled_by_its_scope() {
     assert_eq!(str_of(&explicit, "role"), "community");
 }
 
-/// `list --overdue`: a case dispatched with a due time already past is listed at the
-/// platform and, once synced, on the handheld; one due later, or never dispatched, is not;
-/// resolving it takes it off the list.
-#[test]
-fn list_overdue_shows_cases_handled_past_their_due_time() {
-    let (_dir, street_db, pda, street) = street_with_handheld();
-    let late = pda.report(&["--category", "garbage", "--description", "late"]);
-    let on_time = pda.report(&["--category", "garbage", "--description", "on time"]);
-    let waiting = pda.report(&["--category", "garbage", "--description", "waiting"]);
-    sync_json(&pda, &street);
+/// The platform accepts both cases and dispatches them to sanitation, `late` with a due time
+/// long past, `on_time` with one far ahead.
+fn dispatch_late_and_on_time(street_db: &Path, late: &str, on_time: &str) {
     for (id, due) in [
-        (&late, "2026-01-01T08:00:00+08:00"),
-        (&on_time, "2099-01-01T08:00:00+08:00"),
+        (late, "2026-01-01T08:00:00+08:00"),
+        (on_time, "2099-01-01T08:00:00+08:00"),
     ] {
-        relay_ok(&street_db, &["edit", id, "--status", "accepted"]);
+        relay_ok(street_db, &["edit", id, "--status", "accepted"]);
         relay_ok(
-            &street_db,
+            street_db,
             &[
                 "edit",
                 id,
@@ -893,6 +886,19 @@ fn list_overdue_shows_cases_handled_past_their_due_time() {
             ],
         );
     }
+}
+
+/// `list --overdue`: a case dispatched with a due time already past is listed at the
+/// platform and, once synced, on the handheld; one due later, or never dispatched, is not;
+/// resolving it takes it off the list.
+#[test]
+fn list_overdue_shows_cases_handled_past_their_due_time() {
+    let (_dir, street_db, pda, street) = street_with_handheld();
+    let late = pda.report(&["--category", "garbage", "--description", "late"]);
+    let on_time = pda.report(&["--category", "garbage", "--description", "on time"]);
+    let waiting = pda.report(&["--category", "garbage", "--description", "waiting"]);
+    sync_json(&pda, &street);
+    dispatch_late_and_on_time(&street_db, &late, &on_time);
     let ids = |v: Value| -> Vec<String> {
         v.as_array()
             .expect("an array")
@@ -929,25 +935,7 @@ fn escalate_overdue_moves_an_overdue_case_up_one_level_once() {
     let on_time = pda.report(&["--category", "garbage", "--description", "on time"]);
     sync_json(&pda, &street);
     assert!(street.terminate().success());
-    for (id, due) in [
-        (&late, "2026-01-01T08:00:00+08:00"),
-        (&on_time, "2099-01-01T08:00:00+08:00"),
-    ] {
-        relay_ok(&street_db, &["edit", id, "--status", "accepted"]);
-        relay_ok(
-            &street_db,
-            &[
-                "edit",
-                id,
-                "--status",
-                "dispatched",
-                "--assignee",
-                "sanitation",
-                "--due",
-                due,
-            ],
-        );
-    }
+    dispatch_late_and_on_time(&street_db, &late, &on_time);
     // Without the policy: listed overdue, not escalated.
     let plain = Relay::run("street", &street_db, &[]);
     sync_json(&pda, &plain);

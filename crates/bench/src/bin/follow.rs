@@ -198,6 +198,81 @@ async fn next<T>(
     }
 }
 
+/// A street relay in `dir`, a handheld enrolled at it following it through a [`Link`] of
+/// `shape`, caught up.
+struct Rig {
+    street_db: std::path::PathBuf,
+    street_id: gridsync_core::NodeId,
+    relay: gridsync_relay::RelayHandle,
+    link: Link,
+    rx: mpsc::UnboundedReceiver<FollowUpdate>,
+    stop: watch::Sender<bool>,
+    follower: tokio::task::JoinHandle<Result<(), gridsync_device::DeviceError>>,
+    /// The following handheld's store, for recording on it.
+    pda: Device,
+}
+
+impl Rig {
+    async fn start(dir: &std::path::Path, shape: Option<Shape>, seed: u64) -> Result<Self, Error> {
+        let (street_db, pda_db) = (dir.join("street.db"), dir.join("pda.db"));
+        let street = Device::init_node(
+            &street_db,
+            "street-002",
+            "street",
+            "",
+            gridsync_device::SystemEnv,
+        )?;
+        let street_id = street.node_id();
+        drop(street);
+        let pda = Device::init(&pda_db, "sun-hao", GRID.parse()?)?;
+        Store::open(&street_db)?.enroll(
+            &pda.node_id(),
+            Role::Device,
+            &GRID.parse()?,
+            gridsync_net::now_ms(),
+        )?;
+        let relay = gridsync_relay::start(&street_db, "127.0.0.1:0".parse()?, None).await?;
+        let link = Link::start(relay.local_addr, shape, seed).await?;
+        let target = SyncTarget {
+            addr: link.addr,
+            relay_id: street_id,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (stop, stopped) = watch::channel(false);
+        let device = Device::open(&pda_db)?;
+        let follower = tokio::spawn(async move {
+            device
+                .follow(target, stopped, &mut |u| {
+                    let _ = tx.send(u);
+                })
+                .await
+        });
+        next(&mut rx, Duration::from_secs(60), following).await?;
+        Ok(Self {
+            street_db,
+            street_id,
+            relay,
+            link,
+            rx,
+            stop,
+            follower,
+            pda,
+        })
+    }
+}
+
+/// The follower holds a `Follow` again.
+fn following(u: &FollowUpdate) -> Option<()> {
+    matches!(
+        u,
+        FollowUpdate::CaughtUp { .. }
+            | FollowUpdate::Progress(gridsync_net::client::SyncProgress::Session(
+                gridsync_proto::client::Progress::Following
+            ))
+    )
+    .then_some(())
+}
+
 struct Measured {
     latency_ms: Vec<f64>,
     push_bytes: Vec<f64>,
@@ -210,53 +285,16 @@ async fn measure(
     n: usize,
     idle: Duration,
 ) -> Result<Measured, Error> {
-    let (street_db, pda_db) = (dir.join("street.db"), dir.join("pda.db"));
-    let street = Device::init_node(
-        &street_db,
-        "street-002",
-        "street",
-        "",
-        gridsync_device::SystemEnv,
-    )?;
-    let street_id = street.node_id();
-    drop(street);
-    let pda = Device::init(&pda_db, "patrol-7", GRID.parse()?)?;
-    Store::open(&street_db)?.enroll(
-        &pda.node_id(),
-        Role::Device,
-        &GRID.parse()?,
-        gridsync_net::now_ms(),
-    )?;
-    let relay = gridsync_relay::start(&street_db, "127.0.0.1:0".parse()?, None).await?;
-    let link = Link::start(relay.local_addr, shape, 7).await?;
-    let target = SyncTarget {
-        addr: link.addr,
-        relay_id: street_id,
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (stop, stopped) = watch::channel(false);
-    let follower = {
-        let device = Device::open(&pda_db)?;
-        tokio::spawn(async move {
-            device
-                .follow(target, stopped, &mut |u| {
-                    let _ = tx.send(u);
-                })
-                .await
-        })
-    };
-    let following = |u: &FollowUpdate| {
-        matches!(
-            u,
-            FollowUpdate::CaughtUp { .. }
-                | FollowUpdate::Progress(gridsync_net::client::SyncProgress::Session(
-                    gridsync_proto::client::Progress::Following
-                ))
-        )
-        .then_some(())
-    };
-    next(&mut rx, Duration::from_secs(60), following).await?;
-    let mut pda = pda;
+    let Rig {
+        street_db,
+        relay,
+        link,
+        mut rx,
+        stop,
+        follower,
+        mut pda,
+        ..
+    } = Rig::start(dir, shape, 7).await?;
     let mut latency_ms = Vec::new();
     let mut push_bytes = Vec::new();
     for i in 0..n {
@@ -340,61 +378,24 @@ async fn measure(
 /// connection of its own) while another handheld of the grid reports an urgent case at the
 /// street; returns (ms to the urgent notice, ms until the photo was held at the street).
 async fn urgent_during_photo(dir: &std::path::Path) -> Result<(f64, f64), Error> {
-    let (street_db, pda_db, other_db) = (
-        dir.join("street.db"),
-        dir.join("pda.db"),
-        dir.join("other.db"),
-    );
-    let street = Device::init_node(
-        &street_db,
-        "street-002",
-        "street",
-        "",
-        gridsync_device::SystemEnv,
+    let Rig {
+        street_db,
+        street_id,
+        relay,
+        link: _link,
+        mut rx,
+        stop,
+        follower,
+        mut pda,
+    } = Rig::start(dir, Some(EDGE), 11).await?;
+    let mut other = Device::init(&dir.join("other.db"), "wang-li", GRID.parse()?)?;
+    Store::open(&street_db)?.enroll(
+        &other.node_id(),
+        Role::Device,
+        &GRID.parse()?,
+        gridsync_net::now_ms(),
     )?;
-    let street_id = street.node_id();
-    drop(street);
-    let pda = Device::init(&pda_db, "sun-hao", GRID.parse()?)?;
-    let mut other = Device::init(&other_db, "wang-li", GRID.parse()?)?;
-    for node in [pda.node_id(), other.node_id()] {
-        Store::open(&street_db)?.enroll(
-            &node,
-            Role::Device,
-            &GRID.parse()?,
-            gridsync_net::now_ms(),
-        )?;
-    }
-    let relay = gridsync_relay::start(&street_db, "127.0.0.1:0".parse()?, None).await?;
-    let link = Link::start(relay.local_addr, Some(EDGE), 11).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (stop, stopped) = watch::channel(false);
-    let target = SyncTarget {
-        addr: link.addr,
-        relay_id: street_id,
-    };
-    let follower = {
-        let device = Device::open(&pda_db)?;
-        tokio::spawn(async move {
-            device
-                .follow(target, stopped, &mut |u| {
-                    let _ = tx.send(u);
-                })
-                .await
-        })
-    };
-    let following = |u: &FollowUpdate| {
-        matches!(
-            u,
-            FollowUpdate::CaughtUp { .. }
-                | FollowUpdate::Progress(gridsync_net::client::SyncProgress::Session(
-                    gridsync_proto::client::Progress::Following
-                ))
-        )
-        .then_some(())
-    };
-    next(&mut rx, Duration::from_secs(60), following).await?;
     let photo_path = gridsync_bench::workspace_root().join("fixtures/photos/garbage-12mp-rot6.jpg");
-    let mut pda = pda;
     let mut big = report(0);
     big.photos = vec![gridsync_device::PhotoInput::from_path(
         &photo_path,
