@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Interval between QUIC keep-alive packets, so that NAT bindings and the idle timer stay fresh
-/// while a session waits (a parent answering a large upload, a child between sessions).
+/// Interval between QUIC keep-alive packets of a syncing child, so that NAT bindings and the
+/// idle timer stay fresh while a session waits (a parent answering a large upload). A parent
+/// sends none ([`server_config`]), nor does a follower ([`follower_config`]).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// A connection with no packet from the peer for this long is closed. Six keep-alives: a few
@@ -50,7 +51,8 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a parent gives a handshake to complete, and a connection to start a session (and
 /// the next one after a session ended): a peer that holds a connection without syncing costs
-/// a slot. A relay's upstream link starts a session at least every second.
+/// a slot. A relay's following upstream session holds its connection busy; its photo
+/// connection, idle after its sessions, is closed by this and opened again when needed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections a parent serves at once, by default ([`crate::server::Shared::max_connections`]).
