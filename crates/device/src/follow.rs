@@ -214,7 +214,8 @@ async fn follow_store(
     let options = SyncOptions::default();
     let kick = Arc::new(tokio::sync::Notify::new());
     kick.notify_one();
-    let photo_task = tokio::spawn(photo_loop(
+    // Aborted when this returns, however it returns (a refusal ends following at once).
+    let mut photo_task = AbortOnDrop(tokio::spawn(photo_loop(
         shared.clone(),
         endpoint.clone(),
         identity.secret,
@@ -222,7 +223,7 @@ async fn follow_store(
         target,
         kick.clone(),
         stop.clone(),
-    ));
+    )));
     let mut wait = RECONNECT_MIN;
     let stopped = |rx: &watch::Receiver<bool>| *rx.borrow() || rx.has_changed().is_err();
     'connect: while !stopped(&stop) {
@@ -332,7 +333,8 @@ async fn follow_store(
             }
         }
     }
-    let _ = photo_task.await;
+    // Stopped: the photo session ends its session and returns by itself.
+    let _ = (&mut photo_task.0).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok(())
 }
@@ -469,6 +471,15 @@ fn whom(store: &Store, me: &NodeId) -> Whom {
             tracing::warn!(error = %e, "cannot read the roster");
             Whom::default()
         }
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
