@@ -1308,3 +1308,54 @@ fn blob_fetch_brings_a_photo_down_from_the_relay() {
     let line = mate.fail(&["blob", &hash, "--fetch"]);
     assert!(line.contains("--relay"), "{line}");
 }
+
+/// `gridsync sync --follow --json`: the handheld stays connected and prints one JSON object
+/// per notice, pushed by the relay as the platform decides (its `kind` and `incident`), with
+/// nothing else on standard output; SIGTERM ends it with exit 0.
+#[test]
+fn sync_follow_prints_a_json_line_per_notice_and_ends_on_sigterm() {
+    let (_dir, street_db, pda, street) = street_with_handheld();
+    let id = pda.report(&["--category", "garbage", "--description", "bags"]);
+    let mut follower = common::command(pda.dir.path())
+        .args([
+            "--db",
+            pda.db.to_str().expect("path"),
+            "sync",
+            "--relay",
+            &street.addr,
+            "--relay-id",
+            &street.id,
+            "--follow",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start gridsync sync --follow");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The follower uploads the report; then the platform decides while it follows.
+    wait_until("the report reaches the street", || {
+        relay_list(&street_db).contains_key(&id)
+    });
+    relay_ok(&street_db, &["edit", &id, "--status", "accepted"]);
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a notice line within 20 s");
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(str_of(&v, "kind"), "decision", "{v}");
+    assert_eq!(str_of(&v, "incident"), id, "{v}");
+    assert_eq!(str_of(&v, "status"), "accepted", "{v}");
+    assert_eq!(str_of(&v, "what"), "status accepted", "{v}");
+    sigterm(follower.id());
+    let status = wait_exit(&mut follower, "gridsync sync --follow");
+    assert!(status.success(), "{status}");
+    reader.join().expect("the reader");
+    assert!(rx.try_recv().is_err(), "nothing else on standard output");
+    assert!(street.terminate().success());
+}
