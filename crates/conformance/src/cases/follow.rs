@@ -31,6 +31,13 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
+/// Sends `Follow { cursor }`, expecting no answer yet.
+async fn send_follow(ctl: &mut crate::client::Ctl, cursor: u64) -> Check {
+    ctl.send(&Msg::Follow { cursor })
+        .await
+        .map_err(|e| fail("Follow sent", e))
+}
+
 async fn at_once(ctx: &Ctx) -> Check {
     let a2 = &ctx.ids.device_a2;
     let c = cursor_now(ctx, a2).await?;
@@ -53,9 +60,7 @@ async fn pushed(ctx: &Ctx) -> Check {
     let a2 = &ctx.ids.device_a2;
     let c = cursor_now(ctx, a2).await?;
     let (conn, mut ctl, _) = ctx.device(a2).await?;
-    ctl.send(&Msg::Follow { cursor: c })
-        .await
-        .map_err(|e| fail("Follow sent", e))?;
+    send_follow(&mut ctl, c).await?;
     let early = ctl.recv_within(HELD_FOR).await;
     if !matches!(early, Err(crate::client::NoMsg::Silence(_))) {
         crate::bye(&mut ctl, &conn).await;
@@ -86,9 +91,7 @@ async fn other_scope(ctx: &Ctx) -> Check {
     let b = &ctx.ids.device_b;
     let c = cursor_now(ctx, b).await?;
     let (conn, mut ctl, _) = ctx.device(b).await?;
-    ctl.send(&Msg::Follow { cursor: c })
-        .await
-        .map_err(|e| fail("Follow sent", e))?;
+    send_follow(&mut ctl, c).await?;
     device_a_event(ctx).await?;
     let r = ctl.recv_within(Duration::from_secs(1)).await;
     if !matches!(r, Err(crate::client::NoMsg::Silence(_))) {
@@ -116,9 +119,7 @@ async fn only_bye(ctx: &Ctx) -> Check {
     let a2 = &ctx.ids.device_a2;
     let c = cursor_now(ctx, a2).await?;
     let (conn, mut ctl, _) = ctx.device(a2).await?;
-    ctl.send(&Msg::Follow { cursor: c })
-        .await
-        .map_err(|e| fail("Follow sent", e))?;
+    send_follow(&mut ctl, c).await?;
     let r = ctl.ask(&Msg::Pull { cursor: c }).await;
     conn.close(0, "done");
     expect_error(&r, Code::Unexpected, "a Pull while a Follow is held")
@@ -128,9 +129,7 @@ async fn hold(ctx: &Ctx) -> Check {
     let b = &ctx.ids.device_b;
     let c = cursor_now(ctx, b).await?;
     let (conn, mut ctl, _) = ctx.device(b).await?;
-    ctl.send(&Msg::Follow { cursor: c })
-        .await
-        .map_err(|e| fail("Follow sent", e))?;
+    send_follow(&mut ctl, c).await?;
     let started = std::time::Instant::now();
     let r = ctl.recv_within(Duration::from_secs(30)).await;
     let waited = started.elapsed();
