@@ -30,6 +30,8 @@ pub use gridsync_proto::limits::NodeLimits;
 
 mod backoff;
 pub mod deadlines;
+pub mod export;
+pub mod open311;
 pub mod stats;
 pub mod verify;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
