@@ -32,7 +32,13 @@ fn a_relay_runs_from_its_config_file_and_a_handheld_syncs_to_it() {
     let relay = Relay::spawn(dir.path(), &["run", "--config", "etc/relay.toml"]);
     device_ok(
         &pda,
-        &["report", "--category", "garbage", "--description", "Overflowing bin"],
+        &[
+            "report",
+            "--category",
+            "garbage",
+            "--description",
+            "Overflowing bin",
+        ],
     );
     let synced = relay.sync(&pda);
     assert!(synced["events_up"].as_u64() >= Some(1), "{synced}");
@@ -74,7 +80,13 @@ fn flags_and_the_environment_win_over_the_file() {
     assert!(line.contains("bad-listen.toml:2: `listen`"), "{line}");
     let relay = Relay::spawn(
         dir.path(),
-        &["run", "--config", "bad-listen.toml", "--listen", "127.0.0.1:0"],
+        &[
+            "run",
+            "--config",
+            "bad-listen.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ],
     );
     assert!(relay.terminate().success());
 }
@@ -107,7 +119,10 @@ fn an_unknown_key_a_wrong_type_and_a_bad_value_are_one_line_naming_file_line_and
     assert!(line.contains("relay.toml:2: `upstream_id`"), "{line}");
     // What needs another setting says so, naming the file.
     let line = refused("listen = \"127.0.0.1:0\"\nmetrics = true\n");
-    assert!(line.contains("relay.toml") && line.contains("--http"), "{line}");
+    assert!(
+        line.contains("relay.toml") && line.contains("--http"),
+        "{line}"
+    );
     let line = refused("session_idle_secs = 30\n");
     assert!(line.contains("--listen"), "{line}");
     let line = refused("listen = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n");

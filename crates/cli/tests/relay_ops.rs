@@ -8,7 +8,9 @@ mod ops_common;
 
 use std::path::Path;
 
-use ops_common::{device_json, relay_fails, relay_json, relay_ok, street_and_handheld, wait_until, Relay};
+use ops_common::{
+    device_json, relay_fails, relay_json, relay_ok, street_and_handheld, wait_until, Relay,
+};
 use serde_json::Value;
 
 const GRID: &str = "110101/002/014/03";
@@ -25,7 +27,14 @@ fn node_status(street: &Path, id: &str) -> Value {
 fn report(pda: &Path, description: &str) -> String {
     let v = device_json(
         pda,
-        &["report", "--category", "garbage", "--description", description, "--json"],
+        &[
+            "report",
+            "--category",
+            "garbage",
+            "--description",
+            description,
+            "--json",
+        ],
     );
     v["id"].as_str().expect("an incident id").to_owned()
 }
@@ -40,7 +49,13 @@ fn status_shows_each_nodes_contact_events_and_backlog() {
 
     let relay = Relay::spawn(
         dir.path(),
-        &["--db", street.to_str().expect("UTF-8"), "run", "--listen", "127.0.0.1:0"],
+        &[
+            "--db",
+            street.to_str().expect("UTF-8"),
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+        ],
     );
     let id = report(&pda, "Overflowing bin");
     report(&pda, "Broken railing");
@@ -65,7 +80,11 @@ fn status_shows_each_nodes_contact_events_and_backlog() {
     assert_eq!(node_status(&street, &pda_id)["backlog"], 1);
     let status = relay_json(&street, &["status", "--json"]);
     assert!(status["storage"]["db_bytes"].as_u64() > Some(0), "{status}");
-    assert_eq!(status["upstream"]["last_ack_ms"], Value::Null, "no upstream");
+    assert_eq!(
+        status["upstream"]["last_ack_ms"],
+        Value::Null,
+        "no upstream"
+    );
     assert!(status["pending_upstream"]["own_events"].as_u64() >= Some(1));
 
     // The next sync brings it down; then the backlog is 0 again.
@@ -78,7 +97,10 @@ fn status_shows_each_nodes_contact_events_and_backlog() {
     assert!(relay.terminate().success());
     // Kept in the store: the same after the relay stopped.
     let after = node_status(&street, &pda_id);
-    assert_eq!((after["sessions"].clone(), after["events_in"].clone()), (2.into(), sent.into()));
+    assert_eq!(
+        (after["sessions"].clone(), after["events_in"].clone()),
+        (2.into(), sent.into())
+    );
     let text = relay_ok(&street, &["status"]);
     assert!(text.contains("backlog 0"), "{text}");
 }
@@ -89,7 +111,13 @@ fn a_backup_of_a_running_relay_opens_as_its_store_and_never_overwrites() {
     let (street, pda, _) = street_and_handheld(dir.path(), "street.db", GRID);
     let relay = Relay::spawn(
         dir.path(),
-        &["--db", street.to_str().expect("UTF-8"), "run", "--listen", "127.0.0.1:0"],
+        &[
+            "--db",
+            street.to_str().expect("UTF-8"),
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+        ],
     );
     report(&pda, "Overflowing bin");
     relay.sync(&pda);
@@ -101,12 +129,18 @@ fn a_backup_of_a_running_relay_opens_as_its_store_and_never_overwrites() {
     for key in ["node_id", "events", "incidents", "blobs"] {
         assert_eq!(backed_up[key], original[key], "{key}");
     }
-    assert_eq!(relay_json(&copy, &["list", "--json"]), relay_json(&street, &["list", "--json"]));
+    assert_eq!(
+        relay_json(&copy, &["list", "--json"]),
+        relay_json(&street, &["list", "--json"])
+    );
     let line = relay_fails(
         dir.path(),
         &["--db", street.to_str().expect("UTF-8"), "backup", copy_arg],
     );
-    assert!(line.contains("backup.db") && line.contains("already exists"), "{line}");
+    assert!(
+        line.contains("backup.db") && line.contains("already exists"),
+        "{line}"
+    );
     assert!(!dir.path().join("backup.db.tmp").exists());
     assert!(relay.terminate().success());
 }

@@ -12,11 +12,11 @@ use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Message, SyncSto
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{watch, Mutex as AsyncMutex, Notify, Semaphore};
 
+use crate::observe::{NoObserver, Observer, SessionEnd};
 use crate::transport::{BLOB_CHUNK, CLOSE_GRACE};
 pub use crate::transport::{
     BLOB_FLUSH, BLOB_HEADER_LIMIT, CONTROL_IDLE, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
 };
-use crate::observe::{NoObserver, Observer, SessionEnd};
 use crate::{now_ms, tls, transport, NetError, SharedStore};
 use gridsync_proto::limits::{Limiter, NodeLimits};
 
@@ -375,7 +375,9 @@ fn note_granted(state: &ConnState, granted: &mut bool) {
     if *granted {
         return;
     }
-    let peer = lock(&state.session).as_ref().and_then(|s| s.peer().cloned());
+    let peer = lock(&state.session)
+        .as_ref()
+        .and_then(|s| s.peer().cloned());
     if let Some(peer) = peer {
         *granted = true;
         crate::blocking(|| state.shared.observer.session_started(&peer));

@@ -18,9 +18,7 @@ use gridsync_net::observe::{Observer, SessionEnd};
 use gridsync_proto::{Enrolled, ErrorCode, Role};
 
 /// The upper bounds (seconds) of the commit latency histogram's buckets (`+Inf` follows).
-pub const COMMIT_BUCKETS: [f64; 10] = [
-    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
+pub const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Error codes are numbered 0 to 16 (`ErrorCode::from_u16`); one counter each.
 const CODES: usize = 17;
@@ -69,7 +67,10 @@ fn role_index(role: Role) -> usize {
 impl Metrics {
     /// Sets where [`Metrics::render`] reads the backlog from (own events and blobs not yet
     /// acknowledged upstream); without one, the gauges keep what [`Metrics::set_backlog`] set.
-    pub fn set_backlog_source(&self, source: impl Fn() -> Option<(u64, u64)> + Send + Sync + 'static) {
+    pub fn set_backlog_source(
+        &self,
+        source: impl Fn() -> Option<(u64, u64)> + Send + Sync + 'static,
+    ) {
         *self
             .backlog_source
             .lock()
@@ -137,7 +138,10 @@ impl Metrics {
     /// The metrics in the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`). Reads
     /// the backlog from its source first (a short store query, when the relay set one).
     pub fn render(&self) -> String {
-        let source = self.backlog_source.lock().unwrap_or_else(|p| p.into_inner());
+        let source = self
+            .backlog_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some((events, blobs)) = source.as_ref().and_then(|f| f()) {
             self.set_backlog(events, blobs);
         }
@@ -186,8 +190,14 @@ impl Metrics {
         );
         let kinds = |frames: &AtomicU64, blobs: &AtomicU64| {
             vec![
-                (labels(&[("kind", "frames")]), frames.load(Relaxed).to_string()),
-                (labels(&[("kind", "blobs")]), blobs.load(Relaxed).to_string()),
+                (
+                    labels(&[("kind", "frames")]),
+                    frames.load(Relaxed).to_string(),
+                ),
+                (
+                    labels(&[("kind", "blobs")]),
+                    blobs.load(Relaxed).to_string(),
+                ),
             ]
         };
         family(
@@ -405,10 +415,7 @@ mod tests {
                 *help.entry(name).or_default() += 1;
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("a name and a type");
-                assert!(
-                    ["counter", "gauge", "histogram"].contains(&kind),
-                    "{line}"
-                );
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                 assert!(
                     types.insert(name.to_owned(), kind.to_owned()).is_none(),
                     "TYPE twice: {line}"
@@ -427,7 +434,10 @@ mod tests {
         for (name, _, _) in &samples {
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(|f| types.get(*f).is_some_and(|k| k == "histogram")))
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+                })
                 .unwrap_or(name);
             assert!(types.contains_key(family), "{name} undeclared");
         }
@@ -437,17 +447,32 @@ mod tests {
                 .find(|(n, l, _)| n == name && l == labels)
                 .map(|s| s.2)
         };
-        assert_eq!(value("gridsync_sessions_started_total", r#"{role="device"}"#), Some(1.0));
+        assert_eq!(
+            value("gridsync_sessions_started_total", r#"{role="device"}"#),
+            Some(1.0)
+        );
         assert_eq!(value("gridsync_sessions_active", ""), Some(1.0));
         assert_eq!(value("gridsync_events_in_total", ""), Some(3.0));
-        assert_eq!(value("gridsync_bytes_in_total", r#"{kind="blobs"}"#), Some(50.0));
+        assert_eq!(
+            value("gridsync_bytes_in_total", r#"{kind="blobs"}"#),
+            Some(50.0)
+        );
         assert_eq!(
             value("gridsync_refusals_total", r#"{reason="NotEnrolled"}"#),
             Some(1.0)
         );
-        assert_eq!(value("gridsync_commit_seconds_bucket", r#"{le="0.005"}"#), Some(1.0));
-        assert_eq!(value("gridsync_commit_seconds_bucket", r#"{le="1"}"#), Some(1.0));
-        assert_eq!(value("gridsync_commit_seconds_bucket", r#"{le="+Inf"}"#), Some(2.0));
+        assert_eq!(
+            value("gridsync_commit_seconds_bucket", r#"{le="0.005"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("gridsync_commit_seconds_bucket", r#"{le="1"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("gridsync_commit_seconds_bucket", r#"{le="+Inf"}"#),
+            Some(2.0)
+        );
         assert_eq!(value("gridsync_commit_seconds_count", ""), Some(2.0));
         assert_eq!(value("gridsync_backlog_events", ""), Some(4.0));
         assert_eq!(value("gridsync_backlog_blobs", ""), Some(2.0));

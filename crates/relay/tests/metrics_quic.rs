@@ -57,8 +57,8 @@ async fn the_counters_follow_a_handhelds_sync_and_count_a_refusal() {
     let street = dir.path().join("street.db");
     Device::init_node(&street, "street-002", "street", "", SystemEnv).expect("a street store");
     let grid: GridCode = GRID.parse().expect("a grid");
-    let mut pda = Device::init(&dir.path().join("pda.db"), "patrol-7", grid.clone())
-        .expect("a handheld");
+    let mut pda =
+        Device::init(&dir.path().join("pda.db"), "patrol-7", grid.clone()).expect("a handheld");
     Store::open(&street)
         .expect("the street store")
         .enroll(&pda.node_id(), Role::Device, &Scope::from(&grid), 1_000)
@@ -66,7 +66,8 @@ async fn the_counters_follow_a_handhelds_sync_and_count_a_refusal() {
     let photo = include_bytes!("../../../fixtures/photos/street-640x427-gps.jpg");
     pda.report(report("Overflowing bin", Some(photo)))
         .expect("a report with a photo");
-    pda.report(report("Broken railing", None)).expect("a report");
+    pda.report(report("Broken railing", None))
+        .expect("a report");
 
     let relay = gridsync_relay::start(&street, "127.0.0.1:0".parse().expect("addr"), None)
         .await
@@ -85,24 +86,36 @@ async fn the_counters_follow_a_handhelds_sync_and_count_a_refusal() {
     assert_eq!(synced.summary.blobs_up, 2, "the photo and its thumbnail");
 
     // The session's end is noted once the relay has seen the handheld go.
-    wait_until("the session is over", &metrics, |m| m.sessions_active() == 0).await;
+    wait_until("the session is over", &metrics, |m| {
+        m.sessions_active() == 0
+    })
+    .await;
     assert_eq!(metrics.sessions_started(Role::Device), 1);
     assert_eq!(metrics.events_in(), n);
-    assert!(metrics.bytes_in() > synced.summary.blob_bytes_up, "frames and blobs");
+    assert!(
+        metrics.bytes_in() > synced.summary.blob_bytes_up,
+        "frames and blobs"
+    );
     assert!(metrics.bytes_out() > 0);
     assert!(metrics.commits() >= 1, "the batch's commit is timed");
     assert_eq!(metrics.refusals(ErrorCode::NotEnrolled), 0);
 
     // A handheld nobody enrolled is refused, and counted under its reason.
-    let stranger = Device::init(&dir.path().join("stranger.db"), "nobody", grid)
-        .expect("another handheld");
-    let refused = stranger.sync(target, &SyncOptions::default(), &mut |_| {}).await;
+    let stranger =
+        Device::init(&dir.path().join("stranger.db"), "nobody", grid).expect("another handheld");
+    let refused = stranger
+        .sync(target, &SyncOptions::default(), &mut |_| {})
+        .await;
     assert!(refused.is_err(), "an unenrolled handheld is refused");
     wait_until("the refusal is counted", &metrics, |m| {
         m.refusals(ErrorCode::NotEnrolled) == 1
     })
     .await;
-    assert_eq!(metrics.sessions_started(Role::Device), 1, "no session granted");
+    assert_eq!(
+        metrics.sessions_started(Role::Device),
+        1,
+        "no session granted"
+    );
 
     let text = metrics.render();
     assert_eq!(

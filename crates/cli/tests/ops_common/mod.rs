@@ -59,7 +59,10 @@ pub fn relay_json(db: &Path, args: &[&str]) -> Value {
 /// Runs `gridsync-relay ARGS...` in `dir` and expects a failure with exactly one line on
 /// standard error; returns it.
 pub fn relay_fails(dir: &Path, args: &[&str]) -> String {
-    let out = relay_in(dir).args(args).output().expect("run gridsync-relay");
+    let out = relay_in(dir)
+        .args(args)
+        .output()
+        .expect("run gridsync-relay");
     let what = format!("gridsync-relay {}", args.join(" "));
     assert!(!out.status.success(), "{}", describe(&what, &out));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -195,7 +198,14 @@ impl Relay {
     pub fn sync(&self, db: &Path) -> Value {
         device_json(
             db,
-            &["sync", "--relay", &self.addr, "--relay-id", &self.id, "--json"],
+            &[
+                "sync",
+                "--relay",
+                &self.addr,
+                "--relay-id",
+                &self.id,
+                "--json",
+            ],
         )
     }
 }
@@ -216,7 +226,10 @@ impl Drop for Relay {
 /// `grid` enrolled at it; returns the handheld's node id.
 pub fn street_and_handheld(dir: &Path, name: &str, grid: &str) -> (PathBuf, PathBuf, String) {
     let street = dir.join(name);
-    relay_ok(&street, &["init", "--name", "street-002", "--role", "street"]);
+    relay_ok(
+        &street,
+        &["init", "--name", "street-002", "--role", "street"],
+    );
     let pda = dir.join("pda.db");
     let id = device_ok(&pda, &["init", "--device-name", "patrol-7", "--grid", grid])
         .trim()

@@ -116,7 +116,8 @@ pub(crate) fn file_args(file: &Path, text: &str, matches: &ArgMatches) -> Result
         } else if key_name.contains('-') || key_name == "config" || key_name == "help" {
             None
         } else {
-            run.get_arguments().find(|a| a.get_long() == Some(long.as_str()))
+            run.get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
         };
         let Some(arg) = arg else {
             bail!(
@@ -153,7 +154,10 @@ pub(crate) fn file_args(file: &Path, text: &str, matches: &ArgMatches) -> Result
             },
             DeValue::Float(f) => f.as_str().to_owned(),
             DeValue::Datetime(d) => d.to_string(),
-            other => bail!("{at}: must be a string or a number, not {}", a(other.type_str())),
+            other => bail!(
+                "{at}: must be a string or a number, not {}",
+                a(other.type_str())
+            ),
         };
         if PATH_KEYS.contains(&key_name) {
             let p = Path::new(&text_value);
@@ -239,7 +243,11 @@ mod tests {
             .map(|l| l.replace('-', "_"))
             .collect();
         flags.insert("db".to_owned());
-        assert_eq!(keys_of(&uncommented()), flags, "docs/gridsync-relay.example.toml");
+        assert_eq!(
+            keys_of(&uncommented()),
+            flags,
+            "docs/gridsync-relay.example.toml"
+        );
     }
 
     #[test]
@@ -293,7 +301,10 @@ mod tests {
             "{e}"
         );
         let e = err("listen = \"nowhere\"\n");
-        assert!(e.starts_with("relay.toml:1: `listen` = \"nowhere\": "), "{e}");
+        assert!(
+            e.starts_with("relay.toml:1: `listen` = \"nowhere\": "),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "{e}");
         let e = err("listen = \n");
         assert!(e.starts_with("relay.toml:1: not valid TOML"), "{e}");
