@@ -11,6 +11,7 @@
 //! messages are sent. Errors are typed ([`NetError`]): nothing decides on an error's text.
 
 pub mod client;
+pub mod observe;
 pub mod server;
 pub mod tls;
 pub mod transport;

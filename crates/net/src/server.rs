@@ -12,6 +12,7 @@ use gridsync_proto::{frame, BlobHeader, ErrorCode, FrameReader, Message, SyncSto
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::{watch, Mutex as AsyncMutex, Notify, Semaphore};
 
+use crate::observe::{NoObserver, Observer, SessionEnd};
 use crate::transport::{BLOB_CHUNK, CLOSE_GRACE};
 pub use crate::transport::{
     BLOB_FLUSH, BLOB_HEADER_LIMIT, CONTROL_IDLE, HANDSHAKE_TIMEOUT, MAX_CONNECTIONS,
@@ -46,6 +47,9 @@ pub struct Shared {
     pub handshake_timeout: Duration,
     /// Per-node limits (connections at once, events per second), and each node's use of them.
     pub limiter: Mutex<Limiter>,
+    /// Told of sessions, bytes, refusals and commit times (the relay's metrics and contact
+    /// record); [`NoObserver`] by default.
+    pub observer: Arc<dyn Observer>,
 }
 
 impl Shared {
@@ -67,6 +71,7 @@ impl Shared {
             max_connections: MAX_CONNECTIONS,
             handshake_timeout: HANDSHAKE_TIMEOUT,
             limiter: Mutex::new(Limiter::new(NodeLimits::default())),
+            observer: Arc::new(NoObserver),
         }
     }
 
@@ -167,6 +172,8 @@ struct ConnState {
     shared: Arc<Shared>,
     session: Mutex<Option<ServerSession>>,
     control: AsyncMutex<Option<SendStream>>,
+    /// The cursor of the last `Down` page the current session sent.
+    down_cursor: Mutex<Option<u64>>,
 }
 
 /// Serves one connection: its control streams one after the other, and its blob streams.
@@ -184,6 +191,7 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
     let held = lock(&shared.limiter).connected(peer);
     if let Err(e) = held {
         tracing::info!(peer = %peer.short(), error = %e, "refused a connection over the node's limit");
+        shared.observer.refused(ErrorCode::Busy);
         refuse_busy(&conn, e.to_string()).await;
         return Ok(());
     }
@@ -197,6 +205,7 @@ pub async fn serve_connection(conn: Connection, shared: Arc<Shared>) -> Result<(
         shared: shared.clone(),
         session: Mutex::new(None),
         control: AsyncMutex::new(None),
+        down_cursor: Mutex::new(None),
     });
     let mut shutdown = shared.shutdown.clone();
     let mut blobs = tokio::task::JoinSet::new();
@@ -331,12 +340,58 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs one session on a control stream, and tells the observer when it is granted and when
+/// it ends.
 async fn run_control(
     state: &Arc<ConnState>,
     send: SendStream,
+    recv: RecvStream,
+) -> Result<(), NetError> {
+    let mut granted = false;
+    let result = drive_control(state, send, recv, &mut granted).await;
+    if granted {
+        let ended = {
+            let session = lock(&state.session);
+            session
+                .as_ref()
+                .and_then(|s| Some((s.peer()?.clone(), s.stats().clone())))
+        };
+        if let Some((peer, stats)) = ended {
+            let down_cursor = *lock(&state.down_cursor);
+            crate::blocking(|| {
+                state.shared.observer.session_ended(SessionEnd {
+                    peer: &peer,
+                    stats: &stats,
+                    down_cursor,
+                })
+            });
+        }
+    }
+    result
+}
+
+/// Tells the observer once, when the session's `Hello` has been accepted.
+fn note_granted(state: &ConnState, granted: &mut bool) {
+    if *granted {
+        return;
+    }
+    let peer = lock(&state.session)
+        .as_ref()
+        .and_then(|s| s.peer().cloned());
+    if let Some(peer) = peer {
+        *granted = true;
+        crate::blocking(|| state.shared.observer.session_started(&peer));
+    }
+}
+
+async fn drive_control(
+    state: &Arc<ConnState>,
+    send: SendStream,
     mut recv: RecvStream,
+    granted: &mut bool,
 ) -> Result<(), NetError> {
     *lock(&state.session) = Some(ServerSession::new(state.shared.config.clone(), state.peer));
+    *lock(&state.down_cursor) = None;
     *state.control.lock().await = Some(send);
     let mut reader = FrameReader::with_limit(state.shared.config.limits.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
@@ -392,7 +447,10 @@ async fn run_control(
         };
         idle_until = tokio::time::Instant::now() + idle;
         let n = match read {
-            Ok(Ok(Some(n))) => n,
+            Ok(Ok(Some(n))) => {
+                state.shared.observer.frame_bytes(true, n as u64);
+                n
+            }
             Ok(Ok(None)) => {
                 let rest = reader.finish();
                 let out = with_session(state, |s, _| s.stream_finished(rest));
@@ -433,7 +491,17 @@ async fn run_control(
                 }
             }
             let now = now_ms();
+            let began = std::time::Instant::now();
             let out = with_session(state, |s, store| s.handle(msg, store, now));
+            if out.iter().any(|o| {
+                matches!(
+                    o,
+                    ServerOutput::Committed { .. } | ServerOutput::BlobCommitted { .. }
+                )
+            }) {
+                state.shared.observer.committed_in(began.elapsed());
+            }
+            note_granted(state, granted);
             if execute(state, out).await {
                 return Ok(());
             }
@@ -447,8 +515,15 @@ async fn execute(state: &ConnState, outputs: Vec<ServerOutput>) -> bool {
     let mut ended = false;
     for out in outputs {
         match out {
-            ServerOutput::Send(msg) => send_message(state, &msg).await,
-            ServerOutput::Committed { .. } => {
+            ServerOutput::Send(msg) => {
+                if let Message::Down { events, cursor, .. } = &msg {
+                    state.shared.observer.events(false, events.len() as u64);
+                    *lock(&state.down_cursor) = Some(*cursor);
+                }
+                send_message(state, &msg).await
+            }
+            ServerOutput::Committed { stored } => {
+                state.shared.observer.events(true, u64::from(stored));
                 state.shared.changed.notify_one();
                 state.shared.blobs_changed.notify_one();
                 state.shared.committed();
@@ -460,6 +535,9 @@ async fn execute(state: &ConnState, outputs: Vec<ServerOutput>) -> bool {
             ServerOutput::SendBlob(header) => send_fetched(state, header),
             ServerOutput::End { code, reason } => {
                 ended = true;
+                if code != ErrorCode::Done {
+                    state.shared.observer.refused(code);
+                }
                 if let Some(mut send) = state.control.lock().await.take() {
                     let _ = send.finish();
                 }
@@ -491,8 +569,11 @@ async fn send_message(state: &ConnState, msg: &Message) {
     };
     let mut control = state.control.lock().await;
     if let Some(send) = control.as_mut() {
-        if let Err(e) = send.write_all(&bytes).await {
-            tracing::info!(peer = %state.peer.short(), error = %e, "cannot send on the control stream");
+        match send.write_all(&bytes).await {
+            Ok(()) => state.shared.observer.frame_bytes(false, bytes.len() as u64),
+            Err(e) => {
+                tracing::info!(peer = %state.peer.short(), error = %e, "cannot send on the control stream")
+            }
         }
     }
 }
@@ -518,7 +599,10 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
             }
         }
         match recv.read(&mut buf).await {
-            Ok(Some(n)) => reader.push(&buf[..n]),
+            Ok(Some(n)) => {
+                state.shared.observer.blob_bytes(true, n as u64);
+                reader.push(&buf[..n]);
+            }
             Ok(None) | Err(_) => return,
         }
     };
@@ -537,7 +621,12 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         return;
     };
     let mut sink = match begun {
-        Ok(s) => s,
+        Ok(s) => {
+            if s.at() > 0 {
+                state.shared.observer.blob_resumed();
+            }
+            s
+        }
         Err(e) => {
             let out = with_session(state, |s, _| s.blob_refused(&e));
             execute(state, out).await;
@@ -574,7 +663,10 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
             }
         }
         match recv.read(&mut buf).await {
-            Ok(Some(n)) => pending.extend_from_slice(&buf[..n]),
+            Ok(Some(n)) => {
+                state.shared.observer.blob_bytes(true, n as u64);
+                pending.extend_from_slice(&buf[..n]);
+            }
             Ok(None) => break,
             Err(e) => {
                 // The stream broke: keep what arrived, the child resumes from there.
@@ -591,6 +683,7 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
         execute(state, out).await;
         return;
     }
+    let began = std::time::Instant::now();
     let out = crate::blocking(|| {
         let mut session = lock(&state.session);
         match session.as_mut() {
@@ -601,6 +694,12 @@ async fn receive_blob(state: &ConnState, mut recv: RecvStream) {
             None => Vec::new(),
         }
     });
+    if out
+        .iter()
+        .any(|o| matches!(o, ServerOutput::BlobCommitted { .. }))
+    {
+        state.shared.observer.committed_in(began.elapsed());
+    }
     execute(state, out).await;
 }
 
@@ -614,8 +713,9 @@ fn send_fetched(state: &ConnState, header: BlobHeader) {
     let conn = state.conn.clone();
     let store = state.shared.store.clone();
     let peer = state.peer;
+    let observer = state.shared.observer.clone();
     tokio::spawn(async move {
-        match send_fetched_blob(&conn, &store, header).await {
+        match send_fetched_blob(&conn, &store, header, &*observer).await {
             Ok(()) => {
                 tracing::debug!(peer = %peer.short(), hash = %header.hash, bytes = header.size - header.offset, "fetched blob sent")
             }
@@ -630,6 +730,7 @@ async fn send_fetched_blob(
     conn: &Connection,
     store: &SharedStore,
     h: BlobHeader,
+    observer: &dyn Observer,
 ) -> Result<(), NetError> {
     let mut stream = conn.open_uni().await?;
     let header = frame::encode_value("blob header", &h).map_err(NetError::Encode)?;
@@ -651,6 +752,7 @@ async fn send_fetched_blob(
             }
         };
         stream.write_all(&chunk).await?;
+        observer.blob_bytes(false, chunk.len() as u64);
         at += chunk.len() as u64;
     }
     stream.finish().map_err(NetError::Finish)?;

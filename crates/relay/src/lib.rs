@@ -31,10 +31,13 @@ pub use gridsync_proto::limits::NodeLimits;
 mod backoff;
 pub mod deadlines;
 pub mod export;
+pub mod metrics;
 pub mod open311;
 pub mod stats;
 pub mod verify;
 use backoff::{stopped_during, Backoff, FailureLog, SessionFailure};
+use gridsync_net::observe::{Observer, SessionEnd};
+use metrics::Metrics;
 
 /// How often the relay looks whether another process (an operator's `gridsync-relay edit`,
 /// `staff add`) committed to its store: a local check of SQLite's `data_version`, no network.
@@ -102,9 +105,15 @@ pub struct RelayHandle {
     pub node_id: NodeId,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
 
 impl RelayHandle {
+    /// The running relay's metrics ([`Metrics::render`] for `/metrics`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// Asks the relay to stop (sessions end with `ShuttingDown`) and waits until it has.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
@@ -221,7 +230,20 @@ pub async fn start_with(
         })?;
     let (tx, rx) = watch::channel(false);
     let changed = Arc::new(Notify::new());
+    let metrics = Arc::new(Metrics::default());
+    {
+        let (local, me) = (local.clone(), identity.node_id);
+        metrics.set_backlog_source(move || {
+            let p = local.lock().unwrap_or_else(|p| p.into_inner()).pending(&me);
+            p.ok().map(|p| (p.events, p.blobs))
+        });
+    }
+    let observer = Arc::new(RelayObserver {
+        metrics: metrics.clone(),
+        store: local.clone(),
+    });
     let shared = Arc::new(Shared {
+        observer,
         control_idle: options.session_idle,
         max_connections: options.max_connections,
         handshake_timeout: options.handshake_timeout,
@@ -235,8 +257,19 @@ pub async fn start_with(
     });
     tracing::info!(addr = %local_addr, node = %identity.node_id, role = role.as_str(), "relay listening");
     let node_id = identity.node_id;
+    let relay_metrics = metrics.clone();
     let task = tokio::spawn(async move {
         let up = upstream.map(|target| {
+            // Each acknowledgement from the upstream is noted here; one task records the
+            // latest in the store (for `status`), a write per change, not per event.
+            let (acked, acks) = watch::channel(0u64);
+            let recorder = tokio::spawn(record_upstream_acks(
+                local.clone(),
+                target.id,
+                acks,
+                rx.clone(),
+            ));
+            let acked = Arc::new(acked);
             let config =
                 options.client_config(identity.node_id, role, identity.name.clone(), target.id);
             // Only the following session downloads: what it stores wakes this relay's own
@@ -249,6 +282,7 @@ pub async fn start_with(
                 photos,
                 target,
                 shared.clone(),
+                acked.clone(),
                 rx.clone(),
             ));
             // The following session carries events both ways; photos go on their own
@@ -261,10 +295,14 @@ pub async fn start_with(
                 identity.secret,
                 follow,
                 target,
-                shared.clone(),
+                Link {
+                    shared: shared.clone(),
+                    metrics: relay_metrics.clone(),
+                    acked,
+                },
                 rx.clone(),
             ));
-            (events, blobs)
+            (events, blobs, recorder)
         });
         let deadlines = options.escalate_overdue.then(|| {
             tokio::spawn(deadline_loop(
@@ -276,9 +314,10 @@ pub async fn start_with(
         });
         let watch = tokio::spawn(watch_store(local, shared.clone(), rx));
         server::serve(endpoint, shared).await;
-        if let Some((events, blobs)) = up {
+        if let Some((events, blobs, recorder)) = up {
             let _ = events.await;
             let _ = blobs.await;
+            let _ = recorder.await;
         }
         let _ = watch.await;
         if let Some(d) = deadlines {
@@ -291,7 +330,112 @@ pub async fn start_with(
         node_id,
         shutdown: tx,
         task,
+        metrics,
     })
+}
+
+/// What the driver tells the relay: counted in its [`Metrics`], and each child's contact
+/// (a session's start and end) recorded in the store, where `status` reads it.
+#[derive(Debug)]
+struct RelayObserver {
+    metrics: Arc<Metrics>,
+    store: Arc<Mutex<Store>>,
+}
+
+impl RelayObserver {
+    fn record(&self, what: &str, f: impl FnOnce(&mut Store) -> Result<(), StoreError>) {
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f(&mut store) {
+            tracing::warn!(error = %e, "cannot record a child's {what}");
+        }
+    }
+}
+
+impl Observer for RelayObserver {
+    fn session_started(&self, peer: &gridsync_proto::Enrolled) {
+        self.metrics.session_started(peer);
+        self.record("session start", |s| {
+            s.contact_started(&peer.node, gridsync_net::now_ms())
+        });
+    }
+    fn session_ended(&self, end: SessionEnd<'_>) {
+        self.metrics.session_ended(end);
+        self.record("session end", |s| {
+            s.contact_ended(
+                &end.peer.node,
+                gridsync_net::now_ms(),
+                end.stats.events_stored,
+                end.down_cursor,
+            )
+        });
+    }
+    fn refused(&self, code: ErrorCode) {
+        self.metrics.refused(code);
+    }
+    fn frame_bytes(&self, inbound: bool, bytes: u64) {
+        self.metrics.frame_bytes(inbound, bytes);
+    }
+    fn blob_bytes(&self, inbound: bool, bytes: u64) {
+        self.metrics.blob_bytes(inbound, bytes);
+    }
+    fn events(&self, inbound: bool, count: u64) {
+        self.metrics.events(inbound, count);
+    }
+    fn blob_resumed(&self) {
+        self.metrics.blob_resumed();
+    }
+    fn committed_in(&self, took: Duration) {
+        self.metrics.committed_in(took);
+    }
+}
+
+/// What the upstream loop reports to besides the store: the relay's sharing, its metrics
+/// (connected or not), and the time of the upstream's last acknowledgement.
+struct Link {
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    acked: Arc<watch::Sender<u64>>,
+}
+
+/// Records in the store when the upstream `parent` last acknowledged something (the latest
+/// time `acks` carries), until shutdown.
+async fn record_upstream_acks(
+    store: Arc<Mutex<Store>>,
+    parent: NodeId,
+    mut acks: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = acks.changed() => if r.is_err() { return },
+            _ = stopped(&mut shutdown) => return,
+        }
+        let at = *acks.borrow_and_update();
+        let store = store.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .upstream_acked(&parent, at)
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "cannot record the upstream's acknowledgement");
+        }
+    }
+}
+
+/// Notes an acknowledgement from the upstream now, if `p` is one.
+fn note_ack(acked: &watch::Sender<u64>, p: &client::SyncProgress) {
+    let ack = matches!(
+        p,
+        client::SyncProgress::Session(
+            Progress::Events { acked: 1.., .. } | Progress::BlobStored { .. }
+        )
+    );
+    if ack {
+        acked.send_replace(gridsync_net::now_ms());
+    }
 }
 
 /// The deadline policy: every `every` (and at start), escalates the overdue cases
@@ -408,6 +552,7 @@ async fn blob_loop(
     config: ClientConfig,
     target: Upstream,
     shared: Arc<Shared>,
+    acked: Arc<watch::Sender<u64>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let bind: SocketAddr = if target.addr.is_ipv6() {
@@ -452,7 +597,10 @@ async fn blob_loop(
                 }
             }
         };
-        let mut progress = |p| tracing::trace!(?p, "upstream blob progress");
+        let mut progress = |p: client::SyncProgress| {
+            note_ack(&acked, &p);
+            tracing::trace!(?p, "upstream blob progress");
+        };
         let result = tokio::select! {
             r = client::run_session(&live, store.clone(), config.clone(), &options, &mut progress) => r,
             _ = stopped(&mut shutdown) => {
@@ -501,9 +649,14 @@ async fn upstream_loop(
     secret: [u8; 32],
     config: ClientConfig,
     target: Upstream,
-    shared: Arc<Shared>,
+    link: Link,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Link {
+        shared,
+        metrics,
+        acked,
+    } = link;
     let changed = shared.changed.clone();
     let bind: SocketAddr = if target.addr.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -541,8 +694,10 @@ async fn upstream_loop(
         };
         tracing::info!(upstream = %target.addr, "connected upstream");
         log.connected();
+        metrics.set_upstream_connected(true);
         loop {
             let mut progress = |p: client::SyncProgress| {
+                note_ack(&acked, &p);
                 if let client::SyncProgress::Session(Progress::Received { .. }) = p {
                     // Decisions from above: pushed on to the followers here at once.
                     shared.committed();
@@ -593,6 +748,7 @@ async fn upstream_loop(
                         ErrorCode::Unexpected.as_u16().into(),
                         b"session failed; reconnecting",
                     );
+                    metrics.set_upstream_connected(false);
                     if stopped_during(wait, &mut shutdown).await {
                         break 'connect;
                     }
@@ -602,10 +758,12 @@ async fn upstream_loop(
             // The follow was given up because something committed here: the next session
             // sends it.
             if conn.close_reason().is_some() {
+                metrics.set_upstream_connected(false);
                 continue 'connect;
             }
         }
     }
+    metrics.set_upstream_connected(false);
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
@@ -675,7 +833,12 @@ mod tests {
             Arc::new(Notify::new()),
             rx.clone(),
         ));
-        let task = tokio::spawn(upstream_loop(store, [7; 32], config, target, shared, rx));
+        let link = Link {
+            shared,
+            metrics: Arc::new(Metrics::default()),
+            acked: Arc::new(watch::channel(0).0),
+        };
+        let task = tokio::spawn(upstream_loop(store, [7; 32], config, target, link, rx));
         (tx, task)
     }
 

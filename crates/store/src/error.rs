@@ -67,6 +67,12 @@ pub enum StoreError {
         why: String,
     },
     #[error("{path}: {context}: {error}")]
+    Io {
+        path: PathBuf,
+        context: &'static str,
+        error: std::io::Error,
+    },
+    #[error("{path}: {context}: {error}")]
     Sqlite {
         path: PathBuf,
         context: &'static str,
@@ -164,7 +170,9 @@ pub(crate) fn without_path(e: &StoreError) -> String {
         ),
         StoreError::CorruptRow { what, .. } => format!("corrupt row: {what}"),
         StoreError::Enrollment { node, why, .. } => format!("cannot enroll {node}: {why}"),
-        StoreError::Sqlite { context, .. } => format!("storage failed ({context})"),
+        StoreError::Sqlite { context, .. } | StoreError::Io { context, .. } => {
+            format!("storage failed ({context})")
+        }
         StoreError::Missing { .. }
         | StoreError::Exists { .. }
         | StoreError::NotAStore { .. }

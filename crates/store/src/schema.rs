@@ -228,6 +228,30 @@ const MIGRATIONS: &[&str] = &[
 
     INSERT OR REPLACE INTO meta (key, value) VALUES ('index_photo_refs', x'01');
     "#,
+    // 8:
+    r#"
+    -- placeholder: replaced at merge by the console helper's migration
+    "#,
+    // 9: operations (`ops.rs`, behind `gridsync-relay status`). `peer_contact`: per child,
+    // its last contact (written at each session's start and end, one row, never per event),
+    // its sessions, the events it sent here, and the download position it last reached (the
+    // cursor of the last `Down` page sent to it; NULL until one was). `upstream_acks`: when
+    // each parent last acknowledged a batch of this node's (events or a blob).
+    r#"
+    CREATE TABLE peer_contact (
+        node        BLOB    PRIMARY KEY,
+        first_ms    INTEGER NOT NULL,
+        last_ms     INTEGER NOT NULL,
+        sessions    INTEGER NOT NULL,
+        events_in   INTEGER NOT NULL,
+        down_cursor INTEGER
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE upstream_acks (
+        parent      BLOB    PRIMARY KEY,
+        last_ack_ms INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is

@@ -4,6 +4,7 @@
 #[path = "../../shared/mod.rs"]
 #[macro_use]
 mod shared;
+mod config;
 mod stats;
 
 use std::io::Write;
@@ -92,9 +93,14 @@ enum Command {
     },
     /// Serve devices (and child relays); with an upstream, forward everything there.
     Run {
-        /// Address to listen on, e.g. 0.0.0.0:4433 (port 0: any free port, printed).
+        /// A TOML file of these settings: its keys are the long flags with _ for - (and
+        /// db); flags given here win over it (docs/gridsync-relay.example.toml).
         #[arg(long)]
-        listen: SocketAddr,
+        config: Option<PathBuf>,
+        /// Address to listen on, e.g. 0.0.0.0:4433 (port 0: any free port, printed).
+        /// Required, here or in the config file.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// The upstream (district) relay, HOST:PORT.
         #[arg(long, requires = "upstream_id")]
         upstream: Option<String>,
@@ -138,6 +144,36 @@ enum Command {
         /// checked at start and every 30 s. Off by default (overdue cases are only listed).
         #[arg(long)]
         escalate_overdue: bool,
+        /// Serve the web console (and its API) on this address, e.g. 0.0.0.0:8080. Off by
+        /// default.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// The console's TLS certificate chain (PEM); with --http-key.
+        #[arg(long, requires_all = ["http", "http_key"])]
+        http_cert: Option<PathBuf>,
+        /// The console's TLS private key (PEM); with --http-cert.
+        #[arg(long, requires_all = ["http", "http_cert"])]
+        http_key: Option<PathBuf>,
+        /// Serve Prometheus metrics at /metrics on the --http address.
+        #[arg(long, requires = "http")]
+        metrics: bool,
+        /// Serve the read-only Open311 GeoReport v2 API under /open311/v2/ on the --http
+        /// address (requests need an API key).
+        #[arg(long, requires = "http")]
+        open311: bool,
+        /// The tile URL template of the console's map, e.g.
+        /// https://tiles.example/{z}/{x}/{y}.png (none: the map draws without tiles).
+        #[arg(long, requires = "http")]
+        map_tiles: Option<String>,
+        /// The district's grid boundaries for the console's map (GeoJSON).
+        #[arg(long, requires = "http")]
+        map_grids: Option<PathBuf>,
+    },
+    /// Copy the store, consistent as of one instant, to a new FILE (works while `run` runs);
+    /// refuses to overwrite an existing file. The copy is a store `run --db FILE` opens.
+    Backup {
+        /// Where the copy goes (must not exist).
+        file: PathBuf,
     },
     /// List the incidents held here.
     List {
@@ -382,6 +418,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Run {
+            config: _,
             listen,
             upstream,
             upstream_id,
@@ -394,7 +431,26 @@ fn run(cli: Cli) -> Result<()> {
             accept_unsigned_before,
             upload_unsigned,
             escalate_overdue,
+            http,
+            http_cert,
+            http_key,
+            metrics,
+            open311,
+            map_tiles,
+            map_grids,
         } => {
+            let listen = listen.context(
+                "give the address to listen on: --listen ADDR, or `listen` in the --config file",
+            )?;
+            let console = config::ConsoleSettings {
+                http,
+                cert: http_cert,
+                key: http_key,
+                metrics,
+                open311,
+                map_tiles,
+                map_grids,
+            };
             open_relay(db)?;
             let upstream = match (upstream, upstream_id) {
                 (Some(addr), Some(id)) => Some(gridsync_relay::Upstream {
@@ -417,7 +473,7 @@ fn run(cli: Cli) -> Result<()> {
                 escalate_overdue,
                 ..gridsync_relay::RelayOptions::default()
             };
-            serve(db, listen, upstream, options)?;
+            serve(db, listen, upstream, options, console)?;
         }
         Command::List { json, overdue } => shared::list(&open_relay(db)?, json, overdue)?,
         Command::Show(a) => shared::show(&open_relay(db)?, a)?,
@@ -445,10 +501,22 @@ fn run(cli: Cli) -> Result<()> {
             stats::run(&open_relay(db)?, window, by.map(Into::into), json)?
         }
         Command::Staff { command } => staff(db, command)?,
+        Command::Backup { file } => {
+            let node = open_relay(db)?;
+            node.store().backup(&file)?;
+            // The copy must open as a relay's store before it counts as a backup.
+            Store::open(&file)
+                .with_context(|| format!("{}: the backup does not open", file.display()))?;
+            say!("backed up {} to {}", db.display(), file.display());
+        }
         Command::Status { json } => {
             let node = open_relay(db)?;
             let counts = node.counts()?;
             let pending = node.store().pending(&node.node_id())?;
+            let now = now_ms();
+            let nodes = status_nodes(node.store(), now)?;
+            let last_ack = node.store().last_upstream_ack()?;
+            let used = node.store().storage_use()?;
             let value = serde_json::json!({
                 "node_id": node.node_id().to_hex(),
                 "name": node.name(),
@@ -461,6 +529,20 @@ fn run(cli: Cli) -> Result<()> {
                     "blobs": pending.blobs,
                     "blob_bytes": pending.blob_bytes,
                 },
+                "upstream": {
+                    "last_ack_ms": last_ack.map(|(_, at)| at),
+                    "last_ack_age_ms": last_ack.map(|(_, at)| now.saturating_sub(at)),
+                    "parent": last_ack.map(|(p, _)| p.to_hex()),
+                },
+                "storage": {
+                    "db_bytes": used.db_bytes,
+                    "wal_bytes": used.wal_bytes,
+                    "shm_bytes": used.shm_bytes,
+                    "blob_bytes": used.blob_bytes,
+                    "partial_blob_bytes": used.partial_bytes,
+                    "total_bytes": used.db_bytes + used.wal_bytes + used.shm_bytes,
+                },
+                "nodes": nodes,
             });
             if json {
                 print_json(&value)?;
@@ -479,6 +561,40 @@ fn run(cli: Cli) -> Result<()> {
                     pending.blobs,
                     pending.blob_bytes
                 );
+                match last_ack {
+                    Some((_, at)) => say!(
+                        "         last acknowledged {} ({} ago)",
+                        fmt_ms(at),
+                        age(now.saturating_sub(at))
+                    ),
+                    None => say!("         nothing acknowledged upstream yet"),
+                }
+                say!(
+                    "storage  {} bytes (database {}, wal {}, shm {}); blobs {} bytes, partial {}",
+                    used.db_bytes + used.wal_bytes + used.shm_bytes,
+                    used.db_bytes,
+                    used.wal_bytes,
+                    used.shm_bytes,
+                    used.blob_bytes,
+                    used.partial_bytes
+                );
+                for n in &nodes {
+                    let contact = match (n.last_contact_ms, n.last_contact_age_ms) {
+                        (Some(_), Some(a)) => format!("seen {} ago", age(a)),
+                        _ => "never seen".to_owned(),
+                    };
+                    say!(
+                        "node     {} {:<9} {:<20} {}, {} sessions, {} events sent, backlog {}{}",
+                        n.node_id.get(..16).unwrap_or(&n.node_id),
+                        n.role,
+                        n.scope,
+                        contact,
+                        n.sessions,
+                        n.events_in,
+                        n.backlog,
+                        if n.revoked { " (revoked)" } else { "" }
+                    );
+                }
             }
         }
     }
@@ -530,6 +646,71 @@ fn staff(db: &std::path::Path, command: StaffCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One enrolled node in `status`.
+#[derive(Debug, serde::Serialize)]
+struct NodeStatus {
+    node_id: String,
+    role: &'static str,
+    scope: String,
+    revoked: bool,
+    /// When a session of it last started or ended here (Unix ms), and how long ago.
+    last_contact_ms: Option<u64>,
+    last_contact_age_ms: Option<u64>,
+    sessions: u64,
+    /// Events it sent here that were stored.
+    events_in: u64,
+    /// The download position it last reached (`null`: it never downloaded).
+    down_cursor: Option<u64>,
+    /// The events of its scope committed here after `down_cursor` (from the start if it
+    /// never downloaded) that did not come from it: what its next download brings.
+    backlog: u64,
+}
+
+/// Each node enrolled here (revoked ones too), with its contact and backlog.
+fn status_nodes(store: &Store, now: u64) -> Result<Vec<NodeStatus>> {
+    let contacts = store.contacts()?;
+    let mut out = Vec::new();
+    for p in store.peers()? {
+        let c = contacts.iter().find(|c| c.node == p.node);
+        let cursor = c.and_then(|c| c.down_cursor);
+        out.push(NodeStatus {
+            node_id: p.node.to_hex(),
+            role: p.role.as_str(),
+            scope: p.scope.to_string(),
+            revoked: p.revoked_ms.is_some(),
+            last_contact_ms: c.map(|c| c.last_ms),
+            last_contact_age_ms: c.map(|c| now.saturating_sub(c.last_ms)),
+            sessions: c.map_or(0, |c| c.sessions),
+            events_in: c.map_or(0, |c| c.events_in),
+            down_cursor: cursor,
+            backlog: store.backlog(&p.node, &p.scope, cursor.unwrap_or(0))?,
+        });
+    }
+    Ok(out)
+}
+
+/// A Unix time in ms as RFC 3339 (UTC, seconds).
+fn fmt_ms(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || format!("{ms} ms"),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+}
+
+/// A duration in ms for people: `42s`, `7m`, `3h`, `2d`.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 /// Opens the store as a relay's (refusing a device's store).
@@ -664,18 +845,26 @@ fn serve(
     listen: SocketAddr,
     upstream: Option<gridsync_relay::Upstream>,
     options: gridsync_relay::RelayOptions,
+    console: config::ConsoleSettings,
 ) -> Result<()> {
+    // Until the console is wired in (below), --http is refused before anything starts.
+    if let Some(http) = console.http {
+        bail!("--http {http}: the web console is not built into this binary yet");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Installed before the first line is printed: whoever reads it may stop us at once.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         let relay = gridsync_relay::start_with(db, listen, upstream, options).await?;
+        // console: wired by the lead at merge (started here, with `relay.metrics()` and
+        // `console`, when `console.http` is set).
         say!("listening on {} as {}", relay.local_addr, relay.node_id);
         std::io::stdout().flush()?;
         let stop = relay.shutdown_sender();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -688,6 +877,11 @@ fn serve(
 
 fn main() -> ExitCode {
     shared::init_logging("info");
+    match config::parse_with_file() {
+        Ok(Some(cli)) => return shared::finish("gridsync-relay", run(cli)),
+        Ok(None) => {}
+        Err(e) => return shared::finish("gridsync-relay", Err(e)),
+    }
     match shared::parse::<Cli>("gridsync-relay") {
         Ok(cli) => shared::finish("gridsync-relay", run(cli)),
         Err(code) => code,
