@@ -13,8 +13,8 @@ use std::process::{Command, Output, Stdio};
 
 use common::expect_one_line_failure;
 use gridsync_core::{
-    Category, Event, Hlc, IncidentId, Location, LocationSource, NodeId, Payload, Report,
-    Severity, Status,
+    Category, Event, Hlc, IncidentId, Location, LocationSource, NodeId, Payload, Report, Severity,
+    Status,
 };
 use gridsync_store::Store;
 use serde_json::Value;
@@ -60,7 +60,13 @@ fn event(id: IncidentId, seq: u64, minute: u64, author: &str, payload: Payload) 
     }
 }
 
-fn report(id: IncidentId, seq: u64, minute: u64, description: &str, at: Option<(f64, f64)>) -> Event {
+fn report(
+    id: IncidentId,
+    seq: u64,
+    minute: u64,
+    description: &str,
+    at: Option<(f64, f64)>,
+) -> Event {
     event(
         id,
         seq,
@@ -69,9 +75,8 @@ fn report(id: IncidentId, seq: u64, minute: u64, description: &str, at: Option<(
         Payload::Reported(Report {
             category: Category::from_catalogue("garbage").expect("category"),
             description: description.into(),
-            location: at.map(|(lat, lon)| {
-                Location::new(lat, lon, LocationSource::Exif).expect("location")
-            }),
+            location: at
+                .map(|(lat, lon)| Location::new(lat, lon, LocationSource::Exif).expect("location")),
             observed_at: None,
             severity: Severity::Normal,
         }),
@@ -95,7 +100,10 @@ fn status(id: IncidentId, seq: u64, minute: u64, status: Status) -> Event {
 /// minute 0; a plain one at minute 60, rejected; one at minute 120, closed.
 fn setup(dir: &Path) -> (std::path::PathBuf, [IncidentId; 3]) {
     let db = dir.join("relay.db");
-    ok(&db, &["init", "--name", "district-110101", "--role", "district"]);
+    ok(
+        &db,
+        &["init", "--name", "district-110101", "--role", "district"],
+    );
     let ids = [1u8, 2, 3].map(|n| IncidentId::new_v7(T0, [n; 10]));
     let events = vec![
         report(ids[0], 1, 0, HOSTILE, Some((39.8927, 116.4284))),
@@ -150,8 +158,21 @@ fn csv_reads_back_in_python_cell_for_cell() {
         row[i].clone()
     };
     for name in [
-        "id", "reported_at", "status", "level", "category", "severity", "grid", "lat", "lon",
-        "assignee", "due", "overdue", "description", "photos", "updated_at",
+        "id",
+        "reported_at",
+        "status",
+        "level",
+        "category",
+        "severity",
+        "grid",
+        "lat",
+        "lon",
+        "assignee",
+        "due",
+        "overdue",
+        "description",
+        "photos",
+        "updated_at",
     ] {
         assert!(header.iter().any(|c| c == name), "{name}");
     }
@@ -189,8 +210,7 @@ fn output_file_geojson_jsonl_and_filters() {
         format!("exported 2 incidents to {}", file.display())
     );
     assert!(!dir.path().join("incidents.geojson.tmp").exists());
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(&file).expect("file")).expect("GeoJSON");
+    let v: Value = serde_json::from_slice(&std::fs::read(&file).expect("file")).expect("GeoJSON");
     assert_eq!(v["type"], "FeatureCollection");
     let features = v["features"].as_array().expect("features");
     assert_eq!(features.len(), 2);
@@ -202,7 +222,9 @@ fn output_file_geojson_jsonl_and_filters() {
     // --status repeated is the same as comma-separated.
     let repeated = ok(
         &db,
-        &["export", "--format", "jsonl", "--status", "closed", "--status", "rejected"],
+        &[
+            "export", "--format", "jsonl", "--status", "closed", "--status", "rejected",
+        ],
     );
     assert_eq!(String::from_utf8_lossy(&repeated.stdout).lines().count(), 2);
 
@@ -211,7 +233,13 @@ fn output_file_geojson_jsonl_and_filters() {
         serde_json::from_slice(&ok(&db, &["list", "--json"]).stdout).expect("list");
     let out = ok(
         &db,
-        &["export", "--format", "jsonl", "--since", "2026-03-02T09:00:00+08:00"],
+        &[
+            "export",
+            "--format",
+            "jsonl",
+            "--since",
+            "2026-03-02T09:00:00+08:00",
+        ],
     );
     let lines: Vec<Value> = String::from_utf8(out.stdout)
         .expect("utf-8")
@@ -237,7 +265,10 @@ fn bad_arguments_fail_in_one_line() {
     }
     let line = expect_one_line_failure(
         &["export"],
-        &relay(&db, &["export", "--format", "csv", "-o", "/nonexistent-dir/x.csv"]),
+        &relay(
+            &db,
+            &["export", "--format", "csv", "-o", "/nonexistent-dir/x.csv"],
+        ),
     );
     assert!(line.contains("/nonexistent-dir/x.csv.tmp"), "{line}");
 }

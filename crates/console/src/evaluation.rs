@@ -211,7 +211,14 @@ impl LevelRow {
 
     fn passes(&self, closed: u64) -> Option<bool> {
         let s = self.share(closed)?;
-        Some(s >= self.lo && if self.hi_open { s < self.hi } else { s <= self.hi })
+        Some(
+            s >= self.lo
+                && if self.hi_open {
+                    s < self.hi
+                } else {
+                    s <= self.hi
+                },
+        )
     }
 }
 
@@ -236,7 +243,8 @@ fn level_chart(closed: u64, rows: &[LevelRow]) -> String {
             format!(
                 "{} {} (target {})",
                 r.name,
-                r.share(closed).map_or("-".to_owned(), |s| format!("{s:.1}%")),
+                r.share(closed)
+                    .map_or("-".to_owned(), |s| format!("{s:.1}%")),
                 r.target
             )
         })
@@ -385,13 +393,13 @@ pub fn body(store: &Store, now_ms: u64, query: &EvalQuery) -> Result<String, Sto
 
     // The window form.
     let value = |v: &Option<String>| escape(v.as_deref().unwrap_or("").trim());
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<form class=\"eval-window\" method=\"get\" aria-label=\"Window\">\
 <label>Reported from <input type=\"text\" name=\"since\" value=\"{}\" \
 placeholder=\"2026-03-01T00:00:00+08:00\"></label> \
 <label>to before <input type=\"text\" name=\"until\" value=\"{}\" placeholder=\"2026-04-01\"></label> \
-<button type=\"submit\">Show</button></form>\n",
+<button type=\"submit\">Show</button></form>",
         value(&query.since),
         value(&query.until)
     );
@@ -495,9 +503,9 @@ district.</p>"
             f.by_status.get(*s)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<tr><th scope=\"row\">overdue</th><td>{}</td></tr></tbody></table>\n",
+        "<tr><th scope=\"row\">overdue</th><td>{}</td></tr></tbody></table>",
         f.overdue
     );
     let e = &st.evaluation;
@@ -679,7 +687,11 @@ pub fn download(
         bytes.push(b'\n');
         return Ok(("application/json", "evaluation.json".to_owned(), bytes));
     }
-    Ok(("text/csv; charset=utf-8", "evaluation.csv".to_owned(), csv(&st)))
+    Ok((
+        "text/csv; charset=utf-8",
+        "evaluation.csv".to_owned(),
+        csv(&st),
+    ))
 }
 
 /// `(path under /assets/, content type, bytes)`.
@@ -846,10 +858,12 @@ mod tests {
         assert!(html.contains(
             "<tr><th scope=\"row\">110101/002/014/03</th><td>2</td><td>0</td><td>2</td><td>100.0%</td>"
         ));
-        assert!(html.contains(
-            "<tr><th scope=\"row\">=sun-hao</th><td>0</td><td>1</td><td>0</td></tr>"
-        ));
-        assert!(html.contains("<tr><th scope=\"row\">wang-li</th><td>2</td><td>0</td><td>0</td></tr>"));
+        assert!(
+            html.contains("<tr><th scope=\"row\">=sun-hao</th><td>0</td><td>1</td><td>0</td></tr>")
+        );
+        assert!(
+            html.contains("<tr><th scope=\"row\">wang-li</th><td>2</td><td>0</td><td>0</td></tr>")
+        );
         assert!(!html.contains("<script"), "no script at all");
         assert!(html.contains("href=\"/evaluation/download.csv\""));
     }
@@ -862,7 +876,9 @@ mod tests {
             until: None,
         };
         let html = body(&store, NOW, &q).expect("body");
-        assert!(html.contains("<strong>2</strong> incidents (reported from 2026-03-02T10:00:00.000Z)"));
+        assert!(
+            html.contains("<strong>2</strong> incidents (reported from 2026-03-02T10:00:00.000Z)")
+        );
         assert!(html.contains("1 cases closed"));
         assert!(html.contains("value=\"2026-03-02T10:00:00Z\""));
         assert!(html.contains("href=\"/evaluation/download.csv?since=2026-03-02T10:00:00Z\""));
@@ -873,7 +889,8 @@ mod tests {
             until: None,
         };
         let html = body(&store, NOW, &bad).expect("body");
-        assert!(html.contains("role=\"alert\">since: &quot;\\&quot;&gt;&lt;b&gt;soon&quot; is not a time"));
+        assert!(html
+            .contains("role=\"alert\">since: &quot;\\&quot;&gt;&lt;b&gt;soon&quot; is not a time"));
         assert!(!html.contains("<b>"));
         assert!(html.contains("<strong>5</strong> incidents"));
         let reversed = EvalQuery {
@@ -910,8 +927,9 @@ mod tests {
         let (ty, name, bytes) = download(&store, NOW, &EvalQuery::default(), "json").expect("json");
         assert_eq!((ty, name.as_str()), ("application/json", "evaluation.json"));
         let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-        let expected = serde_json::to_value(compute(&store, NOW, Window::default()).expect("stats"))
-            .expect("value");
+        let expected =
+            serde_json::to_value(compute(&store, NOW, Window::default()).expect("stats"))
+                .expect("value");
         assert_eq!(v, expected);
         assert_eq!(v["by"], "grid");
         assert_eq!(v["total"], 5);
@@ -945,7 +963,10 @@ mod tests {
         assert_eq!(col(overall, "community_share"), "0.5000");
         assert_eq!(col(overall, "accept_median_ms"), (20 * MIN).to_string());
         assert_eq!(col(overall, "mean_score"), "4");
-        let grid = rows.iter().find(|r| r[1] == "110101/002/014/05").expect("grid row");
+        let grid = rows
+            .iter()
+            .find(|r| r[1] == "110101/002/014/05")
+            .expect("grid row");
         assert_eq!(col(grid, "section"), "grid");
         assert_eq!(col(grid, "total"), "3");
         assert_eq!(col(grid, "district_share"), "0.5000");

@@ -217,11 +217,15 @@ pub fn load_grids(path: &Path) -> Result<serde_json::Value, MapError> {
             )));
         }
         if !f["geometry"]["coordinates"].is_array() {
-            return Err(invalid(format!("feature {i}: its geometry has no coordinates")));
+            return Err(invalid(format!(
+                "feature {i}: its geometry has no coordinates"
+            )));
         }
-        let label = ["grid", "name"]
-            .iter()
-            .any(|k| f["properties"][*k].as_str().is_some_and(|s| !s.trim().is_empty()));
+        let label = ["grid", "name"].iter().any(|k| {
+            f["properties"][*k]
+                .as_str()
+                .is_some_and(|s| !s.trim().is_empty())
+        });
         if !label {
             return Err(invalid(format!(
                 "feature {i} has neither a \"grid\" nor a \"name\" property"

@@ -183,9 +183,7 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
                 })
                 .map(|d| d.and_utc().timestamp_millis())
         })
-        .map_err(|_| {
-            format!("{t:?} is not a time like 2026-03-02T08:00:00+08:00 or 2026-03-02")
-        })?;
+        .map_err(|_| format!("{t:?} is not a time like 2026-03-02T08:00:00+08:00 or 2026-03-02"))?;
     u64::try_from(ms).map_err(|_| format!("{t:?} is before 1970"))
 }
 
@@ -221,9 +219,10 @@ pub fn feature(state: &IncidentState, now_ms: u64) -> Value {
         .map(|c| (*c).to_owned())
         .zip(values)
         .collect();
-    let geometry = state.location.value().map_or(Value::Null, |l| {
-        json!({ "type": "Point", "coordinates": [l.lon(), l.lat()] })
-    });
+    let geometry = state.location.value().map_or(
+        Value::Null,
+        |l| json!({ "type": "Point", "coordinates": [l.lon(), l.lat()] }),
+    );
     json!({
         "type": "Feature",
         "id": state.id.to_string(),
@@ -266,7 +265,11 @@ pub fn write(
         }
     }
     out.flush()?;
-    tracing::debug!(format = format.as_str(), count = incidents.len(), "exported");
+    tracing::debug!(
+        format = format.as_str(),
+        count = incidents.len(),
+        "exported"
+    );
     Ok(incidents.len())
 }
 

@@ -382,9 +382,7 @@ pub fn requests(
         .into_iter()
         .filter_map(|s| report_ms(&s).map(|r| (r, s)))
         .filter(|(r, _)| (from..=to).contains(r))
-        .filter(|(_, s)| {
-            codes.is_empty() || s.category.value().is_some_and(|c| codes.contains(c))
-        })
+        .filter(|(_, s)| codes.is_empty() || s.category.value().is_some_and(|c| codes.contains(c)))
         .filter(|(_, s)| statuses.is_empty() || statuses.contains(&is_closed(s.status())))
         .collect();
     selected.sort_by(|(a, sa), (b, sb)| b.cmp(a).then(sb.id.0.cmp(&sa.id.0)));
@@ -522,7 +520,10 @@ mod tests {
         assert_eq!(a["long"], 116.4);
         assert_eq!(
             a["media_url"],
-            format!("https://relay.example/media/{}.jpg", BlobHash([7; 32]).to_hex())
+            format!(
+                "https://relay.example/media/{}.jpg",
+                BlobHash([7; 32]).to_hex()
+            )
         );
         assert_eq!(v[1]["status"], "closed");
         assert_eq!(v[1]["agency_responsible"], "police (grid force)");
@@ -678,7 +679,12 @@ mod tests {
             .to_string(),
         );
         for id in &listed {
-            all.push_str(&request(&store, id, "/m").expect("ok").expect("found").to_string());
+            all.push_str(
+                &request(&store, id, "/m")
+                    .expect("ok")
+                    .expect("found")
+                    .to_string(),
+            );
         }
         for secret in [
             "wang-li",

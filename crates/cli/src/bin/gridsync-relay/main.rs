@@ -773,9 +773,8 @@ fn export(
             .map_err(|e| e.into_error())
             .and_then(|f| f.sync_all())
             .with_context(|| format!("{}: cannot write the file", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| {
-            format!("cannot rename {} to {}", tmp.display(), path.display())
-        })?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
         // The rename itself made durable (best effort: not every file system syncs a folder).
         let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
         if let Ok(d) = std::fs::File::open(folder.unwrap_or(std::path::Path::new("."))) {
