@@ -1,6 +1,6 @@
 //! `gridsync-relay export`: the incidents as CSV, GeoJSON or JSON lines.
 //!
-//! [`write`] is what the command line and the console call. The three formats:
+//! [`write()`] is what the command line and the console call. The three formats:
 //!
 //! - **CSV** (RFC 4180): UTF-8, CRLF line ends, a header row of [`COLUMNS`], a field quoted
 //!   when it holds a quote, a comma, a CR or an LF (quotes doubled). Against spreadsheet
@@ -159,7 +159,8 @@ fn defuse(text: &str) -> String {
     }
 }
 
-/// A text cell of a CSV file: [`defuse`]d against formula injection, then quoted when
+/// A text cell of a CSV file: defused against formula injection (a leading `=`, `+`, `-`,
+/// `@`, tab or CR gets a `'`), then quoted when
 /// needed (RFC 4180). For other CSV files that hold operator-facing text (the console's
 /// evaluation download).
 pub fn csv_text(text: &str) -> String {
