@@ -222,6 +222,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export the incidents held here as CSV (RFC 4180, for spreadsheets), GeoJSON (RFC 7946,
+    /// for GIS tools) or JSON lines (the incident JSON of `list --json`, one per line).
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Only incidents reported at or after this time (RFC 3339, e.g.
+        /// 2026-11-01T00:00:00+08:00).
+        #[arg(long, value_parser = parse_cutoff)]
+        since: Option<u64>,
+        /// Only incidents in this status (repeatable, or comma-separated: closed,rejected).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<gridsync_core::Status>,
+        /// Write to FILE (written to FILE.tmp, then renamed) instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// The grid roster: who serves each grid (its seven forces), kept as this relay's signed
     /// events, which go down to the grid's handhelds and up at the next syncs. Works while
     /// `run` runs.
@@ -499,6 +515,18 @@ fn run(cli: Cli) -> Result<()> {
                 until_ms: until,
             };
             stats::run(&open_relay(db)?, window, by.map(Into::into), json)?
+        }
+        Command::Export {
+            format,
+            since,
+            status,
+            output,
+        } => {
+            let filter = gridsync_relay::export::Filter {
+                since_ms: since,
+                statuses: status,
+            };
+            export(db, format.into(), &filter, output.as_deref())?
         }
         Command::Staff { command } => staff(db, command)?,
         Command::Backup { file } => {
@@ -889,6 +917,81 @@ fn main() -> ExitCode {
 }
 
 /// An RFC 3339 time as Unix milliseconds, for `--accept-unsigned-before` (not before 1970).
+/// The formats of `export --format`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExportFormat {
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// An RFC 7946 GeoJSON FeatureCollection.
+    Geojson,
+    /// One incident JSON per line.
+    Jsonl,
+}
+
+impl From<ExportFormat> for gridsync_relay::export::Format {
+    fn from(f: ExportFormat) -> Self {
+        use gridsync_relay::export::Format;
+        match f {
+            ExportFormat::Csv => Format::Csv,
+            ExportFormat::Geojson => Format::GeoJson,
+            ExportFormat::Jsonl => Format::JsonLines,
+        }
+    }
+}
+
+/// `export`: to standard output (nothing else printed there), or to `output` through
+/// `output.tmp`, made durable and renamed into place, then `exported N incidents to FILE` on
+/// standard error.
+fn export(
+    db: &std::path::Path,
+    format: gridsync_relay::export::Format,
+    filter: &gridsync_relay::export::Filter,
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    let node = open_relay(db)?;
+    let Some(path) = output else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        gridsync_relay::export::write(node.store(), format, filter, now_ms(), &mut out)?;
+        return Ok(());
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = (|| -> Result<usize> {
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot create the file", tmp.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let n = gridsync_relay::export::write(node.store(), format, filter, now_ms(), &mut out)
+            .with_context(|| format!("{}", tmp.display()))?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("{}: cannot write the file", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        // The rename itself made durable (best effort: not every file system syncs a folder).
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Ok(d) = std::fs::File::open(folder.unwrap_or(std::path::Path::new("."))) {
+            let _ = d.sync_all();
+        }
+        Ok(n)
+    })();
+    match written {
+        Ok(n) => {
+            writeln!(
+                std::io::stderr().lock(),
+                "exported {n} incidents to {}",
+                path.display()
+            )?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
 fn parse_cutoff(s: &str) -> std::result::Result<u64, String> {
     let ms = shared::parse_time(s)?;
     u64::try_from(ms).map_err(|_| format!("{s:?} is before 1970"))
