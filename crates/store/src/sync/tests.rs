@@ -133,7 +133,7 @@ fn a_fresh_store_has_the_sync_schema() {
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (7, 7));
+    assert_eq!((version, SCHEMA_VERSION), (10, 10));
     for table in [
         "origin_grids",
         "peers",
@@ -144,6 +144,9 @@ fn a_fresh_store_has_the_sync_schema() {
         "staff",
         "photo_refs",
         "blob_wants",
+        "blobs_safe",
+        "blobs_pruned",
+        "blobs_asking",
     ] {
         let n: i64 = s
             .conn
@@ -706,6 +709,14 @@ fn sync_queries_use_indexes_not_scans() {
         (IN_SCOPE_SQL, "USING INDEX photo_refs_by_photo (photo=?)"),
         (IN_SCOPE_SQL, "USING INDEX photo_refs_by_thumb (thumb=?)"),
         (MISSING_THUMBS_SQL, "USING INDEX photo_refs_missing_thumbs"),
+        (
+            crate::prune::UNSAFE_SENT_SQL,
+            "SEARCH blobs_asking USING PRIMARY KEY (parent=? AND hash>?)",
+        ),
+        (
+            crate::prune::ASK_SQL,
+            "SEARCH blobs_safe USING PRIMARY KEY (hash=?)",
+        ),
     ];
     for (sql, want) in checks {
         let p = plan(&s, sql);
