@@ -105,7 +105,8 @@ enum Command {
     Config {
         #[command(subcommand)]
         set: Option<ConfigSet>,
-        #[arg(long)]
+        /// Print the settings as JSON (also after a change).
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Delete the bytes of this handheld's own full photos that the district holds (as the
