@@ -183,6 +183,10 @@ impl<S: SyncStore> SyncStore for AckBeforeCommit<S> {
         self.read(|s| s.held_blob(hash))
     }
 
+    fn safe_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StorageError> {
+        self.read(|s| s.safe_blobs(hashes))
+    }
+
     fn blob_in_scope(&self, hash: &BlobHash, scope: &Scope) -> Result<bool, StorageError> {
         self.read(|s| s.blob_in_scope(hash, scope))
     }
@@ -326,6 +330,10 @@ impl<S: SyncStore> SyncStore for LeakScope<S> {
 
     fn held_blob(&self, hash: &BlobHash) -> Result<Option<BlobInfo>, StorageError> {
         self.0.held_blob(hash)
+    }
+
+    fn safe_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StorageError> {
+        self.0.safe_blobs(hashes)
     }
 
     /// The fault again: a child may fetch the blobs of the whole district (PROTOCOL.md §8.11).

@@ -74,6 +74,7 @@ fn a_leaked_grid_is_caught_by_the_scope_cases() {
         failed_with("leak-scope"),
         [
             "blob.fetch-out-of-scope-refused",
+            "held.outside-scope",
             "down.scope",
             "follow.other-scope",
             "community.relay"

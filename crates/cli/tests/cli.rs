@@ -1029,3 +1029,74 @@ fn concurrent_edits_on_one_store_take_turns() {
     // The report, the slow edit's description and photo, one event per quick edit.
     assert_eq!(event_count(&v), 1 + 2 + quick_ok, "{v}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Handheld storage: config prune-photos, prune
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn prune_photos_is_off_by_default_persists_and_prune_frees_only_safe_photos() {
+    let (gs, _) = Gs::init();
+    assert_eq!(
+        gs.json(&["config", "--json"]),
+        json!({ "prune_photos": false })
+    );
+    assert_eq!(gs.ok(&["config"]).trim(), "prune-photos  off");
+    assert_eq!(
+        gs.json(&["config", "prune-photos", "on", "--json"]),
+        json!({ "prune_photos": true })
+    );
+    assert_eq!(
+        gs.json(&["config", "--json"]),
+        json!({ "prune_photos": true })
+    );
+    let line = gs.fail(&["config", "prune-photos", "maybe"]);
+    assert!(line.contains("maybe"), "names the bad value: {line}");
+
+    let id = gs.report_photos("prune", &[&fixture(STREET)]);
+    let v = gs.show(&id);
+    let hash = str_of(only_photo(&v), "hash").to_owned();
+    let thumb = str_of(only_photo(&v), "thumb").to_owned();
+    let photo = gs.blob(&hash, false);
+    // Nothing is known safe (no district said so): nothing is pruned.
+    assert_eq!(
+        gs.json(&["prune", "--json"]),
+        json!({ "pruned": 0, "bytes_freed": 0 })
+    );
+    assert_eq!(gs.blob(&hash, false), photo);
+
+    // As a sync records the relay's `Held` answer (PROTOCOL.md §8.12).
+    let conn = rusqlite::Connection::open(&gs.db).expect("open the store");
+    conn.execute(
+        "INSERT INTO blobs_safe (hash) VALUES (?1)",
+        [hex::decode(&hash).expect("hex")],
+    )
+    .expect("mark safe");
+    drop(conn);
+    assert_eq!(
+        gs.json(&["prune", "--json"]),
+        json!({ "pruned": 1, "bytes_freed": photo.len() })
+    );
+    assert_eq!(
+        gs.json(&["prune", "--json"]),
+        json!({ "pruned": 0, "bytes_freed": 0 }),
+        "idempotent"
+    );
+    let line = gs.fail(&["blob", &hash, "-o", "x.jpg"]);
+    assert!(
+        line.contains("pruned after the district confirmed it; fetch it again with --fetch"),
+        "{line}"
+    );
+    assert!(!gs.dir.path().join("x.jpg").exists());
+    assert_eq!(
+        sha256_hex(&gs.blob(&thumb, false)),
+        thumb,
+        "the thumbnail stays"
+    );
+    assert_eq!(sha256_hex(&gs.blob(&hash, true)), thumb);
+    gs.ok(&["config", "prune-photos", "off"]);
+    assert_eq!(
+        gs.json(&["config", "--json"]),
+        json!({ "prune_photos": false })
+    );
+}

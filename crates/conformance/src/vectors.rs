@@ -191,6 +191,18 @@ fn documented() -> Result<Vec<(&'static str, Value)>, String> {
             }),
         ),
         (
+            "held_query.bin",
+            Value::Msg(Msg::HeldQuery {
+                blobs: vec![[0x44; 32], [0x66; 32]],
+            }),
+        ),
+        (
+            "held.bin",
+            Value::Msg(Msg::Held {
+                blobs: vec![[0x44; 32]],
+            }),
+        ),
+        (
             "blob_header.bin",
             Value::Header(BlobHeader {
                 hash: [0x44; 32],
@@ -313,7 +325,7 @@ mod tests {
             .map(|o| o.line())
             .collect();
         assert!(bad.is_empty(), "{bad:#?}");
-        assert_eq!(out.len(), 18);
+        assert_eq!(out.len(), 20);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub const MAX_BLOB_HEADER: u32 = 1024;
 pub const MAX_NAME: usize = 128;
 /// Most blobs in one offer (§8.4).
 pub const MAX_OFFER: usize = 1024;
+/// Most hashes in one `HeldQuery` (§8.12).
+pub const MAX_HELD_QUERY: usize = 1024;
 /// Events per download page (§8.6).
 pub const PAGE_EVENTS: usize = 512;
 /// Clock drift a receiver allows (§8.3).
@@ -265,6 +267,14 @@ pub enum Msg {
         kind: BlobKind,
         offset: u64,
     },
+    /// §8.12: which of these blobs (sent to this parent) does the district hold?
+    HeldQuery {
+        blobs: Vec<Key>,
+    },
+    /// §8.12: the asked blobs safe at the parent.
+    Held {
+        blobs: Vec<Key>,
+    },
 }
 
 impl Msg {
@@ -287,6 +297,8 @@ impl Msg {
             Msg::Nodes { .. } => "Nodes",
             Msg::Follow { .. } => "Follow",
             Msg::Fetch { .. } => "Fetch",
+            Msg::HeldQuery { .. } => "HeldQuery",
+            Msg::Held { .. } => "Held",
         }
     }
 
@@ -311,6 +323,7 @@ impl Msg {
                 "Down {{ {} events, cursor {cursor}, more {more} }}",
                 events.len()
             ),
+            Msg::Held { blobs } => format!("Held {{ {} blobs }}", blobs.len()),
             other => other.name().to_owned(),
         }
     }

@@ -202,6 +202,11 @@ async fn follow_store(
     // reports and what is pushed to it never waits behind a photo on a slow link.
     let mut photos = config.clone();
     photos.download = false;
+    // Asking which photos are safe (PROTOCOL.md §8.12) matters only to a handheld that
+    // prunes (as the setting stood when following began).
+    if identity.role == gridsync_proto::Role::Device {
+        photos.held_query = store_setting(&store, crate::PRUNE_PHOTOS);
+    }
     config.follow = true;
     config.blobs = false;
     let me = identity.node_id;
@@ -216,7 +221,7 @@ async fn follow_store(
     kick.notify_one();
     // Aborted when this returns, however it returns (a refusal ends following at once).
     let mut photo_task = AbortOnDrop(tokio::spawn(photo_loop(
-        shared.clone(),
+        store.clone(),
         endpoint.clone(),
         identity.secret,
         photos,
@@ -343,7 +348,7 @@ async fn follow_store(
 /// own, each time `kick` is notified, until none is left or the relay takes no more (what
 /// it refused goes again at the next kick). After a failure it waits, then tries again.
 async fn photo_loop(
-    store: gridsync_net::SharedStore,
+    store: Arc<Mutex<Store>>,
     endpoint: quinn::Endpoint,
     secret: [u8; 32],
     config: ClientConfig,
@@ -380,12 +385,17 @@ async fn photo_loop(
         loop {
             let mut progress = |p| tracing::trace!(?p, "photo session progress");
             let result = tokio::select! {
-                r = client::run_session(&conn, store.clone(), config.clone(), &options, &mut progress) => r,
+                r = client::run_session(&conn, store.clone() as gridsync_net::SharedStore, config.clone(), &options, &mut progress) => r,
                 _ = stop.wait_for(|s| *s) => {
                     conn.close(gridsync_proto::ErrorCode::Done.as_u16().into(), b"stopping");
                     return;
                 }
             };
+            if let Ok(r) = &result {
+                if r.summary.blobs_safe > 0 {
+                    prune_learned(&store, &config.node);
+                }
+            }
             match result {
                 // More may wait (an offer takes at most 256): another session at once.
                 Ok(r) if r.summary.blobs_up > 0 => {
@@ -407,6 +417,33 @@ async fn photo_loop(
                 }
             }
         }
+    }
+}
+
+/// A store setting, off when unset or unreadable (logged).
+fn store_setting(store: &Mutex<Store>, name: &str) -> bool {
+    match lock(store).setting(name) {
+        Ok(on) => on.unwrap_or(false),
+        Err(e) => {
+            tracing::warn!(error = %e, name, "cannot read a setting; taking it as off");
+            false
+        }
+    }
+}
+
+/// After a photo session learned photos safe (PROTOCOL.md §8.12): with the setting on, prunes
+/// them, as a sync does at its end; a failure is logged (the photos stay, and the next
+/// session's prune tries again).
+fn prune_learned(store: &Mutex<Store>, me: &NodeId) {
+    if !store_setting(store, crate::PRUNE_PHOTOS) {
+        return;
+    }
+    let mut store = lock(store);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if let Err(e) = store.prune_photos(me, now_ms) {
+        tracing::warn!(error = %e, "pruning the photos the district holds failed");
     }
 }
 

@@ -67,6 +67,10 @@ pub use env::{Env, FixedEnv, SystemEnv};
 pub use follow::{FollowUpdate, Notice, NoticeKind};
 use gridsync_proto::Role;
 pub use gridsync_store::Counts;
+pub use gridsync_store::{PruneReport, Pruned};
+
+/// The store setting behind [`Device::set_prune_photos`].
+const PRUNE_PHOTOS: &str = "prune-photos";
 pub use sync::SyncTarget;
 
 /// Anything a device action can refuse or fail with. Nothing is written when one is returned.
@@ -99,6 +103,9 @@ pub enum DeviceError {
     NoThumbnail(BlobHash),
     #[error("blob {0} is not stored here")]
     NoSuchBlob(BlobHash),
+    /// The full photo was pruned here once the district held it (PROTOCOL.md §8.12).
+    #[error("photo {0} was pruned after the district confirmed it; fetch it again with --fetch")]
+    Pruned(BlobHash),
     #[error("no incident here names blob {0}; sync first to download this grid's incidents")]
     NotNamed(BlobHash),
     #[error("the relay refused blob {hash}: {message} ({code:?})")]
@@ -668,9 +675,36 @@ impl<E: Env> Device<E> {
     /// thumbnail of photo `hash`.
     pub fn blob(&self, hash: &BlobHash, thumb: bool) -> Result<Vec<u8>> {
         let wanted = self.blob_hash(hash, thumb)?;
-        self.store
-            .blob(&wanted)?
-            .ok_or(DeviceError::NoSuchBlob(wanted))
+        if let Some(bytes) = self.store.blob(&wanted)? {
+            return Ok(bytes);
+        }
+        if self.store.pruned(&wanted)?.is_some() {
+            return Err(DeviceError::Pruned(wanted));
+        }
+        Err(DeviceError::NoSuchBlob(wanted))
+    }
+
+    /// Whether this handheld prunes its full photos once the district holds them (the
+    /// persistent setting `prune-photos`; off, keep everything, by default).
+    pub fn prunes_photos(&self) -> Result<bool> {
+        Ok(self.store.setting(PRUNE_PHOTOS)?.unwrap_or(false))
+    }
+
+    /// Turns pruning on or off (persistent, in the store). With it on, every sync ends with
+    /// [`Device::prune_photos`].
+    pub fn set_prune_photos(&mut self, on: bool) -> Result<()> {
+        let _lock = self.lock_action()?;
+        Ok(self.store.set_setting(PRUNE_PHOTOS, on)?)
+    }
+
+    /// Deletes the bytes of this handheld's own full photos that the district holds (as the
+    /// relay said, PROTOCOL.md §8.12), whose thumbnail is held here and that the user does
+    /// not want, in one transaction; thumbnails, events and other nodes' photos stay, and a
+    /// photo fetched back after pruning is kept. Whatever the setting; idempotent.
+    pub fn prune_photos(&mut self) -> Result<PruneReport> {
+        let _lock = self.lock_action()?;
+        let now = self.env.now_ms();
+        Ok(self.store.prune_photos(&self.identity.node_id, now)?)
     }
 
     /// The blob `hash` names: itself, or with `thumb` the thumbnail of photo `hash`.

@@ -35,20 +35,40 @@ impl<E: Env> Device<E> {
         progress: &mut (dyn FnMut(SyncProgress) + Send),
     ) -> Result<SyncReport> {
         let role = self.identity.role;
-        sync_store(
+        let mut config = ClientConfig::new(
+            self.identity.node_id,
+            role,
+            self.identity.name.clone(),
+            target.relay_id,
+        );
+        // A handheld asks which of its photos are safe (PROTOCOL.md §8.12) only when it
+        // prunes: otherwise the answer changes nothing here.
+        if role == gridsync_proto::Role::Device {
+            config.held_query = self.prunes_photos()?;
+        }
+        let report = sync_store(
             self.store.path(),
             &self.identity.secret,
-            ClientConfig::new(
-                self.identity.node_id,
-                role,
-                self.identity.name.clone(),
-                target.relay_id,
-            ),
+            config,
             target.addr,
             options,
             progress,
         )
-        .await
+        .await?;
+        self.prune_after_sync()?;
+        Ok(report)
+    }
+
+    /// With the setting on (a handheld's [`Device::set_prune_photos`]), prunes what the
+    /// session just learned safe (PROTOCOL.md §8.12), on a connection of its own (a sync
+    /// takes `&self`).
+    pub(crate) fn prune_after_sync(&self) -> Result<()> {
+        if self.identity.role != gridsync_proto::Role::Device || !self.prunes_photos()? {
+            return Ok(());
+        }
+        let mut store = Store::open(self.store.path())?;
+        store.prune_photos(&self.identity.node_id, self.env.now_ms())?;
+        Ok(())
     }
 }
 

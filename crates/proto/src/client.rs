@@ -84,6 +84,12 @@ pub struct ClientConfig {
     /// Which blobs to fetch from the parent after the download: [`FetchPolicy::Wanted`] for
     /// a device, [`FetchPolicy::Nothing`] for a relay, by default.
     pub fetch: FetchPolicy,
+    /// Whether the blob phase ends with `HeldQuery`s about the photos this parent holds and
+    /// this node does not know safe yet (PROTOCOL.md §8.12), recording the `Held` answers
+    /// ([`SyncStore::mark_safe`]). Only in a session that offers blobs
+    /// ([`ClientConfig::blobs`]). On by default for a relay (its children may ask it in
+    /// turn); off for a device, which asks only when it prunes its photos.
+    pub held_query: bool,
 }
 
 impl ClientConfig {
@@ -104,6 +110,7 @@ impl ClientConfig {
                 Role::Device => FetchPolicy::Wanted,
                 Role::Street | Role::District | Role::Community => FetchPolicy::Nothing,
             },
+            held_query: role.is_relay(),
         }
     }
 }
@@ -130,6 +137,9 @@ pub struct Summary {
     /// Bytes received on fetch streams (from their offsets, kept whether the blob completed
     /// or not).
     pub blob_bytes_down: u64,
+    /// Blobs the parent said the district holds, in answer to this session's `HeldQuery`s
+    /// (PROTOCOL.md §8.12).
+    pub blobs_safe: u64,
     /// Fetches the parent refused, or whose bytes were discarded here (fetched again in a
     /// later session while still wanted).
     pub fetches_refused: u64,
@@ -313,6 +323,7 @@ impl Phase {
             Phase::Granted(_, Step::Following(_)) => "Following",
             Phase::Granted(_, Step::Done) => "Done",
             Phase::Granted(_, Step::Fetching(_)) => "Fetching",
+            Phase::Granted(_, Step::Asking(_)) => "Asking",
             Phase::Ended(_) => "Ended",
         }
     }
@@ -344,6 +355,15 @@ enum Step {
     Done,
     /// After the download: one `Fetch` out, its blob stream or `BlobRefused` awaited.
     Fetching(Fetching),
+    /// After the blobs: a `HeldQuery` out, its `Held` awaited (§8.12).
+    Asking(Asking),
+}
+
+/// A `HeldQuery` awaiting its answer.
+#[derive(Debug)]
+struct Asking {
+    /// The hashes asked about, in ascending order (the next query starts after the last).
+    asked: Vec<BlobHash>,
 }
 
 /// The fetches of a session (PROTOCOL.md §8.11), one at a time.
@@ -560,6 +580,9 @@ fn download_refusal(e: AdmitError) -> SessionError {
 const MAX_STALLED_PAGES: u32 = 4;
 /// Most blobs offered at once.
 pub const OFFER_BLOBS: usize = 256;
+/// Most blobs one `HeldQuery` asks about (the parent takes up to
+/// [`crate::limits::MAX_HELD_QUERY`]); a full query is followed by another one.
+pub const HELD_BLOBS: usize = 256;
 
 impl ClientSession {
     /// A new session; [`ClientSession::start`] gives the first message.
@@ -875,6 +898,9 @@ impl ClientSession {
                     message,
                 },
             ) => cx.fetch_refused(fetching, hash, code, message)?,
+            (Phase::Granted(_, Step::Asking(asking)), Message::Held { blobs }) => {
+                cx.held(asking, &blobs)?
+            }
             (phase, other) => Next::Unexpected(format!(
                 "unexpected {} while {}",
                 other.name(),
@@ -1584,7 +1610,7 @@ impl Cx<'_> {
             .take(OFFER_BLOBS)
             .collect();
         if blobs.is_empty() {
-            return self.start_pull();
+            return self.start_held(None);
         }
         self.summary.round_trips += 1;
         self.out.push(ClientAction::Send(Message::Offer {
@@ -1618,7 +1644,49 @@ impl Cx<'_> {
         if blobs.offers.was_full {
             return self.start_offer(blobs.offers);
         }
+        self.start_held(None)
+    }
+
+    /// After the blobs (§8.12): asks the parent which of the photos it holds, with a hash
+    /// above `after`, the district holds, if this node does not know it of any of them yet;
+    /// otherwise on to the download.
+    fn start_held(&mut self, after: Option<BlobHash>) -> Result<Step, SessionError> {
+        if self.config.held_query {
+            let asked = self
+                .store
+                .unsafe_sent(&self.config.parent, after.as_ref(), HELD_BLOBS)?;
+            if !asked.is_empty() {
+                self.summary.round_trips += 1;
+                self.out.push(ClientAction::Send(Message::HeldQuery {
+                    blobs: asked.clone(),
+                }));
+                return Ok(Step::Asking(Asking { asked }));
+            }
+        }
         self.start_pull()
+    }
+
+    /// `Held`: records the blobs the parent says the district holds (each must have been
+    /// asked about, once), then the next query if the last was full, or the download.
+    fn held(&mut self, asking: &mut Asking, blobs: &[BlobHash]) -> Result<Next, SessionError> {
+        let asked: BTreeSet<&BlobHash> = asking.asked.iter().collect();
+        let mut seen = BTreeSet::new();
+        for hash in blobs {
+            if !asked.contains(hash) || !seen.insert(hash) {
+                return Err(SessionError::Protocol(format!(
+                    "Held lists blob {hash}, which was not asked about, or lists it twice"
+                )));
+            }
+        }
+        if !blobs.is_empty() {
+            self.store.mark_safe(blobs)?;
+            self.summary.blobs_safe += blobs.len() as u64;
+        }
+        if asking.asked.len() >= HELD_BLOBS {
+            let last = asking.asked.last().copied();
+            return self.start_held(last).map(Next::Step);
+        }
+        self.start_pull().map(Next::Step)
     }
 
     fn start_pull(&mut self) -> Result<Step, SessionError> {
@@ -3065,5 +3133,216 @@ mod fetch_tests {
         };
         let actions = s.handle(refused, &mut store, NOW);
         assert!(matches!(failure(&actions), Some(SessionError::Protocol(_))));
+    }
+}
+
+#[cfg(test)]
+/// Which blobs are safe (PROTOCOL.md §8.12): the child asks after its blobs, records the
+/// answer, and a parent answers only the safe subset of its scope.
+mod held_tests {
+    use super::*;
+    use crate::limits::MAX_HELD_QUERY;
+    use crate::memory::MemoryStore;
+    use crate::server::{ServerConfig, ServerSession};
+    use crate::testkit::*;
+
+    const PHOTO: &[u8] = b"the full photo";
+    const THUMB: &[u8] = b"its thumbnail";
+
+    fn queries(r: &Run) -> Vec<&Message> {
+        r.messages
+            .iter()
+            .filter(|(up, m)| *up && matches!(m, Message::HeldQuery { .. }))
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// A device that prunes, and so asks.
+    fn asking_device() -> ClientConfig {
+        ClientConfig {
+            held_query: true,
+            ..device_config()
+        }
+    }
+
+    fn sync(child: &mut MemoryStore, parent: &mut MemoryStore, config: ServerConfig) -> Run {
+        let mut c = ClientSession::new(asking_device());
+        let mut p = ServerSession::new(config, DEVICE);
+        let r = run(&mut c, &mut p, child, parent, NOW);
+        assert!(r.failed.is_none() && r.finished.is_some(), "{r:?}");
+        r
+    }
+
+    #[test]
+    fn a_photo_is_safe_only_once_the_parent_knows_the_district_holds_it() {
+        let added = photo(DEVICE, 1, GRID, PHOTO, THUMB);
+        let mut device = device_store(
+            std::slice::from_ref(&added),
+            &[(BlobKind::Photo, PHOTO), (BlobKind::Thumb, THUMB)],
+        );
+        let mut street = relay_store();
+        let hash = BlobHash::of(PHOTO);
+        // The photo goes up, and is asked about in the same session: the street does not
+        // know the district holds it, so nothing is safe.
+        let first = sync(&mut device, &mut street, relay_config());
+        assert_eq!(first.finished.as_ref().unwrap().blobs_up, 2);
+        assert_eq!(
+            queries(&first),
+            vec![&Message::HeldQuery { blobs: vec![hash] }]
+        );
+        assert!(first
+            .messages
+            .contains(&(false, Message::Held { blobs: vec![] })));
+        assert!(device.safe_blobs(&[hash]).unwrap().is_empty());
+        // Asked again in every session until it is safe (the thumbnail never is asked).
+        let second = sync(&mut device, &mut street, relay_config());
+        assert_eq!(queries(&second).len(), 1);
+        // The street's upstream said the district holds it: the next session learns it.
+        street.mark_safe(&[hash]).unwrap();
+        let third = sync(&mut device, &mut street, relay_config());
+        assert!(third
+            .messages
+            .contains(&(false, Message::Held { blobs: vec![hash] })));
+        assert_eq!(third.finished.as_ref().unwrap().blobs_safe, 1);
+        assert_eq!(device.safe_blobs(&[hash]).unwrap(), vec![hash]);
+        // Then it is never asked about again.
+        let fourth = sync(&mut device, &mut street, relay_config());
+        assert!(queries(&fourth).is_empty());
+    }
+
+    #[test]
+    fn at_the_district_every_blob_held_is_safe_at_once() {
+        let added = photo(DEVICE, 1, GRID, PHOTO, THUMB);
+        let mut child = device_store(
+            std::slice::from_ref(&added),
+            &[(BlobKind::Photo, PHOTO), (BlobKind::Thumb, THUMB)],
+        );
+        let mut district = relay_store();
+        let config = ServerConfig::new(RELAY, Role::District, "district");
+        let r = sync(&mut child, &mut district, config);
+        let hash = BlobHash::of(PHOTO);
+        assert!(r
+            .messages
+            .contains(&(false, Message::Held { blobs: vec![hash] })));
+        assert_eq!(child.safe_blobs(&[hash]).unwrap(), vec![hash]);
+    }
+
+    /// A parent session past its `Welcome`, on `store`, as `role`.
+    fn welcomed_parent(store: &mut MemoryStore, role: Role) -> ServerSession {
+        let mut s = ServerSession::new(ServerConfig::new(RELAY, role, "relay"), DEVICE);
+        let out = s.handle(hello(DEVICE, Role::Device), store, NOW);
+        assert!(
+            matches!(sent(&out)[..], [Message::Welcome { .. }]),
+            "{out:?}"
+        );
+        s
+    }
+
+    #[test]
+    fn the_answer_is_the_safe_subset_of_the_childs_scope_each_once() {
+        let mut store = relay_store();
+        let mine = photo(DEVICE, 1, GRID, b"mine", b"mine thumb");
+        let other = photo(OTHER, 1, NEXT_GRID, b"other grid", b"other thumb");
+        store.append(&[mine, other]).unwrap();
+        for bytes in [&b"mine"[..], b"other grid", b"unsafe"] {
+            store.add_blob(BlobKind::Photo, bytes.to_vec());
+        }
+        let (mine, outside, never) = (
+            BlobHash::of(b"mine"),
+            BlobHash::of(b"other grid"),
+            BlobHash::of(b"never uploaded"),
+        );
+        store.mark_safe(&[mine, outside, never]).unwrap();
+        for role in [Role::Street, Role::District] {
+            let mut s = welcomed_parent(&mut store, role);
+            let out = s.handle(
+                Message::HeldQuery {
+                    blobs: vec![outside, mine, never, mine],
+                },
+                &mut store,
+                NOW,
+            );
+            // Outside the child's grid, or never held here: simply not in the answer.
+            assert_eq!(
+                sent(&out),
+                vec![&Message::Held { blobs: vec![mine] }],
+                "{role:?}"
+            );
+            assert_eq!(ended_with(&out), None);
+        }
+    }
+
+    #[test]
+    fn a_held_query_over_the_limit_ends_the_session_with_too_large() {
+        let mut store = relay_store();
+        let mut s = welcomed_parent(&mut store, Role::Street);
+        let out = s.handle(
+            Message::HeldQuery {
+                blobs: vec![BlobHash([7; 32]); MAX_HELD_QUERY + 1],
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(ended_with(&out), Some(ErrorCode::TooLarge));
+        // At the limit it is answered.
+        let mut s = welcomed_parent(&mut store, Role::Street);
+        let out = s.handle(
+            Message::HeldQuery {
+                blobs: vec![BlobHash([7; 32]); MAX_HELD_QUERY],
+            },
+            &mut store,
+            NOW,
+        );
+        assert_eq!(sent(&out), vec![&Message::Held { blobs: vec![] }]);
+    }
+
+    #[test]
+    fn a_held_answer_naming_a_blob_not_asked_about_fails_the_session() {
+        let added = photo(DEVICE, 1, GRID, PHOTO, THUMB);
+        let mut device = device_store(
+            std::slice::from_ref(&added),
+            &[(BlobKind::Photo, PHOTO), (BlobKind::Thumb, THUMB)],
+        );
+        let hash = BlobHash::of(PHOTO);
+        device.mark_blob_sent(&RELAY, &hash).unwrap();
+        device.mark_blob_sent(&RELAY, &BlobHash::of(THUMB)).unwrap();
+        let mut s = ClientSession::new(asking_device());
+        s.start(NOW);
+        let out = s.handle(
+            Message::Welcome {
+                version: 1,
+                node: RELAY,
+                role: Role::Street,
+                name: "street-002".into(),
+                scope: GRID.into(),
+                now_ms: NOW,
+                heads: vec![Head {
+                    origin: DEVICE,
+                    seq: 1,
+                }],
+                limits: relay_config().limits,
+            },
+            &mut device,
+            NOW,
+        );
+        assert_eq!(
+            child_sent(&out),
+            vec![&Message::HeldQuery { blobs: vec![hash] }]
+        );
+        let out = s.handle(
+            Message::Held {
+                blobs: vec![BlobHash::of(THUMB)],
+            },
+            &mut device,
+            NOW,
+        );
+        assert_eq!(
+            failure(&out).map(SessionError::code),
+            Some(ErrorCode::Unexpected)
+        );
+        assert!(device
+            .safe_blobs(&[BlobHash::of(THUMB)])
+            .unwrap()
+            .is_empty());
     }
 }

@@ -12,6 +12,10 @@ use std::collections::HashMap;
 
 use gridsync_core::NodeId;
 
+/// Most hashes one `HeldQuery` may ask about (PROTOCOL.md §8.12): a parent ends a session
+/// whose query asks about more with `TooLarge`. 32 KiB of hashes, far within a frame.
+pub const MAX_HELD_QUERY: usize = 1024;
+
 /// The limits, per node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeLimits {

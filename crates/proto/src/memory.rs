@@ -82,6 +82,8 @@ pub struct MemoryStore {
     removed_adds: BTreeSet<(NodeId, u64)>,
     /// Blobs wanted explicitly (to fetch from the parent), oldest first.
     wants: Vec<(BlobHash, BlobKind)>,
+    /// Blobs the upstream said the district holds (PROTOCOL.md §8.12).
+    safe: BTreeSet<BlobHash>,
 }
 
 /// A photo add as held.
@@ -572,6 +574,39 @@ impl SyncStore for MemoryStore {
 
     fn mark_blob_sent(&mut self, parent: &NodeId, hash: &BlobHash) -> Result<(), StorageError> {
         self.sent.insert((*parent, *hash));
+        Ok(())
+    }
+
+    fn safe_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StorageError> {
+        Ok(hashes
+            .iter()
+            .filter(|h| self.safe.contains(*h))
+            .copied()
+            .collect())
+    }
+
+    fn unsafe_sent(
+        &self,
+        parent: &NodeId,
+        after: Option<&BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<BlobHash>, StorageError> {
+        // `sent` is ordered by (parent, hash): this parent's hashes come in ascending order.
+        Ok(self
+            .sent
+            .iter()
+            .filter(|(p, h)| p == parent && after.is_none_or(|a| h > a))
+            .map(|(_, h)| *h)
+            .filter(|h| {
+                !self.safe.contains(h)
+                    && self.blobs.get(h).is_some_and(|b| b.kind == BlobKind::Photo)
+            })
+            .take(limit)
+            .collect())
+    }
+
+    fn mark_safe(&mut self, hashes: &[BlobHash]) -> Result<(), StorageError> {
+        self.safe.extend(hashes.iter().copied());
         Ok(())
     }
 

@@ -279,6 +279,14 @@ pub enum Message {
         kind: BlobKind,
         offset: u64,
     },
+    /// Child → parent: which of these blobs (ones the child sent this parent) are safe at
+    /// the parent, that is held by the district (§8.12)? At most
+    /// [`crate::limits::MAX_HELD_QUERY`] hashes; answered by `Held`.
+    HeldQuery { blobs: Vec<BlobHash> },
+    /// Parent → child, the answer to `HeldQuery`: the asked blobs that are safe at the
+    /// parent (the district holds them) and that a photo event of the child's scope names,
+    /// in the query's order, each once.
+    Held { blobs: Vec<BlobHash> },
 }
 
 /// The longest a parent holds a `Follow` with nothing to send before it answers an empty
@@ -306,6 +314,8 @@ impl Message {
             Message::Nodes { .. } => "Nodes",
             Message::Follow { .. } => "Follow",
             Message::Fetch { .. } => "Fetch",
+            Message::HeldQuery { .. } => "HeldQuery",
+            Message::Held { .. } => "Held",
         }
     }
 }

@@ -12,6 +12,7 @@ use gridsync_core::{BlobHash, NodeId};
 
 use crate::admit::{Admission, AdmitError, Authority, Origins};
 use crate::directory::{admit_records, NodeRecord, StoreDirectory};
+use crate::limits::MAX_HELD_QUERY;
 use crate::message::{
     BlobHeader, BlobInfo, BlobKind, ErrorCode, Head, Limits, Message, Role, Want, FOLLOW_HOLD_MS,
 };
@@ -381,7 +382,8 @@ impl ServerSession {
                 | Message::Offer { .. }
                 | Message::Pull { .. }
                 | Message::Follow { .. }
-                | Message::Fetch { .. }),
+                | Message::Fetch { .. }
+                | Message::HeldQuery { .. }),
             ) => Err(Failure::new(
                 ErrorCode::Unexpected,
                 format!(
@@ -406,6 +408,9 @@ impl ServerSession {
             }
             (State::Ready(ready), Message::Fetch { hash, kind, offset }) => {
                 ready.fetch(&mut self.stats, hash, kind, offset, store)
+            }
+            (State::Ready(ready), Message::HeldQuery { blobs }) => {
+                ready.held(self.config.role, &blobs, store)
             }
             (State::Ready(ready), Message::Bye) => {
                 let s = &self.stats;
@@ -806,6 +811,56 @@ impl Ready {
             size: held.size,
             offset,
         })])
+    }
+}
+
+impl Ready {
+    /// A child's `HeldQuery` (§8.12): the asked blobs that are safe here and that a photo
+    /// event of the child's scope names (as `Fetch` checks; a hash outside it is simply left
+    /// out), in the query's order, each once. Safe: at the district (`role`), every blob held
+    /// whole; elsewhere, one this node's upstream said the district holds. Stateless: nothing
+    /// is written. More than [`MAX_HELD_QUERY`] hashes end the session with `TooLarge`.
+    fn held(
+        &self,
+        role: Role,
+        blobs: &[BlobHash],
+        store: &mut dyn SyncStore,
+    ) -> Result<Vec<ServerOutput>, Failure> {
+        if blobs.len() > MAX_HELD_QUERY {
+            return Err(Failure::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "HeldQuery asks about {} blobs, over the limit of {MAX_HELD_QUERY}",
+                    blobs.len()
+                ),
+            ));
+        }
+        let scope = &self.granted.peer.scope;
+        let mut seen = std::collections::HashSet::new();
+        let mut asked = Vec::new();
+        for hash in blobs {
+            if seen.insert(*hash) && store.blob_in_scope(hash, scope)? {
+                asked.push(*hash);
+            }
+        }
+        let safe = if role == Role::District {
+            let mut held = Vec::new();
+            for hash in asked {
+                if store.held_blob(&hash)?.is_some() {
+                    held.push(hash);
+                }
+            }
+            held
+        } else {
+            store.safe_blobs(&asked)?
+        };
+        tracing::debug!(
+            peer = %self.granted.peer.node.short(),
+            asked = blobs.len(),
+            safe = safe.len(),
+            "held query answered"
+        );
+        Ok(vec![ServerOutput::Send(Message::Held { blobs: safe })])
     }
 }
 

@@ -183,6 +183,15 @@ pub trait SyncStore {
         Ok(false)
     }
 
+    /// Which of `hashes` this node recorded as safe, that is held by the district, as its
+    /// own upstream said in answer to a `HeldQuery` (PROTOCOL.md §8.12), in the order given.
+    /// What a parent that is not the district answers a child's `HeldQuery` from (the
+    /// district answers from [`SyncStore::held_blob`]). The default knows of none.
+    fn safe_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StorageError> {
+        let _ = hashes;
+        Ok(Vec::new())
+    }
+
     // ---- child side ----
 
     /// Every origin this node holds events of.
@@ -249,5 +258,27 @@ pub trait SyncStore {
     ) -> Result<Vec<(BlobHash, BlobKind)>, StorageError> {
         let _ = (scope, limit);
         Ok(Vec::new())
+    }
+
+    /// The photos recorded as held by the parent `parent` ([`SyncStore::mark_blob_sent`])
+    /// and not yet recorded safe here, with a hash above `after` (all with `None`), in
+    /// ascending hash order, at most `limit`: what a child asks about in its `HeldQuery`s
+    /// (PROTOCOL.md §8.12). Thumbnails are never asked about (nothing prunes them). The
+    /// default lists none (no query is sent).
+    fn unsafe_sent(
+        &self,
+        parent: &NodeId,
+        after: Option<&BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<BlobHash>, StorageError> {
+        let _ = (parent, after, limit);
+        Ok(Vec::new())
+    }
+
+    /// Durably records that the district holds each of `hashes` (the parent's `Held`
+    /// answer); idempotent.
+    fn mark_safe(&mut self, hashes: &[BlobHash]) -> Result<(), StorageError> {
+        let _ = hashes;
+        Ok(())
     }
 }

@@ -45,6 +45,8 @@ const PARENT: NodeId = NodeId([0x22; 32]);
 /// A thumbnail and a photo (fixed bytes standing for SHA-256 digests).
 const THUMB: BlobHash = BlobHash([0x33; 32]);
 const PHOTO: BlobHash = BlobHash([0x44; 32]);
+/// A second photo, asked about in `held_query.bin` and not safe in `held.bin`.
+const OTHER_PHOTO: BlobHash = BlobHash([0x66; 32]);
 /// 2025-11-24T16:00:00Z in Unix ms.
 const T0: u64 = 1_764_000_000_000;
 const GRID: &str = "110101/002/014/03";
@@ -74,6 +76,8 @@ const GOLDEN: &[(&str, &[u8])] = golden!(
     "nodes.bin",
     "follow.bin",
     "fetch.bin",
+    "held_query.bin",
+    "held.bin",
     "README.md",
 );
 
@@ -117,6 +121,8 @@ fn file_of(m: &Message) -> &'static str {
         Message::Nodes { .. } => "nodes.bin",
         Message::Follow { .. } => "follow.bin",
         Message::Fetch { .. } => "fetch.bin",
+        Message::HeldQuery { .. } => "held_query.bin",
+        Message::Held { .. } => "held.bin",
     }
 }
 
@@ -139,6 +145,8 @@ fn index_of(m: &Message) -> u8 {
         Message::Nodes { .. } => 13,
         Message::Follow { .. } => 14,
         Message::Fetch { .. } => 15,
+        Message::HeldQuery { .. } => 16,
+        Message::Held { .. } => 17,
     }
 }
 
@@ -281,6 +289,10 @@ fn messages() -> Vec<Message> {
             kind: BlobKind::Photo,
             offset: 65_536,
         },
+        Message::HeldQuery {
+            blobs: vec![PHOTO, OTHER_PHOTO],
+        },
+        Message::Held { blobs: vec![PHOTO] },
     ]
 }
 
@@ -328,7 +340,7 @@ fn check_golden(name: &str, encoded: &[u8]) {
 #[test]
 fn every_message_encodes_to_its_golden_frame_and_decodes_back() {
     let all = messages();
-    assert_eq!(all.len(), 16, "one vector per Message variant");
+    assert_eq!(all.len(), 18, "one vector per Message variant");
     for (i, m) in all.iter().enumerate() {
         assert_eq!(
             usize::from(index_of(m)),

@@ -91,6 +91,13 @@ pub(crate) fn insert_blob(
             [&hash.0[..]],
         )
         .map_err(sql(path, "storing a blob"))?;
+        // A pruned photo fetched back: held again, and never pruned again.
+        exec(
+            conn,
+            "UPDATE blobs_pruned SET restored = 1 WHERE hash = ?1 AND restored = 0",
+            [&hash.0[..]],
+        )
+        .map_err(sql(path, "storing a blob"))?;
     }
     Ok(new)
 }
@@ -572,6 +579,12 @@ impl Store {
         exec(
             &tx,
             "INSERT OR IGNORE INTO blobs_sent (parent, hash) VALUES (?1, ?2)",
+            params![&parent.0[..], &hash.0[..]],
+        )
+        .map_err(sql(&path, "marking a blob sent"))?;
+        exec(
+            &tx,
+            crate::prune::ASK_SQL,
             params![&parent.0[..], &hash.0[..]],
         )
         .map_err(sql(&path, "marking a blob sent"))?;

@@ -252,6 +252,38 @@ const MIGRATIONS: &[&str] = &[
         last_ack_ms INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 10: handheld storage (PROTOCOL.md §8.12). `blobs_safe`: blobs this node's upstream
+    // said the district holds (a `Held` answer); at the district itself every blob held is
+    // safe and nothing is recorded. `blobs_pruned`: full photos whose bytes this device
+    // deleted once they were safe (`Store::prune_photos`), so `gridsync blob` can say why
+    // they are gone; the row stays when the photo is fetched back (`restored` = 1), and a
+    // restored photo is never pruned again.
+    r#"
+    CREATE TABLE blobs_safe (
+        hash BLOB PRIMARY KEY
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE blobs_pruned (
+        hash      BLOB    PRIMARY KEY,
+        kind      TEXT    NOT NULL CHECK (kind IN ('photo', 'thumb')),
+        size      INTEGER NOT NULL,
+        pruned_ms INTEGER NOT NULL,
+        restored  INTEGER NOT NULL DEFAULT 0 CHECK (restored IN (0, 1))
+    ) STRICT, WITHOUT ROWID;
+
+    -- Per parent, the photos it holds that are not known safe yet: what a `HeldQuery` asks
+    -- about, so a query costs what is still unconfirmed, not everything ever sent. Kept by
+    -- `mark_blob_sent` (a photo added) and `mark_safe` (removed); the photos sent before
+    -- this migration are asked about once.
+    CREATE TABLE blobs_asking (
+        parent BLOB NOT NULL,
+        hash   BLOB NOT NULL,
+        PRIMARY KEY (parent, hash)
+    ) STRICT, WITHOUT ROWID;
+    INSERT OR IGNORE INTO blobs_asking (parent, hash)
+        SELECT s.parent, s.hash FROM blobs_sent AS s JOIN blobs AS b ON b.hash = s.hash
+        WHERE b.kind = 'photo';
+    "#,
 ];
 
 /// Every pragma a connection needs, in one place. WAL with `synchronous=FULL`: a commit is

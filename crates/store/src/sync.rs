@@ -88,6 +88,10 @@ impl SyncStore for Store {
         Store::blob_in_scope(self, hash, scope).map_err(storage)
     }
 
+    fn safe_blobs(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StorageError> {
+        Store::safe_blobs(self, hashes).map_err(storage)
+    }
+
     fn origins(&self) -> Result<Vec<NodeId>, StorageError> {
         Store::origins(self).map_err(storage)
     }
@@ -158,6 +162,19 @@ impl SyncStore for Store {
         limit: usize,
     ) -> Result<Vec<(BlobHash, BlobKind)>, StorageError> {
         Store::blobs_to_fetch(self, scope, limit).map_err(storage)
+    }
+
+    fn unsafe_sent(
+        &self,
+        parent: &NodeId,
+        after: Option<&BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<BlobHash>, StorageError> {
+        Store::unsafe_sent(self, parent, after, limit).map_err(storage)
+    }
+
+    fn mark_safe(&mut self, hashes: &[BlobHash]) -> Result<(), StorageError> {
+        Store::mark_safe(self, hashes).map_err(storage)
     }
 }
 

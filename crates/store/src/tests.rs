@@ -833,3 +833,161 @@ fn peers_enrolled_before_records_get_theirs_on_the_first_open() {
     drop(s);
     assert_eq!(Store::open(&path).unwrap().records().unwrap().len(), 2);
 }
+
+/// A report by `origin` with one photo (`photo`, `thumb` bytes), as events and blobs.
+fn photo_report(
+    w: &mut Writer,
+    n: u8,
+    photo: &[u8],
+    thumb: &[u8],
+) -> (Vec<Event>, BlobHash, BlobHash) {
+    let id = IncidentId::new_v7(NOW, [n; 10]);
+    let meta = PhotoMeta {
+        hash: BlobHash::of(photo),
+        thumb: BlobHash::of(thumb),
+        kind: PhotoKind::Before,
+        width: 1,
+        height: 1,
+        bytes: photo.len() as u64,
+        captured_at: None,
+    };
+    (
+        report_events(w, id, Some(meta)),
+        BlobHash::of(photo),
+        BlobHash::of(thumb),
+    )
+}
+
+fn blobs_of<'a>(photo: &'a [u8], thumb: &'a [u8]) -> [NewBlob<'a>; 2] {
+    [
+        NewBlob {
+            hash: BlobHash::of(photo),
+            kind: BlobKind::Photo,
+            bytes: photo,
+        },
+        NewBlob {
+            hash: BlobHash::of(thumb),
+            kind: BlobKind::Thumb,
+            bytes: thumb,
+        },
+    ]
+}
+
+#[test]
+fn only_own_safe_unwanted_photos_with_their_thumbnail_are_pruned_once() {
+    let mut s = Store::in_memory().unwrap();
+    let me = NodeId::from_secret(&[1; 32]);
+    let mate = NodeId::from_secret(&[2; 32]);
+    let parent = NodeId([9; 32]);
+    let mut w = writer(me, "patrol-7", 1, Hlc::default());
+    let mut all = Vec::new();
+    for (n, photo, thumb) in [
+        (1u8, &b"safe photo"[..], &b"safe thumb"[..]),
+        (3, b"unsafe photo", b"unsafe thumb"),
+    ] {
+        let (events, p, t) = photo_report(&mut w, n, photo, thumb);
+        s.append(&events, &blobs_of(photo, thumb), Some(w.clock_last()))
+            .unwrap();
+        all.push((p, t, photo.to_vec()));
+    }
+    // A grid-mate's photo, received with its blobs, safe too: never pruned here.
+    let mut mw = writer(mate, "zhao-min", 1, Hlc::default());
+    let (mate_events, mate_photo, _) = photo_report(&mut mw, 4, b"mate photo", b"mate thumb");
+    s.append_received(
+        &admitted(parent, &mate_events),
+        &blobs_of(b"mate photo", b"mate thumb"),
+    )
+    .unwrap();
+    let [(safe, safe_thumb, safe_bytes), (unsafe_photo, ..)] = &all[..] else {
+        unreachable!()
+    };
+    // Nothing is safe yet: nothing is pruned.
+    assert_eq!(s.prune_photos(&me, NOW).unwrap(), PruneReport::default());
+    s.mark_safe(&[*safe, mate_photo, *safe_thumb]).unwrap();
+    let report = s.prune_photos(&me, NOW + 1).unwrap();
+    assert_eq!(
+        report,
+        PruneReport {
+            pruned: 1,
+            bytes_freed: safe_bytes.len() as u64
+        }
+    );
+    assert_eq!(s.blob(safe).unwrap(), None);
+    assert_eq!(
+        s.pruned(safe).unwrap(),
+        Some(Pruned {
+            kind: BlobKind::Photo,
+            size: safe_bytes.len() as u64,
+            pruned_ms: NOW + 1
+        })
+    );
+    for kept in [safe_thumb, unsafe_photo, &mate_photo] {
+        assert!(s.blob(kept).unwrap().is_some(), "{kept} stays");
+        assert_eq!(s.pruned(kept).unwrap(), None);
+    }
+    // A pruned photo is missing (so it can be fetched), and a second prune does nothing.
+    assert_eq!(
+        s.blob_state(safe).unwrap(),
+        gridsync_proto::BlobState::Missing
+    );
+    assert_eq!(s.prune_photos(&me, NOW + 2).unwrap().pruned, 0);
+    // Fetched back: held again, no longer reported pruned, and never pruned again.
+    s.append(&[], &[blobs_of(safe_bytes, b"safe thumb")[0]], None)
+        .unwrap();
+    assert_eq!(s.blob(safe).unwrap().as_deref(), Some(&safe_bytes[..]));
+    assert_eq!(s.pruned(safe).unwrap(), None);
+    assert_eq!(s.prune_photos(&me, NOW + 3).unwrap().pruned, 0);
+    assert!(s.blob(safe).unwrap().is_some());
+}
+
+#[test]
+fn only_photos_sent_and_not_known_safe_are_asked_about_in_hash_order() {
+    let mut s = Store::in_memory().unwrap();
+    let me = NodeId::from_secret(&[1; 32]);
+    let parent = NodeId([9; 32]);
+    let mut w = writer(me, "patrol-7", 1, Hlc::default());
+    let mut photos = Vec::new();
+    for n in 0..3u8 {
+        let photo = vec![b'p', n];
+        let thumb = vec![b't', n];
+        let (events, p, t) = photo_report(&mut w, n + 1, &photo, &thumb);
+        s.append(&events, &blobs_of(&photo, &thumb), Some(w.clock_last()))
+            .unwrap();
+        s.mark_blob_sent(&parent, &p).unwrap();
+        s.mark_blob_sent(&parent, &t).unwrap();
+        photos.push(p);
+    }
+    photos.sort();
+    // Thumbnails are never asked about; other parents have nothing to ask.
+    assert_eq!(s.unsafe_sent(&parent, None, 10).unwrap(), photos);
+    assert!(s
+        .unsafe_sent(&NodeId([8; 32]), None, 10)
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.unsafe_sent(&parent, None, 2).unwrap(), photos[..2]);
+    assert_eq!(
+        s.unsafe_sent(&parent, Some(&photos[1]), 10).unwrap(),
+        photos[2..]
+    );
+    s.mark_safe(&photos[..1]).unwrap();
+    s.mark_safe(&photos[..1]).unwrap();
+    assert_eq!(s.unsafe_sent(&parent, None, 10).unwrap(), photos[1..]);
+    assert_eq!(s.safe_blobs(&photos).unwrap(), photos[..1]);
+    // Sent again once safe: not asked about again.
+    s.mark_blob_sent(&parent, &photos[0]).unwrap();
+    assert_eq!(s.unsafe_sent(&parent, None, 10).unwrap(), photos[1..]);
+}
+
+#[test]
+fn settings_persist_and_default_to_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let mut s = Store::create(&path).unwrap();
+    assert_eq!(s.setting("prune-photos").unwrap(), None);
+    s.set_setting("prune-photos", true).unwrap();
+    drop(s);
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(s.setting("prune-photos").unwrap(), Some(true));
+    s.set_setting("prune-photos", false).unwrap();
+    assert_eq!(s.setting("prune-photos").unwrap(), Some(false));
+}

@@ -465,7 +465,7 @@ async fn not_a_photo(ctx: &Ctx) -> Check {
 }
 
 /// A photo of GRID_A held whole by the relay: device-a names it and uploads it.
-async fn stored_photo(ctx: &Ctx) -> Result<Photo, Fail> {
+pub(super) async fn stored_photo(ctx: &Ctx) -> Result<Photo, Fail> {
     let p = named_photo(ctx).await?;
     let info = infos(&p)[1];
     let (conn, mut ctl) = offered_one(ctx, info, 0).await?;

@@ -8,6 +8,7 @@ mod durability;
 mod follow;
 mod frames;
 mod handshake;
+mod held;
 mod sessions;
 mod transport;
 mod upload;
@@ -40,6 +41,7 @@ pub fn all() -> Vec<Case> {
     v.extend(upload::cases());
     v.extend(authorisation::cases());
     v.extend(blobs::cases());
+    v.extend(held::cases());
     v.extend(download::cases());
     v.extend(follow::cases());
     v.extend(sessions::cases());

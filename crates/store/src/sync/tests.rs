@@ -133,7 +133,7 @@ fn a_fresh_store_has_the_sync_schema() {
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (9, 9));
+    assert_eq!((version, SCHEMA_VERSION), (10, 10));
     for table in [
         "origin_grids",
         "peers",
@@ -146,6 +146,9 @@ fn a_fresh_store_has_the_sync_schema() {
         "blob_wants",
         "peer_contact",
         "upstream_acks",
+        "blobs_safe",
+        "blobs_pruned",
+        "blobs_asking",
     ] {
         let n: i64 = s
             .conn
@@ -708,6 +711,14 @@ fn sync_queries_use_indexes_not_scans() {
         (IN_SCOPE_SQL, "USING INDEX photo_refs_by_photo (photo=?)"),
         (IN_SCOPE_SQL, "USING INDEX photo_refs_by_thumb (thumb=?)"),
         (MISSING_THUMBS_SQL, "USING INDEX photo_refs_missing_thumbs"),
+        (
+            crate::prune::UNSAFE_SENT_SQL,
+            "SEARCH blobs_asking USING PRIMARY KEY (parent=? AND hash>?)",
+        ),
+        (
+            crate::prune::ASK_SQL,
+            "SEARCH blobs_safe USING PRIMARY KEY (hash=?)",
+        ),
     ];
     for (sql, want) in checks {
         let p = plan(&s, sql);

@@ -101,12 +101,45 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Show this handheld's settings, or change one (kept in the store).
+    Config {
+        #[command(subcommand)]
+        set: Option<ConfigSet>,
+        /// Print the settings as JSON (also after a change).
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Delete the bytes of this handheld's own full photos that the district holds (as the
+    /// relay said in a sync), keeping their thumbnails; `gridsync blob HASH --fetch` brings
+    /// one back. With `config prune-photos on`, every sync does this at its end.
+    Prune {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the whole story on loopback in a temporary folder, with no set-up.
     Demo {
         /// Keep the stores in DIR instead of a temporary folder.
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+}
+
+/// One setting of `config`.
+#[derive(Subcommand, Debug)]
+enum ConfigSet {
+    /// Prune full photos once the district holds them, keeping their thumbnails (off: keep
+    /// everything; the default).
+    PrunePhotos {
+        #[arg(value_enum)]
+        value: OnOff,
+    },
+}
+
+/// A setting's value.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum OnOff {
+    On,
+    Off,
 }
 
 /// `blob` on a handheld: the shared flags, and fetching from the relay.
@@ -263,6 +296,34 @@ fn run(cli: Cli) -> Result<()> {
                 say!("{code:<22}{meaning}");
             }
         }
+        Command::Config { set, json } => {
+            let mut device = open(db)?;
+            if let Some(ConfigSet::PrunePhotos { value }) = set {
+                device.set_prune_photos(matches!(value, OnOff::On))?;
+            }
+            let prune = device.prunes_photos()?;
+            if json {
+                print_json(&serde_json::json!({ "prune_photos": prune }))?;
+            } else {
+                say!("prune-photos  {}", if prune { "on" } else { "off" });
+            }
+        }
+        Command::Prune { json } => {
+            let mut device = open(db)?;
+            let report = device.prune_photos()?;
+            if json {
+                print_json(&serde_json::json!({
+                    "pruned": report.pruned,
+                    "bytes_freed": report.bytes_freed,
+                }))?;
+            } else {
+                say!(
+                    "pruned {} full photos the district holds ({} bytes); their thumbnails stay",
+                    report.pruned,
+                    report.bytes_freed
+                );
+            }
+        }
         Command::Demo { keep } => demo::run(keep)?,
     }
     Ok(())
@@ -347,6 +408,7 @@ fn sync(db: &std::path::Path, relay: &str, relay_id: NodeId, json: bool) -> Resu
             "blobs_down": s.blobs_down,
             "blob_bytes_down": s.blob_bytes_down,
             "fetches_refused": s.fetches_refused,
+            "blobs_safe": s.blobs_safe,
             "round_trips": s.round_trips,
             "ms": report.elapsed.as_millis() as u64,
         }))?;
