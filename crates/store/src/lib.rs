@@ -14,12 +14,13 @@
 //! - `read`: incidents, events, progress, counts, download pages.
 //! - `peers`: enrollment at a relay and the heads of an enrolled peer.
 //! - `staff`: the grid roster (folded by `write` from the roster events).
+//! - `operators`: the console's operator accounts and API keys (schema 8).
 //! - `blobs`: stored blobs, partial uploads, what a parent holds.
 //! - `sync`: only the [`gridsync_proto::SyncStore`] adapter over the above.
 //! - `error`: [`StoreError`] and what of it a peer may be told.
 //! - `schema`: connection set-up and migrations.
 //!
-//! Tables (schema version 7; `schema.rs` has the migrations):
+//! Tables (schema version 8; `schema.rs` has the migrations):
 //! - `events`: the log, unique on `(origin, seq)`; `local_seq` (the rowid) is the arrival
 //!   order download cursors count in; `via` is the peer an event was received from (NULL
 //!   for own events), so a download never sends an event back where it came from.
@@ -38,6 +39,8 @@
 //!   whether the thumbnail is missing), kept by the write path: which blobs a child of a scope
 //!   may fetch, and which thumbnails a child lacks; `blob_wants`: blobs this node's user asked
 //!   to fetch, until held (PROTOCOL.md §8.11).
+//! - `operators`, `api_keys`: the console's accounts (role, Argon2id PHC string) and the
+//!   SHA-256 of each Open311 API key; local to this relay, never events, never synced.
 //! - `cursors`: sync progress per peer; `meta`: identity and clock.
 //!
 //! [`Store`] implements [`gridsync_proto::SyncStore`], the storage sync sessions run on, with
@@ -52,6 +55,7 @@ mod blobs;
 mod error;
 mod meta;
 mod open;
+mod operators;
 mod peers;
 mod read;
 mod records;
@@ -67,6 +71,7 @@ use rusqlite::Connection;
 pub use error::StoreError;
 pub use gridsync_proto::BlobKind;
 pub use meta::{Identity, ACKED_OWN_SEQ, DOWN, UPSTREAM};
+pub use operators::{ApiKey, Operator, OperatorRole, ParseRoleError};
 pub use peers::PeerRow;
 pub use read::{Counts, Pending, PAGE_EXAMINE};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
