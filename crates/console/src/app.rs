@@ -29,8 +29,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::auth::{
-    self, allows, check_csrf, sanitize_next, verify_password, Action, Clock,
-    RateLimiter, Session, Sessions,
+    self, allows, check_csrf, sanitize_next, verify_password, Action, Clock, RateLimiter, Session,
+    Sessions,
 };
 use crate::evaluation::{self, EvalQuery};
 use crate::pages::{self, ListQuery};
@@ -309,7 +309,8 @@ impl FromRequestParts<Arc<State>> for Operator {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<State>) -> Result<Self, Response> {
-        let Some(session) = cookie(&parts.headers, SESSION_COOKIE).and_then(|t| state.sessions.get(t))
+        let Some(session) =
+            cookie(&parts.headers, SESSION_COOKIE).and_then(|t| state.sessions.get(t))
         else {
             return Err(unauthenticated(&parts.uri));
         };
@@ -404,8 +405,14 @@ async fn headers(
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, state.csp.clone());
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if state.tls {
         h.insert(
@@ -421,7 +428,10 @@ type St = axum::extract::State<Arc<State>>;
 async fn metrics(axum::extract::State(state): St) -> Response {
     match &state.metrics {
         Some(f) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             f(),
         )
             .into_response(),
@@ -431,9 +441,21 @@ async fn metrics(axum::extract::State(state): St) -> Response {
 
 /// The console's own embedded files.
 const OWN_ASSETS: &[(&str, &str, &[u8])] = &[
-    ("console.css", "text/css; charset=utf-8", include_bytes!("../assets/console.css")),
-    ("console.js", "text/javascript; charset=utf-8", include_bytes!("../assets/console.js")),
-    ("placeholder.svg", "image/svg+xml", include_bytes!("../assets/placeholder.svg")),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../assets/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/console.js"),
+    ),
+    (
+        "placeholder.svg",
+        "image/svg+xml",
+        include_bytes!("../assets/placeholder.svg"),
+    ),
 ];
 
 async fn asset(Path(path): Path<String>) -> Response {
@@ -474,12 +496,20 @@ async fn login_form(
 ) -> Result<Response, AppError> {
     let next = sanitize_next(q.next.as_deref());
     let (token, set) = match cookie(&headers, LOGIN_COOKIE) {
-        Some(t) if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) => (t.to_owned(), false),
-        _ => (auth::new_token().map_err(|e| AppError::Internal(e.to_string()))?, true),
+        Some(t) if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (t.to_owned(), false)
+        }
+        _ => (
+            auth::new_token().map_err(|e| AppError::Internal(e.to_string()))?,
+            true,
+        ),
     };
     let mut res = page(pages::login(&next, &token, None)).into_response();
     if set {
-        set_cookie(&mut res, &format!("{LOGIN_COOKIE}={token}; {}", cookie_attrs(&state, "/login")));
+        set_cookie(
+            &mut res,
+            &format!("{LOGIN_COOKIE}={token}; {}", cookie_attrs(&state, "/login")),
+        );
     }
     Ok(res)
 }
@@ -557,7 +587,11 @@ async fn login(
         tracing::info!(operator = %name, %ip, "console: failed login");
         return Ok((
             StatusCode::UNAUTHORIZED,
-            page(pages::login(&next, &expected, Some("Wrong name or password."))),
+            page(pages::login(
+                &next,
+                &expected,
+                Some("Wrong name or password."),
+            )),
         )
             .into_response());
     };
@@ -568,7 +602,10 @@ async fn login(
         .map_err(|e| AppError::Internal(e.to_string()))?;
     tracing::info!(operator = %account.name, role = %account.role, %ip, "console: login");
     let mut res = Redirect::to(&next).into_response();
-    set_cookie(&mut res, &format!("{SESSION_COOKIE}={token}; {}", cookie_attrs(&state, "/")));
+    set_cookie(
+        &mut res,
+        &format!("{SESSION_COOKIE}={token}; {}", cookie_attrs(&state, "/")),
+    );
     Ok(res)
 }
 
@@ -594,12 +631,18 @@ async fn logout(
     let mut res = Redirect::to("/login").into_response();
     set_cookie(
         &mut res,
-        &format!("{SESSION_COOKIE}=; Max-Age=0; {}", cookie_attrs(&state, "/")),
+        &format!(
+            "{SESSION_COOKIE}=; Max-Age=0; {}",
+            cookie_attrs(&state, "/")
+        ),
     );
     res
 }
 
-async fn selected(state: &Arc<State>, query: ListQuery) -> Result<Vec<gridsync_core::IncidentState>, AppError> {
+async fn selected(
+    state: &Arc<State>,
+    query: ListQuery,
+) -> Result<Vec<gridsync_core::IncidentState>, AppError> {
     let now = state.now_ms();
     state
         .read(move |s| Ok(pages::select(s.incidents()?, &query, now)))
@@ -654,17 +697,20 @@ async fn api_incidents(
 async fn events(axum::extract::State(state): St, Operator(_): Operator) -> Response {
     let commits = state.commits.clone();
     let shutdown = state.shutdown.clone();
-    let stream = futures_util::stream::unfold((commits, shutdown), |(mut commits, mut shutdown)| async move {
-        tokio::select! {
-            changed = commits.changed() => {
-                changed.ok()?;
-                let n = *commits.borrow_and_update();
-                let event = SseEvent::default().event("commit").data(json!({"version": n}).to_string());
-                Some((Ok::<_, Infallible>(event), (commits, shutdown)))
+    let stream = futures_util::stream::unfold(
+        (commits, shutdown),
+        |(mut commits, mut shutdown)| async move {
+            tokio::select! {
+                changed = commits.changed() => {
+                    changed.ok()?;
+                    let n = *commits.borrow_and_update();
+                    let event = SseEvent::default().event("commit").data(json!({"version": n}).to_string());
+                    Some((Ok::<_, Infallible>(event), (commits, shutdown)))
+                }
+                _ = stopped(&mut shutdown) => None,
             }
-            _ = stopped(&mut shutdown) => None,
-        }
-    });
+        },
+    );
     let mut res = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
         .into_response();
@@ -673,7 +719,10 @@ async fn events(axum::extract::State(state): St, Operator(_): Operator) -> Respo
     res
 }
 
-async fn api_screen(axum::extract::State(state): St, Operator(_): Operator) -> Result<Response, AppError> {
+async fn api_screen(
+    axum::extract::State(state): St,
+    Operator(_): Operator,
+) -> Result<Response, AppError> {
     let now = state.now_ms();
     let value = state
         .read(move |s| {
@@ -714,7 +763,7 @@ async fn api_screen(axum::extract::State(state): St, Operator(_): Operator) -> R
                 .into_iter()
                 .map(|(at, author, kind, id)| {
                     json!({"at": gridsync_core::view::rfc3339(at as i64), "age": pages::age(now.saturating_sub(at)),
-                           "author": author, "kind": kind, "incident": id.get(..8).unwrap_or(&id)})
+                           "author": author, "kind": kind, "incident": pages::short_id(&id)})
                 })
                 .collect();
             Ok(json!({
@@ -757,7 +806,11 @@ async fn render_detail(
                 Some(g) => s.staff(Some(g))?.into_iter().map(|m| m.name).collect(),
                 None => Vec::new(),
             };
-            Ok(Some((incident, pages::history(&events, &verification), staff)))
+            Ok(Some((
+                incident,
+                pages::history(&events, &verification),
+                staff,
+            )))
         })
         .await?;
     let Some((incident, history, staff)) = loaded else {
@@ -822,7 +875,9 @@ fn changes_of(
         Action::Verify => vec![Change::Status(Status::Verified)],
         Action::Close => vec![Change::Status(Status::Closed)],
         Action::Comment => vec![Change::Comment(
-            field(form, "text").ok_or_else(|| bad("the comment is empty"))?.to_owned(),
+            field(form, "text")
+                .ok_or_else(|| bad("the comment is empty"))?
+                .to_owned(),
         )],
         Action::Escalate => {
             let level: Level = field(form, "level")
@@ -835,16 +890,24 @@ fn changes_of(
             }]
         }
         Action::Dispatch => {
-            let assignee = match (field(form, "department"), field(form, "force"), field(form, "staff")) {
+            let assignee = match (
+                field(form, "department"),
+                field(form, "force"),
+                field(form, "staff"),
+            ) {
                 (Some(d), None, None) => Assignee::department(d).map_err(bad)?,
                 (None, Some(f), None) => Assignee::Force(f.parse::<Force>().map_err(bad)?),
                 (None, None, Some(s)) => Assignee::parse(&format!("staff:{s}")).map_err(bad)?,
-                (None, None, None) => return Err(bad("choose a department, a force or a staff member")),
+                (None, None, None) => {
+                    return Err(bad("choose a department, a force or a staff member"))
+                }
                 _ => return Err(bad("choose only one of department, force and staff member")),
             };
             let due = match field(form, "due") {
                 Some(t) => Some(parse_time(t).ok_or_else(|| {
-                    bad(format!("due time {t:?} is not a date and time (YYYY-MM-DDTHH:MM)"))
+                    bad(format!(
+                        "due time {t:?} is not a date and time (YYYY-MM-DDTHH:MM)"
+                    ))
                 })?),
                 None => None,
             };
@@ -870,9 +933,11 @@ fn changes_of(
         }
         Action::Settle => {
             let name = field(form, "field").ok_or_else(|| bad("which field to settle?"))?;
-            let raw = form.get("value").ok_or_else(|| bad("which value to keep?"))?;
-            let value: serde_json::Value =
-                serde_json::from_str(raw).map_err(|e| bad(format!("the value to keep is not JSON: {e}")))?;
+            let raw = form
+                .get("value")
+                .ok_or_else(|| bad("which value to keep?"))?;
+            let value: serde_json::Value = serde_json::from_str(raw)
+                .map_err(|e| bad(format!("the value to keep is not JSON: {e}")))?;
             let text = || {
                 value
                     .as_str()
@@ -915,7 +980,12 @@ async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, AppError> {
-    if let Err(res) = check_post(&state, &headers, &session.csrf, form.get("csrf").map(String::as_str)) {
+    if let Err(res) = check_post(
+        &state,
+        &headers,
+        &session.csrf,
+        form.get("csrf").map(String::as_str),
+    ) {
         return Ok(res);
     }
     let action = Action::from_name(&action)
@@ -937,7 +1007,14 @@ async fn act(
     let changes = match changes_of(action, &form, current.status()) {
         Ok(c) => c,
         Err(AppError::BadInput(msg)) => {
-            return render_detail(&state, &session, id, Some((false, msg)), StatusCode::UNPROCESSABLE_ENTITY).await
+            return render_detail(
+                &state,
+                &session,
+                id,
+                Some((false, msg)),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(e) => return Err(e),
     };
@@ -974,7 +1051,11 @@ async fn blob(
     let thumb = q.thumb.as_deref() == Some("1");
     let bytes = state
         .read(move |s| {
-            let want = if thumb { s.thumb_of(&hash)?.unwrap_or(hash) } else { hash };
+            let want = if thumb {
+                s.thumb_of(&hash)?.unwrap_or(hash)
+            } else {
+                hash
+            };
             Ok(s.blob(&want)?)
         })
         .await?;
@@ -988,11 +1069,16 @@ async fn blob(
         )
             .into_response()),
         None if thumb => Ok((
-            [(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")],
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
             Bytes::from_static(include_bytes!("../assets/placeholder.svg")),
         )
             .into_response()),
-        None => Err(AppError::NotFound(format!("photo {hash} is not held here (yet)"))),
+        None => Err(AppError::NotFound(format!(
+            "photo {hash} is not held here (yet)"
+        ))),
     }
 }
 
@@ -1000,15 +1086,25 @@ async fn screen(Operator(session): Operator) -> Response {
     page(pages::screen(&session)).into_response()
 }
 
-async fn map_page(axum::extract::State(state): St, Operator(session): Operator) -> Result<Response, AppError> {
+async fn map_page(
+    axum::extract::State(state): St,
+    Operator(session): Operator,
+) -> Result<Response, AppError> {
     let config = state.map.clone();
     let body = state.read(move |s| Ok(map::body(s, &config)?)).await?;
     Ok(page(pages::layout("Map", Some(&session), "map", &body)).into_response())
 }
 
-async fn map_data(axum::extract::State(state): St, Operator(_): Operator) -> Result<Response, AppError> {
+async fn map_data(
+    axum::extract::State(state): St,
+    Operator(_): Operator,
+) -> Result<Response, AppError> {
     let data = state.read(|s| Ok(map::data(s)?)).await?;
-    Ok(([(header::CONTENT_TYPE, "application/geo+json")], data.to_string()).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/geo+json")],
+        data.to_string(),
+    )
+        .into_response())
 }
 
 async fn evaluation_page(
@@ -1017,11 +1113,23 @@ async fn evaluation_page(
     Query(q): Query<EvalQuery>,
 ) -> Result<Response, AppError> {
     let now = state.now_ms();
-    let body = state.read(move |s| Ok(evaluation::body(s, now, &q)?)).await?;
-    Ok(page(pages::layout("Evaluation", Some(&session), "evaluation", &body)).into_response())
+    let body = state
+        .read(move |s| Ok(evaluation::body(s, now, &q)?))
+        .await?;
+    Ok(page(pages::layout(
+        "Evaluation",
+        Some(&session),
+        "evaluation",
+        &body,
+    ))
+    .into_response())
 }
 
-async fn evaluation_download(state: Arc<State>, q: EvalQuery, format: &'static str) -> Result<Response, AppError> {
+async fn evaluation_download(
+    state: Arc<State>,
+    q: EvalQuery,
+    format: &'static str,
+) -> Result<Response, AppError> {
     let now = state.now_ms();
     let (ty, name, bytes) = state
         .read(move |s| Ok(evaluation::download(s, now, &q, format)?))
@@ -1045,11 +1153,19 @@ fn attachment(content_type: &str, name: &str, body: Body) -> Response {
     res
 }
 
-async fn evaluation_csv(axum::extract::State(state): St, Operator(_): Operator, Query(q): Query<EvalQuery>) -> Result<Response, AppError> {
+async fn evaluation_csv(
+    axum::extract::State(state): St,
+    Operator(_): Operator,
+    Query(q): Query<EvalQuery>,
+) -> Result<Response, AppError> {
     evaluation_download(state, q, "csv").await
 }
 
-async fn evaluation_json(axum::extract::State(state): St, Operator(_): Operator, Query(q): Query<EvalQuery>) -> Result<Response, AppError> {
+async fn evaluation_json(
+    axum::extract::State(state): St,
+    Operator(_): Operator,
+    Query(q): Query<EvalQuery>,
+) -> Result<Response, AppError> {
     evaluation_download(state, q, "json").await
 }
 
@@ -1084,9 +1200,9 @@ impl std::io::Write for ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
     }
 }
 
@@ -1106,7 +1222,11 @@ async fn export_file(
         "csv" => (Format::Csv, "text/csv; charset=utf-8", "csv"),
         "geojson" => (Format::GeoJson, "application/geo+json", "geojson"),
         "jsonl" => (Format::JsonLines, "application/x-ndjson", "jsonl"),
-        other => return Err(bad(format!("export format {other:?} is none of csv, geojson, jsonl"))),
+        other => {
+            return Err(bad(format!(
+                "export format {other:?} is none of csv, geojson, jsonl"
+            )))
+        }
     };
     let since_ms = match q.since.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(t) => Some(
@@ -1132,7 +1252,10 @@ async fn export_file(
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     // A connection of its own: a long export does not hold the pages' read connection.
     tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter { tx: tx.clone(), buf: Vec::new() };
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
         let result = Store::open(&db)
             .map_err(export::ExportError::from)
             .and_then(|store| export::write(&store, format, &filter, now, &mut out))
@@ -1148,12 +1271,21 @@ async fn export_file(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    Ok(attachment(ty, &format!("incidents.{ext}"), Body::from_stream(stream)))
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Ok(attachment(
+        ty,
+        &format!("incidents.{ext}"),
+        Body::from_stream(stream),
+    ))
 }
 
 fn o311_error(status: StatusCode, text: &str) -> Response {
-    (status, Json(json!([{"code": status.as_u16(), "description": text}]))).into_response()
+    (
+        status,
+        Json(json!([{"code": status.as_u16(), "description": text}])),
+    )
+        .into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -1171,11 +1303,17 @@ async fn o311_key(state: &Arc<State>, uri: &Uri) -> Result<(), Response> {
         .and_then(|q| q.0.api_key)
         .unwrap_or_default();
     if key.is_empty() {
-        return Err(o311_error(StatusCode::UNAUTHORIZED, "an api_key is required"));
+        return Err(o311_error(
+            StatusCode::UNAUTHORIZED,
+            "an api_key is required",
+        ));
     }
     match state.read(move |s| Ok(s.api_key_check(&key)?)).await {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(o311_error(StatusCode::UNAUTHORIZED, "the api_key is not valid")),
+        Ok(None) => Err(o311_error(
+            StatusCode::UNAUTHORIZED,
+            "the api_key is not valid",
+        )),
         Err(e) => Err(e.into_response()),
     }
 }
@@ -1201,11 +1339,17 @@ fn o311_result(r: Result<Result<serde_json::Value, open311::Open311Error>, AppEr
         Ok(Err(open311::Open311Error::BadRequest(m))) => o311_error(StatusCode::BAD_REQUEST, &m),
         Ok(Err(open311::Open311Error::Store(e))) => {
             tracing::error!(error = %e, "console: Open311 request failed");
-            o311_error(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
+            o311_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store could not be read",
+            )
         }
         Err(e) => {
             tracing::error!(error = %e, "console: Open311 request failed");
-            o311_error(StatusCode::INTERNAL_SERVER_ERROR, "the store could not be read")
+            o311_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store could not be read",
+            )
         }
     }
 }
@@ -1221,7 +1365,11 @@ async fn o311_requests(
     }
     let base = media_base(&state, &headers);
     let now = state.now_ms();
-    o311_result(state.read(move |s| Ok(open311::requests(s, &q, now, &base))).await)
+    o311_result(
+        state
+            .read(move |s| Ok(open311::requests(s, &q, now, &base)))
+            .await,
+    )
 }
 
 async fn o311_request(
@@ -1248,11 +1396,18 @@ async fn o311_request(
     }
 }
 
-async fn o311_media(axum::extract::State(state): St, uri: Uri, Path(file): Path<String>) -> Response {
+async fn o311_media(
+    axum::extract::State(state): St,
+    uri: Uri,
+    Path(file): Path<String>,
+) -> Response {
     if let Err(res) = o311_key(&state, &uri).await {
         return res;
     }
-    let Some(hash) = file.strip_suffix(".jpg").and_then(|h| h.parse::<BlobHash>().ok()) else {
+    let Some(hash) = file
+        .strip_suffix(".jpg")
+        .and_then(|h| h.parse::<BlobHash>().ok())
+    else {
         return o311_error(StatusCode::NOT_FOUND, "no such media");
     };
     match state.read(move |s| Ok(s.blob(&hash)?)).await {
@@ -1279,7 +1434,10 @@ mod tests {
     #[test]
     fn cookies_and_urls() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; gridsync_session=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; gridsync_session=abc; b=2"),
+        );
         assert_eq!(cookie(&h, "gridsync_session"), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
         assert_eq!(url_encode("/incident/x?y=1&z"), "/incident/x%3Fy%3D1%26z");

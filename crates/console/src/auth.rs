@@ -341,7 +341,10 @@ impl RateLimiter {
         let mut wait = 0u64;
         for k in keys {
             if let Some(q) = map.get_mut(k) {
-                while q.front().is_some_and(|t| now.saturating_sub(*t) >= self.window_ms) {
+                while q
+                    .front()
+                    .is_some_and(|t| now.saturating_sub(*t) >= self.window_ms)
+                {
                     q.pop_front();
                 }
                 if q.len() >= self.max_failures {
@@ -364,7 +367,10 @@ impl RateLimiter {
         let mut map = lock(&self.failures);
         if map.len() > 100_000 {
             // Bounded memory under a flood of names: forget the expired ones.
-            map.retain(|_, q| q.back().is_some_and(|t| now.saturating_sub(*t) < self.window_ms));
+            map.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.saturating_sub(*t) < self.window_ms)
+            });
         }
         for k in keys {
             let q = map.entry(k.clone()).or_default();
@@ -448,7 +454,10 @@ mod tests {
         assert_eq!((s.operator.as_str(), s.role), ("ana", Role::Viewer));
         assert_eq!(s.csrf.len(), 64);
         now.fetch_add(SESSION_IDLE_MS - 1, Ordering::SeqCst);
-        assert!(sessions.get(&token).is_some(), "a request resets the idle time");
+        assert!(
+            sessions.get(&token).is_some(),
+            "a request resets the idle time"
+        );
         now.fetch_add(SESSION_IDLE_MS, Ordering::SeqCst);
         assert!(sessions.get(&token).is_none(), "expired");
         assert!(sessions.get(&token).is_none(), "and removed");
@@ -466,10 +475,22 @@ mod tests {
             check_csrf("abc", Some("abc"), Some("http://127.0.0.1:8080"), &allowed),
             Ok(())
         );
-        assert_eq!(check_csrf("abc", None, None, &allowed), Err(CsrfError::Missing));
-        assert_eq!(check_csrf("abc", Some(""), None, &allowed), Err(CsrfError::Missing));
-        assert_eq!(check_csrf("abc", Some("abd"), None, &allowed), Err(CsrfError::Wrong));
-        assert_eq!(check_csrf("abc", Some("ab"), None, &allowed), Err(CsrfError::Wrong));
+        assert_eq!(
+            check_csrf("abc", None, None, &allowed),
+            Err(CsrfError::Missing)
+        );
+        assert_eq!(
+            check_csrf("abc", Some(""), None, &allowed),
+            Err(CsrfError::Missing)
+        );
+        assert_eq!(
+            check_csrf("abc", Some("abd"), None, &allowed),
+            Err(CsrfError::Wrong)
+        );
+        assert_eq!(
+            check_csrf("abc", Some("ab"), None, &allowed),
+            Err(CsrfError::Wrong)
+        );
         assert_eq!(
             check_csrf("abc", Some("abc"), Some("https://evil.example"), &allowed),
             Err(CsrfError::CrossOrigin)

@@ -127,10 +127,12 @@ pub async fn start(
             addr: options.addr,
             error,
         })?;
-    let local_addr = listener.local_addr().map_err(|error| ConsoleError::Listen {
-        addr: options.addr,
-        error,
-    })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|error| ConsoleError::Listen {
+            addr: options.addr,
+            error,
+        })?;
     let state = app::State::open(&options, local_addr, shutdown.clone()).await?;
     let router = app::router(state.clone());
     tracing::info!(%local_addr, tls = tls.is_some(), "console listening");
@@ -202,7 +204,9 @@ async fn serve(
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => serve_connection(s, peer, router).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "console: TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "console: TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "console: TLS handshake timed out"),
                     }
                 }
@@ -220,12 +224,13 @@ async fn serve_connection<S>(stream: S, peer: SocketAddr, router: axum::Router)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(app::ClientAddr(peer));
-        let mut router = router.clone();
-        // Router is always ready (its `poll_ready` returns `Ready` at once).
-        tower_service::Service::call(&mut router, req)
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(app::ClientAddr(peer));
+            let mut router = router.clone();
+            // Router is always ready (its `poll_ready` returns `Ready` at once).
+            tower_service::Service::call(&mut router, req)
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))

@@ -11,7 +11,12 @@ use crate::auth::{allows, Action, Session};
 use crate::html::escape;
 
 /// The page around a body: head, nav (with the operator and logout), main.
-pub(crate) fn layout(title: &str, session: Option<&Session>, body_class: &str, body: &str) -> String {
+pub(crate) fn layout(
+    title: &str,
+    session: Option<&Session>,
+    body_class: &str,
+    body: &str,
+) -> String {
     let nav = match session {
         Some(s) => format!(
             r#"<header class="top"><a class="brand" href="/">gridsync console</a>
@@ -84,6 +89,12 @@ pub(crate) fn age(ms: u64) -> String {
     }
 }
 
+/// An incident id's short form: its last 8 characters (a UUIDv7 begins with its time, so
+/// incidents reported close together share their first characters, never their last).
+pub(crate) fn short_id(id: &str) -> &str {
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
+}
+
 /// When an incident was reported (its report's, or its first event's, wall clock).
 pub(crate) fn created_ms(s: &IncidentState) -> u64 {
     s.report
@@ -151,7 +162,11 @@ impl ListQuery {
 }
 
 /// The incidents `query` selects, newest first.
-pub(crate) fn select(mut all: Vec<IncidentState>, query: &ListQuery, now_ms: u64) -> Vec<IncidentState> {
+pub(crate) fn select(
+    mut all: Vec<IncidentState>,
+    query: &ListQuery,
+    now_ms: u64,
+) -> Vec<IncidentState> {
     all.retain(|s| query.matches(s, now_ms));
     all.sort_by(|a, b| created_ms(b).cmp(&created_ms(a)).then(b.id.cmp(&a.id)));
     all
@@ -175,10 +190,18 @@ pub(crate) fn rows(incidents: &[IncidentState], now_ms: u64) -> String {
         let _ = write!(
             out,
             r#"<tr data-incident="{id}" class="status-{status}{od}"><td class="thumb"><a href="/incident/{id}"><img src="{thumb}" alt="" width="64" height="64" loading="lazy"></a></td>
-<td><a href="/incident/{id}" class="mono">{short}</a></td><td>{category}</td><td><span class="badge status-{status}">{status}</span></td><td>{level}</td><td>{assignee}</td><td>{severity}</td><td>{grid}</td><td>{age}</td><td>{mark}</td></tr>
+<td><a href="/incident/{id}" class="mono">{short}</a></td><td>{category}<div class="excerpt">{excerpt}</div></td><td><span class="badge status-{status}">{status}</span></td><td>{level}</td><td>{assignee}</td><td>{severity}</td><td>{grid}</td><td>{age}</td><td>{mark}</td></tr>
 "#,
-            short = escape(&id[..8.min(id.len())]),
+            short = escape(short_id(&id)),
             category = escape(v.category.as_deref().unwrap_or("–")),
+            excerpt = escape(
+                &v.description
+                    .as_deref()
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect::<String>()
+            ),
             status = v.status,
             level = v.level,
             assignee = escape(v.assignee.as_deref().unwrap_or("–")),
@@ -199,8 +222,16 @@ pub(crate) fn rows(incidents: &[IncidentState], now_ms: u64) -> String {
 fn options(values: &[&str], selected: Option<&str>, any: &str) -> String {
     let mut out = format!(r#"<option value="">{any}</option>"#);
     for v in values {
-        let sel = if selected == Some(*v) { " selected" } else { "" };
-        let _ = write!(out, r#"<option value="{v}"{sel}>{v}</option>"#, v = escape(v));
+        let sel = if selected == Some(*v) {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            r#"<option value="{v}"{sel}>{v}</option>"#,
+            v = escape(v)
+        );
     }
     out
 }
@@ -231,7 +262,11 @@ pub(crate) fn list(session: &Session, query: &ListQuery, rows_html: &str, count:
         category = options(&categories, set(&query.category), "any"),
         grid = escape(set(&query.grid).unwrap_or("")),
         q = escape(set(&query.q).unwrap_or("")),
-        overdue = if set(&query.overdue) == Some("1") { " checked" } else { "" },
+        overdue = if set(&query.overdue) == Some("1") {
+            " checked"
+        } else {
+            ""
+        },
     );
     layout("Incidents", Some(session), "list", &body)
 }
@@ -248,7 +283,10 @@ pub(crate) struct HistoryRow {
 }
 
 /// The history rows of `verification` with the events' times and summaries.
-pub(crate) fn history(events: &[gridsync_core::Event], verification: &Verification) -> Vec<HistoryRow> {
+pub(crate) fn history(
+    events: &[gridsync_core::Event],
+    verification: &Verification,
+) -> Vec<HistoryRow> {
     use gridsync_core::Payload;
     let mut out = Vec::new();
     for check in &verification.events {
@@ -261,7 +299,11 @@ pub(crate) fn history(events: &[gridsync_core::Event], verification: &Verificati
         let origin = match &check.signer {
             Signer::ThisRelay => "this relay".to_owned(),
             Signer::Peer { role, revoked, .. } => {
-                format!("enrolled {}{}", role.as_str(), if *revoked { " (revoked)" } else { "" })
+                format!(
+                    "enrolled {}{}",
+                    role.as_str(),
+                    if *revoked { " (revoked)" } else { "" }
+                )
             }
             Signer::Vouched { role, .. } => format!("{} enrolled below", role.as_str()),
             Signer::NotEnrolledHere => "not enrolled here".to_owned(),
@@ -307,7 +349,14 @@ pub(crate) struct Detail<'a> {
     pub flash: Option<(bool, String)>,
 }
 
-fn action_form(id: &str, action: Action, csrf: &str, label: &str, fields: &str, class: &str) -> String {
+fn action_form(
+    id: &str,
+    action: Action,
+    csrf: &str,
+    label: &str,
+    fields: &str,
+    class: &str,
+) -> String {
     format!(
         r#"<form method="post" action="/incident/{id}/{name}" class="action {class}" data-action="{name}"><input type="hidden" name="csrf" value="{csrf}">{fields}<button type="submit" id="do-{name}">{label}</button></form>"#,
         name = action.as_str(),
@@ -393,7 +442,10 @@ pub(crate) fn detail(session: &Session, d: &Detail<'_>) -> String {
         body.push_str(r#"<section class="card conflicts"><h2>Conflicts</h2><p class="muted">Concurrent writes: the kept value wins by time; settle by writing one of them as a new edit.</p><table><thead><tr><th>Field</th><th>Kept</th><th>Other</th><th>Other by</th><th></th></tr></thead><tbody>"#);
         let settle = allows(session.role, Action::Settle);
         for c in &v.conflicts {
-            let settleable = matches!(c.field, "description" | "category" | "severity" | "location" | "assignee");
+            let settleable = matches!(
+                c.field,
+                "description" | "category" | "severity" | "location" | "assignee"
+            );
             let forms = if settle && settleable {
                 [("kept", &c.kept), ("other", &c.lost)]
                     .iter()
@@ -431,18 +483,39 @@ pub(crate) fn detail(session: &Session, d: &Detail<'_>) -> String {
     let csrf = &session.csrf;
     let may = |a| allows(session.role, a);
     if may(Action::Accept) {
-        actions.push_str(&action_form(&id, Action::Accept, csrf, "Accept", "", "inline"));
+        actions.push_str(&action_form(
+            &id,
+            Action::Accept,
+            csrf,
+            "Accept",
+            "",
+            "inline",
+        ));
     }
     if may(Action::Reject) {
-        actions.push_str(&action_form(&id, Action::Reject, csrf, "Reject", "", "inline"));
+        actions.push_str(&action_form(
+            &id,
+            Action::Reject,
+            csrf,
+            "Reject",
+            "",
+            "inline",
+        ));
     }
-    for (a, label) in [(Action::Resolve, "Resolve"), (Action::Verify, "Verify"), (Action::Close, "Close")] {
+    for (a, label) in [
+        (Action::Resolve, "Resolve"),
+        (Action::Verify, "Verify"),
+        (Action::Close, "Close"),
+    ] {
         if may(a) {
             actions.push_str(&action_form(&id, a, csrf, label, "", "inline"));
         }
     }
     if may(Action::Dispatch) {
-        let forces: Vec<&str> = gridsync_core::Force::ALL.iter().map(|f| f.as_str()).collect();
+        let forces: Vec<&str> = gridsync_core::Force::ALL
+            .iter()
+            .map(|f| f.as_str())
+            .collect();
         let staff: Vec<&str> = d.staff.iter().map(String::as_str).collect();
         actions.push_str(&action_form(
             &id,
@@ -503,7 +576,10 @@ pub(crate) fn detail(session: &Session, d: &Detail<'_>) -> String {
     if actions.is_empty() {
         actions.push_str(r#"<p class="muted">Your role only reads.</p>"#);
     }
-    let _ = write!(body, r#"<section class="card actions"><h2>Actions</h2>{actions}</section>"#);
+    let _ = write!(
+        body,
+        r#"<section class="card actions"><h2>Actions</h2>{actions}</section>"#
+    );
     // Comments.
     if !v.comments.is_empty() {
         body.push_str(r#"<section class="card"><h2>Comments</h2><ul class="comments">"#);
@@ -534,7 +610,12 @@ pub(crate) fn detail(session: &Session, d: &Detail<'_>) -> String {
         );
     }
     body.push_str("</tbody></table></section>");
-    layout(&format!("Incident {}", &id[..8.min(id.len())]), Some(session), "detail", &body)
+    layout(
+        &format!("Incident {}", short_id(&id)),
+        Some(session),
+        "detail",
+        &body,
+    )
 }
 
 /// The big screen's page (filled and kept live by the script from `/api/screen`).
@@ -563,6 +644,8 @@ mod tests {
         assert_eq!(age(120_000), "2 min");
         assert_eq!(age(3 * 3600 * 1000), "3 h");
         assert_eq!(age(49 * 3600 * 1000), "2 d");
+        assert_eq!(short_id("01a233ba-1d0f-7217-b4db-60492d5f73fe"), "2d5f73fe");
+        assert_eq!(short_id("abc"), "abc");
     }
 
     #[test]

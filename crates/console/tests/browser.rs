@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const ELEMENT: &str = "element-6066-11e4-a52e-4f2e1d9f1b2c";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// chromedriver, ended when dropped.
 struct Driver {
@@ -75,8 +75,9 @@ impl Driver {
             &bytes,
         )
         .await;
-        let value: Value = serde_json::from_slice(&res.body)
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: not JSON ({e}): {}", res.text()));
+        let value: Value = serde_json::from_slice(&res.body).unwrap_or_else(|e| {
+            panic!("WebDriver {method} {path}: not JSON ({e}): {}", res.text())
+        });
         assert!(
             res.status == 200,
             "WebDriver {method} {path}: {} {}",
@@ -123,21 +124,36 @@ impl<'a> Browser<'a> {
     }
 
     async fn go(&self, path: &str) {
-        self.cmd("POST", "/url", Some(json!({"url": format!("{}{path}", self.base)})))
-            .await;
+        self.cmd(
+            "POST",
+            "/url",
+            Some(json!({"url": format!("{}{path}", self.base)})),
+        )
+        .await;
     }
 
     async fn find(&self, css: &str) -> String {
         let v = self
-            .cmd("POST", "/element", Some(json!({"using": "css selector", "value": css})))
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await;
-        v[ELEMENT].as_str().expect("element id").to_owned()
+        match v[ELEMENT].as_str() {
+            Some(id) => id.to_owned(),
+            None => panic!("no element {css:?}: {v}"),
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let el = self.find(css).await;
-        self.cmd("POST", &format!("/element/{el}/value"), Some(json!({"text": text})))
-            .await;
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
     }
 
     async fn click(&self, css: &str) {
@@ -147,8 +163,12 @@ impl<'a> Browser<'a> {
     }
 
     async fn js(&self, script: &str) -> Value {
-        self.cmd("POST", "/execute/sync", Some(json!({"script": script, "args": []})))
-            .await
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
     }
 
     /// Polls `script` until it returns `true`.
@@ -161,6 +181,29 @@ impl<'a> Browser<'a> {
             assert!(Instant::now() < deadline, "gave up waiting until {what}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A screenshot of the whole page: the window is made as tall as the document first.
+    async fn full_screenshot(&self, name: &str) {
+        let height = self
+            .js("return document.documentElement.scrollHeight;")
+            .await
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(900, 4000);
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": 1366, "height": height + 120})),
+        )
+        .await;
+        self.screenshot(name).await;
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": 1366, "height": 900})),
+        )
+        .await;
     }
 
     async fn screenshot(&self, name: &str) {
@@ -226,7 +269,10 @@ fn browser_present() -> Option<()> {
         return Some(());
     }
     if std::env::var("GRIDSYNC_SKIP_BROWSER").as_deref() == Ok("1") {
-        eprintln!("browser test skipped (GRIDSYNC_SKIP_BROWSER=1): {} missing", missing.join(", "));
+        eprintln!(
+            "browser test skipped (GRIDSYNC_SKIP_BROWSER=1): {} missing",
+            missing.join(", ")
+        );
         return None;
     }
     panic!(
@@ -241,7 +287,9 @@ async fn operators_work_the_console_in_a_real_browser() {
         return;
     }
     let world = World::new().await;
-    let first = world.report_and_sync("garbage piled by the school gate").await;
+    let first = world
+        .report_and_sync("garbage piled by the school gate")
+        .await;
     world.add_operator("dora", OperatorRole::Dispatcher);
     world.add_operator("vic", OperatorRole::Viewer);
     let (console, stop) = world.console(None, false).await;
@@ -260,9 +308,14 @@ async fn operators_work_the_console_in_a_real_browser() {
     )
     .await;
     // Wait until the page's event stream is open, then commit a new incident.
-    b.wait_for("the live stream is open", "return document.body.classList.contains('live');")
+    b.wait_for(
+        "the live stream is open",
+        "return document.body.classList.contains('live');",
+    )
+    .await;
+    let second = world
+        .report_and_sync("sewage overflowing on the corner")
         .await;
-    let second = world.report_and_sync("sewage overflowing on the corner").await;
     b.wait_for(
         "the new incident appears without a reload",
         &format!("return !!document.querySelector('tr[data-incident=\"{second}\"]');"),
@@ -280,7 +333,8 @@ async fn operators_work_the_console_in_a_real_browser() {
     // Accept, then dispatch it through the forms.
     b.go(&format!("/incident/{second}")).await;
     b.click("#do-accept").await;
-    b.wait_for("accepted", "return !!document.getElementById('flash');").await;
+    b.wait_for("accepted", "return !!document.getElementById('flash');")
+        .await;
     b.type_into("#dispatch-department", "sanitation").await;
     b.click("#do-dispatch").await;
     b.wait_for(
@@ -293,7 +347,7 @@ async fn operators_work_the_console_in_a_real_browser() {
         "var img = document.querySelector('.photos img'); return !!img && img.complete && img.naturalWidth > 0;",
     )
     .await;
-    b.screenshot("detail").await;
+    b.full_screenshot("detail").await;
     let store = Store::open(&world.relay_db).expect("open");
     let events = store.events_of(&second).expect("events");
     let dispatch = events
@@ -302,7 +356,15 @@ async fn operators_work_the_console_in_a_real_browser() {
         .expect("the dispatch is in the store");
     assert_eq!(dispatch.author, "street-2/dora");
     dispatch.verify().expect("signed by the relay");
-    assert_eq!(store.incident(&second).expect("read").expect("incident").view().status, "dispatched");
+    assert_eq!(
+        store
+            .incident(&second)
+            .expect("read")
+            .expect("incident")
+            .view()
+            .status,
+        "dispatched"
+    );
 
     b.go("/screen").await;
     b.wait_for(
@@ -312,10 +374,15 @@ async fn operators_work_the_console_in_a_real_browser() {
     .await;
     b.screenshot("screen").await;
     b.go("/map").await;
-    b.wait_for("the map page", "return document.readyState === 'complete';").await;
+    b.wait_for("the map page", "return document.readyState === 'complete';")
+        .await;
     b.screenshot("map").await;
     b.go("/evaluation").await;
-    b.wait_for("the evaluation page", "return document.readyState === 'complete';").await;
+    b.wait_for(
+        "the evaluation page",
+        "return document.readyState === 'complete';",
+    )
+    .await;
     b.screenshot("evaluation").await;
     b.quit().await;
 
@@ -324,8 +391,16 @@ async fn operators_work_the_console_in_a_real_browser() {
     let v = Browser::new(&driver, &base, &profile).await;
     v.login("vic").await;
     v.go(&format!("/incident/{first}")).await;
-    v.wait_for("the detail page", "return document.readyState === 'complete';").await;
-    assert_eq!(v.js("return !!document.getElementById('do-dispatch');").await, json!(false));
+    v.wait_for(
+        "the detail page",
+        "return document.readyState === 'complete';",
+    )
+    .await;
+    assert_eq!(
+        v.js("return !!document.getElementById('do-dispatch');")
+            .await,
+        json!(false)
+    );
     let before = world.event_count();
     let status = v
         .js(&format!(
@@ -337,7 +412,7 @@ async fn operators_work_the_console_in_a_real_browser() {
         .await;
     assert_eq!(status, json!(403));
     assert_eq!(world.event_count(), before, "nothing written");
-    v.screenshot("viewer-detail").await;
+    v.full_screenshot("viewer-detail").await;
     v.quit().await;
 
     drop(driver);

@@ -16,7 +16,10 @@ async fn unauthenticated_requests_go_to_the_login_or_get_401() {
 
     let res = c.get("/incident/x?y=1").await;
     assert_eq!(res.status, 303);
-    assert_eq!(res.header("location"), Some("/login?next=/incident/x%3Fy%3D1"));
+    assert_eq!(
+        res.header("location"),
+        Some("/login?next=/incident/x%3Fy%3D1")
+    );
     let res = c.get("/").await;
     assert_eq!(res.status, 303);
     let res = c.get("/api/incidents").await;
@@ -34,7 +37,10 @@ async fn unauthenticated_requests_go_to_the_login_or_get_401() {
     // Security headers on everything.
     let res = c.get("/login").await;
     let csp = res.header("content-security-policy").expect("CSP");
-    assert!(csp.contains("default-src 'self'") && csp.contains("img-src 'self' data:"), "{csp}");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("img-src 'self' data:"),
+        "{csp}"
+    );
     assert!(!csp.contains("unsafe-inline"));
     assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(res.header("x-frame-options"), Some("DENY"));
@@ -47,7 +53,12 @@ async fn unauthenticated_requests_go_to_the_login_or_get_401() {
     let res = c
         .post(
             "/login",
-            &[("name", "ana"), ("password", PASSWORD), ("csrf", &csrf), ("next", "//evil.example/")],
+            &[
+                ("name", "ana"),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+                ("next", "//evil.example/"),
+            ],
             &[],
         )
         .await;
@@ -76,7 +87,11 @@ async fn login_sets_an_httponly_strict_cookie_without_secure_on_plain_http() {
     assert!(set.contains("SameSite=Strict"), "{set}");
     assert!(set.contains("Path=/"), "{set}");
     assert!(!set.contains("Secure"), "{set}");
-    let value = set.split(';').next().unwrap_or("").trim_start_matches("gridsync_session=");
+    let value = set
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("gridsync_session=");
     assert_eq!(value.len(), 64);
     assert!(value.bytes().all(|b| b.is_ascii_hexdigit()));
     // Logged in: the list shows the synced incident with its thumbnail.
@@ -89,7 +104,10 @@ async fn login_sets_an_httponly_strict_cookie_without_secure_on_plain_http() {
     let start = html.find("/blob/").expect("thumbnail");
     let end = start + html[start..].find('"').expect("end");
     let thumb = c.get(&html[start..end]).await;
-    assert_eq!((thumb.status, thumb.header("content-type")), (200, Some("image/jpeg")));
+    assert_eq!(
+        (thumb.status, thumb.header("content-type")),
+        (200, Some("image/jpeg"))
+    );
     assert_eq!(&thumb.body[..2], &[0xFF, 0xD8], "a JPEG");
     let json = c.get("/api/incidents").await;
     assert_eq!(json.status, 200);
@@ -139,7 +157,10 @@ async fn over_tls_the_session_cookie_is_secure() {
     )
     .await
     .expect_err("a bad certificate file");
-    assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&bad.display().to_string()),
+        "{err}"
+    );
 
     let (console, stop) = world
         .console(
@@ -161,7 +182,10 @@ async fn over_tls_the_session_cookie_is_secure() {
         .expect("session cookie")
         .to_owned();
     assert!(set.contains("Secure"), "{set}");
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
     assert!(res.header("strict-transport-security").is_some());
     assert_eq!(c.get("/").await.status, 200);
     let _ = stop.send(true);
@@ -188,14 +212,20 @@ async fn posts_without_the_csrf_token_are_refused_and_write_nothing() {
     let csrf = hidden(&page, "csrf").expect("csrf");
     // The right token from another site's page: refused too.
     let res = c
-        .post(&path, &[("csrf", &csrf)], &[("Origin", "https://evil.example")])
+        .post(
+            &path,
+            &[("csrf", &csrf)],
+            &[("Origin", "https://evil.example")],
+        )
         .await;
     assert_eq!(res.status, 403);
     assert!(res.text().contains("another site"), "{}", res.text());
     assert_eq!(world.event_count(), before, "nothing written");
     // With the token (and this console's origin) it is written.
     let origin = format!("http://{}", console.local_addr);
-    let res = c.post(&path, &[("csrf", &csrf)], &[("Origin", &origin)]).await;
+    let res = c
+        .post(&path, &[("csrf", &csrf)], &[("Origin", &origin)])
+        .await;
     assert_eq!(res.status, 303, "{}", res.text());
     assert_eq!(world.event_count(), before + 1);
     // The same action again is the workflow's refusal, shown in the page: 409, not 500.
@@ -223,10 +253,17 @@ async fn the_login_rate_limit_refuses_even_the_right_password() {
     }
     let res = c.login("ana", "not the password").await;
     assert_eq!(res.status, 429);
-    let retry: u64 = res.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    let retry: u64 = res
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
     assert!(retry > 0 && retry <= 900, "{retry}");
     let res = c.login("ana", PASSWORD).await;
-    assert_eq!(res.status, 429, "the right password is refused while limited");
+    assert_eq!(
+        res.status, 429,
+        "the right password is refused while limited"
+    );
     assert!(res.cookie("gridsync_session").is_none());
     let _ = stop.send(true);
     console.wait().await;
@@ -245,8 +282,14 @@ async fn a_viewer_may_not_dispatch_and_a_dispatcher_dispatch_is_signed_and_named
     let page = viewer.get(&format!("/incident/{id}")).await;
     assert_eq!(page.status, 200);
     let html = page.text();
-    assert!(!html.contains("do-dispatch"), "no dispatch button for a viewer");
-    assert!(html.contains("data-signature=\"valid\""), "history shows signatures");
+    assert!(
+        !html.contains("do-dispatch"),
+        "no dispatch button for a viewer"
+    );
+    assert!(
+        html.contains("data-signature=\"valid\""),
+        "history shows signatures"
+    );
     let csrf = hidden(&html, "csrf").expect("csrf (logout form)");
     let before = world.event_count();
     let res = viewer
@@ -272,12 +315,19 @@ async fn a_viewer_may_not_dispatch_and_a_dispatcher_dispatch_is_signed_and_named
     let res = dispatcher
         .post(
             &format!("/incident/{id}/dispatch"),
-            &[("csrf", &csrf), ("department", "sanitation"), ("due", "2030-01-02T03:04")],
+            &[
+                ("csrf", &csrf),
+                ("department", "sanitation"),
+                ("due", "2030-01-02T03:04"),
+            ],
             &[],
         )
         .await;
     assert_eq!(res.status, 303, "{}", res.text());
-    assert_eq!(res.header("location"), Some(format!("/incident/{id}?done=dispatch").as_str()));
+    assert_eq!(
+        res.header("location"),
+        Some(format!("/incident/{id}?done=dispatch").as_str())
+    );
 
     let store = Store::open(&world.relay_db).expect("open");
     let relay = store.identity().expect("identity");
@@ -298,7 +348,10 @@ async fn a_viewer_may_not_dispatch_and_a_dispatcher_dispatch_is_signed_and_named
     let v = gridsync_relay::verify::verify_incident(&store, &relay.node_id, &id).expect("verify");
     assert!(v.all_valid());
     // The page shows it, with the operator as author.
-    let html = dispatcher.get(&format!("/incident/{id}?done=dispatch")).await.text();
+    let html = dispatcher
+        .get(&format!("/incident/{id}?done=dispatch"))
+        .await
+        .text();
     assert!(html.contains("data-author=\"street-2/dora\""), "{html}");
     assert!(html.contains("Done: dispatch."));
     let _ = stop.send(true);
@@ -322,8 +375,16 @@ async fn open311_needs_an_api_key_and_exports_are_attachments() {
     assert_eq!(res.status, 401);
     let body: serde_json::Value = serde_json::from_slice(&res.body).expect("JSON");
     assert_eq!(body[0]["code"], 401);
-    assert_eq!(c.get("/open311/v2/requests.json?api_key=nope").await.status, 401);
-    assert_eq!(c.get("/open311/v2/requests.json?api_key=k-1234").await.status, 200);
+    assert_eq!(
+        c.get("/open311/v2/requests.json?api_key=nope").await.status,
+        401
+    );
+    assert_eq!(
+        c.get("/open311/v2/requests.json?api_key=k-1234")
+            .await
+            .status,
+        200
+    );
 
     assert_eq!(c.get("/export?format=csv").await.status, 303);
     assert_eq!(c.login("vic", PASSWORD).await.status, 303);

@@ -29,7 +29,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A sample photo of the repository's fixtures.
 pub fn photo() -> PhotoInput {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/photos/cat-2400x1600-rot8.jpg");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/photos/cat-2400x1600-rot8.jpg");
     PhotoInput::from_path(&path, &Default::default())
         .unwrap_or_else(|e| panic!("fixture photo {}: {e}", path.display()))
 }
@@ -49,11 +50,17 @@ impl World {
         let relay_db = dir.path().join("relay.db");
         let device_db = dir.path().join("device.db");
         Device::init_node(&relay_db, "street-2", "street", "", SystemEnv).expect("init relay");
-        let device = Device::init(&device_db, "patrol-7", GRID.parse().expect("grid")).expect("init device");
+        let device =
+            Device::init(&device_db, "patrol-7", GRID.parse().expect("grid")).expect("init device");
         let scope: Scope = GRID.parse().expect("scope");
         Store::open(&relay_db)
             .expect("open relay")
-            .enroll(&device.node_id(), gridsync_proto::Role::Device, &scope, now_ms())
+            .enroll(
+                &device.node_id(),
+                gridsync_proto::Role::Device,
+                &scope,
+                now_ms(),
+            )
             .expect("enroll");
         let relay = gridsync_relay::start(&relay_db, (Ipv4Addr::LOCALHOST, 0).into(), None)
             .await
@@ -102,11 +109,19 @@ impl World {
 
     /// How many events the relay's store holds.
     pub fn event_count(&self) -> u64 {
-        Store::open(&self.relay_db).expect("open relay").counts().expect("counts").events
+        Store::open(&self.relay_db)
+            .expect("open relay")
+            .counts()
+            .expect("counts")
+            .events
     }
 
     /// Starts a console on the relay's store on 127.0.0.1 port 0.
-    pub async fn console(&self, tls: Option<TlsFiles>, open311: bool) -> (ConsoleHandle, watch::Sender<bool>) {
+    pub async fn console(
+        &self,
+        tls: Option<TlsFiles>,
+        open311: bool,
+    ) -> (ConsoleHandle, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);
         let options = ConsoleOptions {
             db: self.relay_db.clone(),
@@ -116,7 +131,9 @@ impl World {
             metrics: Some(Arc::new(|| "gridsync_up 1\n".to_owned())),
             map: Default::default(),
         };
-        let handle = gridsync_console::start(options, rx).await.expect("start console");
+        let handle = gridsync_console::start(options, rx)
+            .await
+            .expect("start console");
         (handle, tx)
     }
 }
@@ -229,15 +246,45 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write request");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("write request");
     stream.write_all(body).await.expect("write body");
     stream.flush().await.expect("flush");
-    let mut raw = Vec::new();
-    // A TLS peer may close without close_notify after the response: what was read counts.
-    let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw))
+    let raw = tokio::time::timeout(DEADLINE, read_response(&mut stream))
         .await
-        .expect("response within the deadline");
+        .unwrap_or_else(|_| panic!("{method} {path} to {addr}: no response within the deadline"));
     parse(&raw)
+}
+
+/// Reads one response: up to its `Content-Length`, the end of its chunks, or the end of the
+/// stream (a peer may keep the connection open despite `Connection: close`; a TLS peer may
+/// close without close_notify: what was read counts).
+async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let body = &raw[split + 4..];
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(n) = length {
+                if body.len() >= n {
+                    return raw;
+                }
+            } else if head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n") {
+                return raw;
+            }
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 fn parse(raw: &[u8]) -> Response {
@@ -261,8 +308,16 @@ fn parse(raw: &[u8]) -> Response {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
-    Response { status, headers, body }
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
@@ -272,7 +327,8 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
             return out;
         };
         let size_text = String::from_utf8_lossy(&raw[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         if size == 0 || raw.len() < eol + 2 + size {
             return out;
         }
@@ -294,7 +350,9 @@ pub fn form(fields: &[(&str, &str)]) -> Vec<u8> {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -330,8 +388,12 @@ impl Client {
 
     fn keep_cookies(&mut self, res: &Response) {
         for c in res.set_cookies() {
-            let Some(pair) = c.split(';').next() else { continue };
-            let Some((name, _)) = pair.split_once('=') else { continue };
+            let Some(pair) = c.split(';').next() else {
+                continue;
+            };
+            let Some((name, _)) = pair.split_once('=') else {
+                continue;
+            };
             self.cookies.retain(|k| !k.starts_with(&format!("{name}=")));
             self.cookies.push(pair.to_owned());
         }
@@ -339,19 +401,40 @@ impl Client {
 
     pub async fn get(&mut self, path: &str) -> Response {
         let cookie = self.cookie_header();
-        let res = request(self.addr, self.tls.as_ref(), "GET", path, &[("Cookie", &cookie)], b"").await;
+        let res = request(
+            self.addr,
+            self.tls.as_ref(),
+            "GET",
+            path,
+            &[("Cookie", &cookie)],
+            b"",
+        )
+        .await;
         self.keep_cookies(&res);
         res
     }
 
-    pub async fn post(&mut self, path: &str, fields: &[(&str, &str)], extra: &[(&str, &str)]) -> Response {
+    pub async fn post(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        extra: &[(&str, &str)],
+    ) -> Response {
         let cookie = self.cookie_header();
         let mut headers = vec![
             ("Cookie", cookie.as_str()),
             ("Content-Type", "application/x-www-form-urlencoded"),
         ];
         headers.extend_from_slice(extra);
-        let res = request(self.addr, self.tls.as_ref(), "POST", path, &headers, &form(fields)).await;
+        let res = request(
+            self.addr,
+            self.tls.as_ref(),
+            "POST",
+            path,
+            &headers,
+            &form(fields),
+        )
+        .await;
         self.keep_cookies(&res);
         res
     }
@@ -363,7 +446,12 @@ impl Client {
         let csrf = hidden(&form_page.text(), "csrf").expect("login csrf");
         self.post(
             "/login",
-            &[("name", name), ("password", password), ("csrf", &csrf), ("next", "/")],
+            &[
+                ("name", name),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/"),
+            ],
             &[],
         )
         .await
