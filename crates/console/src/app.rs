@@ -105,7 +105,7 @@ impl State {
             Ok::<_, ConsoleError>((reads, device, watcher))
         })
         .await
-        .map_err(|e| ConsoleError::Tls(format!("opening the store: {e}")))??;
+        .map_err(|e| ConsoleError::Task(e.to_string()))??;
         let relay_name = device.name().to_owned();
         let node_id = device.node_id();
         let (tx, commits) = watch::channel(0u64);
@@ -335,13 +335,13 @@ impl FromRequestParts<Arc<State>> for Operator {
 }
 
 /// The CSRF and origin check of a POST: `given` is the form's `csrf` field, else the
-/// `X-CSRF-Token` header.
+/// `X-CSRF-Token` header. `Some` is the refusal to send (403).
 fn check_post(
     state: &State,
     headers: &HeaderMap,
     expected: &str,
     given: Option<&str>,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let header_token = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let allowed: Vec<String> = headers
@@ -349,14 +349,15 @@ fn check_post(
         .and_then(|v| v.to_str().ok())
         .map(|host| vec![format!("{}://{host}", state.scheme())])
         .unwrap_or_default();
-    check_csrf(expected, given.or(header_token), origin, &allowed).map_err(|e| {
-        tracing::info!(error = %e, "console: POST refused by the CSRF check");
+    let e = check_csrf(expected, given.or(header_token), origin, &allowed).err()?;
+    tracing::info!(error = %e, "console: POST refused by the CSRF check");
+    Some(
         (
             StatusCode::FORBIDDEN,
             page(pages::message("Request refused", &e.to_string(), None)),
         )
-            .into_response()
-    })
+            .into_response(),
+    )
 }
 
 /// The router of every page and API.
@@ -550,7 +551,7 @@ async fn login(
         )
             .into_response());
     }
-    if let Err(res) = check_post(&state, &headers, &expected, form.csrf.as_deref()) {
+    if let Some(res) = check_post(&state, &headers, &expected, form.csrf.as_deref()) {
         return Ok(res);
     }
     let next = sanitize_next(form.next.as_deref());
@@ -621,7 +622,7 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
-    if let Err(res) = check_post(&state, &headers, &session.csrf, form.csrf.as_deref()) {
+    if let Some(res) = check_post(&state, &headers, &session.csrf, form.csrf.as_deref()) {
         return res;
     }
     if let Some(t) = cookie(&headers, SESSION_COOKIE) {
@@ -727,7 +728,7 @@ async fn api_screen(
     let value = state
         .read(move |s| {
             let mut all = s.incidents()?;
-            all.sort_by(|a, b| pages::created_ms(b).cmp(&pages::created_ms(a)));
+            all.sort_by_key(|i| std::cmp::Reverse(pages::created_ms(i)));
             let today_start = now - now % 86_400_000;
             let today = all.iter().filter(|i| pages::created_ms(i) >= today_start).count();
             let open = all
@@ -750,14 +751,14 @@ async fn api_screen(
             });
             // The ticker: the latest events of the most recently updated incidents.
             let mut recent: Vec<&gridsync_core::IncidentState> = all.iter().collect();
-            recent.sort_by(|a, b| b.last.cmp(&a.last));
+            recent.sort_by_key(|i| std::cmp::Reverse(i.last));
             let mut ticker = Vec::new();
             for i in recent.into_iter().take(10) {
                 for e in s.events_of(&i.id)? {
                     ticker.push((e.hlc.wall_ms, e.author.clone(), e.payload.kind(), i.id.to_string()));
                 }
             }
-            ticker.sort_by(|a, b| b.0.cmp(&a.0));
+            ticker.sort_by_key(|t| std::cmp::Reverse(t.0));
             ticker.truncate(15);
             let ticker: Vec<_> = ticker
                 .into_iter()
@@ -980,7 +981,7 @@ async fn act(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Result<Response, AppError> {
-    if let Err(res) = check_post(
+    if let Some(res) = check_post(
         &state,
         &headers,
         &session.csrf,

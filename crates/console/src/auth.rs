@@ -123,14 +123,23 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Something an operator may do to an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// Take a reported case on (status `accepted`).
     Accept,
+    /// Turn a case down (status `rejected`).
     Reject,
+    /// Hand it to a department, a force of the grid or a staff member (with a due time).
     Dispatch,
+    /// Move it to another level, with a reason.
     Escalate,
+    /// Add a comment.
     Comment,
+    /// Mark it handled (status `resolved`).
     Resolve,
+    /// Confirm the handling (status `verified`).
     Verify,
+    /// Close it.
     Close,
+    /// Score the handling, with a verdict.
     Evaluate,
     /// Settle a conflict: write one of the concurrent values as a new edit.
     Settle,
@@ -191,7 +200,9 @@ pub const SESSION_IDLE_MS: u64 = 8 * 3600 * 1000;
 /// A logged-in operator's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The operator's account name.
     pub operator: String,
+    /// Their role (re-read from the store on each request).
     pub role: Role,
     /// The per-session CSRF token every POST must carry.
     pub csrf: String,

@@ -40,7 +40,9 @@ pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 /// The console's certificate chain and private key, PEM files read at start.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The PEM certificate chain, the server's certificate first.
     pub cert: PathBuf,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
 }
 
@@ -92,6 +94,8 @@ pub enum ConsoleError {
     Tls(String),
     #[error("console: {0}")]
     Auth(#[from] auth::AuthError),
+    #[error("console: the task opening the store failed: {0}")]
+    Task(String),
 }
 
 /// A running console.

@@ -72,18 +72,24 @@ impl FromStr for OperatorRole {
 /// An operator account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
+    /// The login name.
     pub name: String,
+    /// What the console lets them do.
     pub role: OperatorRole,
     /// The password's Argon2id PHC string.
     pub password: String,
+    /// When the account was added (Unix ms).
     pub created_ms: u64,
+    /// When its password last changed (Unix ms).
     pub updated_ms: u64,
 }
 
 /// An API key's record (the key itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
+    /// The key's name (who it was given to).
     pub name: String,
+    /// When it was made (Unix ms).
     pub created_ms: u64,
 }
 
@@ -116,7 +122,12 @@ impl Store {
     }
 
     /// Replaces operator `name`'s PHC string; `false` if there is no such operator.
-    pub fn operator_set_password(&mut self, name: &str, password: &str, now_ms: u64) -> Result<bool> {
+    pub fn operator_set_password(
+        &mut self,
+        name: &str,
+        password: &str,
+        now_ms: u64,
+    ) -> Result<bool> {
         let n = exec(
             &self.conn,
             "UPDATE operators SET password = ?2, updated_ms = ?3 WHERE name = ?1",
@@ -161,7 +172,10 @@ impl Store {
         row.map(|r| self.operator_of(r)).transpose()
     }
 
-    fn operator_of(&self, (name, role, password, created, updated): OperatorRow) -> Result<Operator> {
+    fn operator_of(
+        &self,
+        (name, role, password, created, updated): OperatorRow,
+    ) -> Result<Operator> {
         let role = role
             .parse()
             .map_err(|e: ParseRoleError| self.corrupt(format!("operator {name:?}: {e}")))?;
@@ -243,10 +257,17 @@ mod tests {
         let ana = s.operator("ana").expect("read").expect("ana");
         assert_eq!(ana.role, OperatorRole::Dispatcher);
         assert_eq!(ana.password, "$argon2id$x");
-        assert!(s.operator_set_password("ana", "$argon2id$z", 20).expect("passwd"));
-        assert!(!s.operator_set_password("bob", "$argon2id$z", 20).expect("passwd"));
+        assert!(s
+            .operator_set_password("ana", "$argon2id$z", 20)
+            .expect("passwd"));
+        assert!(!s
+            .operator_set_password("bob", "$argon2id$z", 20)
+            .expect("passwd"));
         let ana = s.operator("ana").expect("read").expect("ana");
-        assert_eq!((ana.password.as_str(), ana.created_ms, ana.updated_ms), ("$argon2id$z", 10, 20));
+        assert_eq!(
+            (ana.password.as_str(), ana.created_ms, ana.updated_ms),
+            ("$argon2id$z", 10, 20)
+        );
         assert_eq!(s.operators().expect("list").len(), 1);
         assert!(s.operator_remove("ana").expect("remove"));
         assert!(!s.operator_remove("ana").expect("remove again"));
@@ -258,7 +279,10 @@ mod tests {
         let mut s = Store::in_memory().expect("store");
         assert!(s.api_key_add("city", "k-123", 5).expect("add"));
         assert!(!s.api_key_add("city", "k-456", 6).expect("add again"));
-        assert_eq!(s.api_key_check("k-123").expect("check").as_deref(), Some("city"));
+        assert_eq!(
+            s.api_key_check("k-123").expect("check").as_deref(),
+            Some("city")
+        );
         assert_eq!(s.api_key_check("k-124").expect("check"), None);
         assert_eq!(s.api_keys().expect("list")[0].name, "city");
         assert!(s.api_key_remove("city").expect("remove"));
@@ -267,7 +291,10 @@ mod tests {
 
     #[test]
     fn roles_parse_and_order() {
-        assert_eq!("supervisor".parse::<OperatorRole>(), Ok(OperatorRole::Supervisor));
+        assert_eq!(
+            "supervisor".parse::<OperatorRole>(),
+            Ok(OperatorRole::Supervisor)
+        );
         assert!("root".parse::<OperatorRole>().is_err());
         assert!(OperatorRole::Viewer < OperatorRole::Admin);
     }
