@@ -133,7 +133,7 @@ fn a_fresh_store_has_the_sync_schema() {
         .conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!((version, SCHEMA_VERSION), (7, 7));
+    assert_eq!((version, SCHEMA_VERSION), (8, 8));
     for table in [
         "origin_grids",
         "peers",
@@ -144,6 +144,8 @@ fn a_fresh_store_has_the_sync_schema() {
         "staff",
         "photo_refs",
         "blob_wants",
+        "operators",
+        "api_keys",
     ] {
         let n: i64 = s
             .conn
