@@ -357,10 +357,10 @@ impl<E: Env> Device<E> {
 
     /// The writer of this node's events: every event it makes is signed with the node's key
     /// (reports, edits, photos, and a relay operator's decisions alike).
-    fn writer(&self) -> Result<Writer> {
+    fn writer(&self, author: Option<&str>) -> Result<Writer> {
         Ok(Writer::signing(
             &self.identity.secret,
-            self.identity.name.clone(),
+            author.unwrap_or(&self.identity.name).to_owned(),
             self.store.next_seq(&self.identity.node_id)?,
             self.store.clock_last()?,
         ))
@@ -380,8 +380,9 @@ impl<E: Env> Device<E> {
         grid: &GridCode,
         payloads: Vec<Payload>,
         photos: &[ProcessedPhoto],
+        author: Option<&str>,
     ) -> Result<()> {
-        let mut writer = self.writer()?;
+        let mut writer = self.writer(author)?;
         let now = self.env.now_ms();
         let events: Vec<_> = payloads
             .into_iter()
@@ -457,7 +458,7 @@ impl<E: Env> Device<E> {
         self.env.fill_random(&mut random)?;
         let id = IncidentId::new_v7(self.env.now_ms(), random);
         let grid = self.grid.clone().ok_or(DeviceError::NotADevice)?;
-        self.commit(id, &grid, payloads, &processed)?;
+        self.commit(id, &grid, payloads, &processed, None)?;
         Ok(id)
     }
 
@@ -467,6 +468,32 @@ impl<E: Env> Device<E> {
     /// status this edit leaves the incident in. Returns how many events were written.
     pub fn edit(
         &mut self,
+        id: IncidentId,
+        changes: Vec<Change>,
+        photos: Vec<(PhotoInput, Option<PhotoKind>)>,
+    ) -> Result<usize> {
+        self.edit_by(None, id, changes, photos)
+    }
+
+    /// [`Device::edit`] with `author` written on the events instead of the node's name: a
+    /// relay's console names the operator who decided (`"{relay name}/{operator}"`). The
+    /// events are this node's own, signed by its key, like every other.
+    pub fn edit_as(
+        &mut self,
+        author: &str,
+        id: IncidentId,
+        changes: Vec<Change>,
+        photos: Vec<(PhotoInput, Option<PhotoKind>)>,
+    ) -> Result<usize> {
+        if author.is_empty() || author.len() > gridsync_core::event::limits::MAX_AUTHOR_BYTES {
+            return Err(DeviceError::Name(author.to_owned()));
+        }
+        self.edit_by(Some(author), id, changes, photos)
+    }
+
+    fn edit_by(
+        &mut self,
+        author: Option<&str>,
         id: IncidentId,
         mut changes: Vec<Change>,
         photos: Vec<(PhotoInput, Option<PhotoKind>)>,
@@ -526,7 +553,7 @@ impl<E: Env> Device<E> {
                 }
             }
         }
-        self.commit(id, &grid, payloads, &processed)?;
+        self.commit(id, &grid, payloads, &processed, author)?;
         Ok(n)
     }
 
@@ -658,7 +685,7 @@ impl<E: Env> Device<E> {
         let mut random = [0u8; 10];
         self.env.fill_random(&mut random)?;
         let id = IncidentId::new_v7(self.env.now_ms(), random);
-        self.commit(id, grid, vec![payload], &[])
+        self.commit(id, grid, vec![payload], &[], None)
     }
 
     /// What is waiting to sync: own events not yet acknowledged upstream, blobs not yet sent.

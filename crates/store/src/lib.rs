@@ -16,12 +16,14 @@
 //! - `staff`: the grid roster (folded by `write` from the roster events).
 //! - `ops`: what an operator reads of a relay (children's contact and backlog, upstream
 //!   acknowledgements, storage used) and the online backup.
+//! - `prune`: safe blobs and pruning a handheld's photos (schema 10).
+//! - `operators`: the console's operator accounts and API keys (schema 8).
 //! - `blobs`: stored blobs, partial uploads, what a parent holds.
 //! - `sync`: only the [`gridsync_proto::SyncStore`] adapter over the above.
 //! - `error`: [`StoreError`] and what of it a peer may be told.
 //! - `schema`: connection set-up and migrations.
 //!
-//! Tables (schema version 9; `schema.rs` has the migrations):
+//! Tables (schema version 10; `schema.rs` has the migrations):
 //! - `events`: the log, unique on `(origin, seq)`; `local_seq` (the rowid) is the arrival
 //!   order download cursors count in; `via` is the peer an event was received from (NULL
 //!   for own events), so a download never sends an event back where it came from.
@@ -42,7 +44,11 @@
 //!   to fetch, until held (PROTOCOL.md §8.11).
 //! - `peer_contact`: per child, its last contact, sessions, events sent here and the download
 //!   position it last reached; `upstream_acks`: when each parent last acknowledged a batch.
-//! - `cursors`: sync progress per peer; `meta`: identity and clock.
+//! - `operators`, `api_keys`: the console's accounts (role, Argon2id PHC string) and the
+//!   SHA-256 of each Open311 API key; local to this relay, never events, never synced.
+//! - `blobs_safe`, `blobs_asking`, `blobs_pruned`: photos known held at the district, those
+//!   still to ask a parent about, and a handheld's pruned photos (schema 10).
+//! - `cursors`: sync progress per peer; `meta`: identity, clock and settings.
 //!
 //! [`Store`] implements [`gridsync_proto::SyncStore`], the storage sync sessions run on, with
 //! every query costing what is new or asked, not the store's size.
@@ -57,6 +63,7 @@ mod error;
 mod meta;
 mod open;
 mod ops;
+mod operators;
 mod peers;
 mod prune;
 mod read;
@@ -74,6 +81,7 @@ pub use error::StoreError;
 pub use gridsync_proto::BlobKind;
 pub use meta::{Identity, ACKED_OWN_SEQ, DOWN, UPSTREAM};
 pub use ops::{PeerContact, StorageUse};
+pub use operators::{ApiKey, Operator, OperatorRole, ParseRoleError};
 pub use peers::PeerRow;
 pub use prune::{PruneReport, Pruned};
 pub use read::{Counts, Pending, PAGE_EXAMINE};

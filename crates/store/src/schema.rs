@@ -228,9 +228,23 @@ const MIGRATIONS: &[&str] = &[
 
     INSERT OR REPLACE INTO meta (key, value) VALUES ('index_photo_refs', x'01');
     "#,
-    // 8:
+    // 8: the console's operator accounts and Open311 API keys (`operators.rs`). Local to
+    // this relay: not events, never synced. `password` is an Argon2id PHC string;
+    // `key_hash` the SHA-256 of an API key (the key itself is shown once and not kept).
     r#"
-    -- placeholder: replaced at merge by the console helper's migration
+    CREATE TABLE operators (
+        name       TEXT    PRIMARY KEY,
+        role       TEXT    NOT NULL CHECK (role IN ('viewer', 'dispatcher', 'supervisor', 'admin')),
+        password   TEXT    NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE api_keys (
+        name       TEXT    PRIMARY KEY,
+        key_hash   BLOB    NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL
+    ) STRICT;
     "#,
     // 9: operations (`ops.rs`, behind `gridsync-relay status`). `peer_contact`: per child,
     // its last contact (written at each session's start and end, one row, never per event),

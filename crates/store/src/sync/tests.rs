@@ -144,6 +144,8 @@ fn a_fresh_store_has_the_sync_schema() {
         "staff",
         "photo_refs",
         "blob_wants",
+        "operators",
+        "api_keys",
         "peer_contact",
         "upstream_acks",
         "blobs_safe",

@@ -4,6 +4,7 @@
 #[path = "../../shared/mod.rs"]
 #[macro_use]
 mod shared;
+mod accounts;
 mod config;
 mod stats;
 
@@ -244,6 +245,17 @@ enum Command {
     Staff {
         #[command(subcommand)]
         command: StaffCommand,
+    },
+    /// The web console's operator accounts (local to this relay, never synced): the password
+    /// is read from standard input (its first line), or prompted twice on a terminal.
+    Operator {
+        #[command(subcommand)]
+        command: accounts::OperatorCommand,
+    },
+    /// The API keys of the console's Open311 API (`requests.json` needs one).
+    Apikey {
+        #[command(subcommand)]
+        command: accounts::ApiKeyCommand,
     },
 }
 
@@ -537,6 +549,8 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("{}: the backup does not open", file.display()))?;
             say!("backed up {} to {}", db.display(), file.display());
         }
+        Command::Operator { command } => accounts::operator(db, command, now_ms())?,
+        Command::Apikey { command } => accounts::api_key(db, command, now_ms())?,
         Command::Status { json } => {
             let node = open_relay(db)?;
             let counts = node.counts()?;
