@@ -1131,6 +1131,7 @@ async fn evaluation_download(
     q: EvalQuery,
     format: &'static str,
 ) -> Result<Response, AppError> {
+    evaluation::check(&q, format).map_err(AppError::BadInput)?;
     let now = state.now_ms();
     let (ty, name, bytes) = state
         .read(move |s| Ok(evaluation::download(s, now, &q, format)?))

@@ -81,7 +81,7 @@ impl EvalQuery {
 
 /// Where the page links its downloads: `{DOWNLOAD_PATH}.csv` and `{DOWNLOAD_PATH}.json`, with
 /// the page's `since`/`until`.
-pub const DOWNLOAD_PATH: &str = "/evaluation/download";
+pub const DOWNLOAD_PATH: &str = "/evaluation";
 
 /// The formats [`download`] makes.
 pub const FORMATS: &[&str] = &["csv", "json"];
@@ -865,7 +865,7 @@ mod tests {
             html.contains("<tr><th scope=\"row\">wang-li</th><td>2</td><td>0</td><td>0</td></tr>")
         );
         assert!(!html.contains("<script"), "no script at all");
-        assert!(html.contains("href=\"/evaluation/download.csv\""));
+        assert!(html.contains("href=\"/evaluation.csv\""));
     }
 
     #[test]
@@ -881,7 +881,7 @@ mod tests {
         );
         assert!(html.contains("1 cases closed"));
         assert!(html.contains("value=\"2026-03-02T10:00:00Z\""));
-        assert!(html.contains("href=\"/evaluation/download.csv?since=2026-03-02T10:00:00Z\""));
+        assert!(html.contains("href=\"/evaluation.csv?since=2026-03-02T10:00:00Z\""));
         // The district's one closed case: 100 % at the district, a fail.
         assert!(html.contains("<tr><th scope=\"row\">district</th><td>1</td><td>100.0%</td><td>under 5%</td><td><span class=\"eval-fail\">"));
         let bad = EvalQuery {

@@ -144,6 +144,14 @@ pub async fn start(
     Ok(ConsoleHandle { local_addr, task })
 }
 
+impl TlsFiles {
+    /// Reads and checks the certificate chain and key, as [`start`] does: a daemon calls it
+    /// before starting anything else, so a bad file stops it with one line naming the file.
+    pub fn check(&self) -> Result<(), ConsoleError> {
+        tls_acceptor(self).map(|_| ())
+    }
+}
+
 /// Reads the PEM certificate chain and key of `files` into a TLS acceptor (rustls with the
 /// `ring` provider, HTTP/1.1 only).
 fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, ConsoleError> {

@@ -118,6 +118,8 @@ pub struct Relay {
     pub addr: String,
     /// The node id it printed.
     pub id: String,
+    /// The lines it printed after its first.
+    lines: Option<std::sync::mpsc::Receiver<std::io::Result<String>>>,
 }
 
 impl Relay {
@@ -149,15 +151,18 @@ impl Relay {
             log,
             addr: String::new(),
             id: String::new(),
+            lines: None,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let line = match rx.recv_timeout(DEADLINE) {
-            Ok(Some(Ok(line))) => line,
+            Ok(Ok(line)) => line,
             other => panic!(
                 "the relay printed no first line ({other:?}); its log:\n{}",
                 relay.log_text()
@@ -173,7 +178,19 @@ impl Relay {
         assert_ne!(addr, "127.0.0.1:0", "the real port is printed: {line}");
         relay.addr = addr.to_owned();
         relay.id = id.to_owned();
+        relay.lines = Some(rx);
         relay
+    }
+
+    /// The next line the relay printed on standard output (waiting for it).
+    pub fn next_line(&self) -> String {
+        match self.lines.as_ref().map(|rx| rx.recv_timeout(DEADLINE)) {
+            Some(Ok(Ok(line))) => line,
+            other => panic!(
+                "the relay printed no further line ({other:?}); its log:\n{}",
+                self.log_text()
+            ),
+        }
     }
 
     pub fn log_text(&self) -> String {

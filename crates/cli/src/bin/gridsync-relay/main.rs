@@ -12,6 +12,7 @@ use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -889,9 +890,24 @@ fn serve(
     options: gridsync_relay::RelayOptions,
     console: config::ConsoleSettings,
 ) -> Result<()> {
-    // Until the console is wired in (below), --http is refused before anything starts.
-    if let Some(http) = console.http {
-        bail!("--http {http}: the web console is not built into this binary yet");
+    // The console's settings are checked before anything starts: a bad boundary file is one
+    // line, and no relay half-starts.
+    let map = gridsync_console::map::MapConfig {
+        tiles: console.map_tiles.clone(),
+        grids: match &console.map_grids {
+            Some(path) => Some(gridsync_console::map::load_grids(path)?),
+            None => None,
+        },
+    };
+    let tls = match (&console.cert, &console.key) {
+        (Some(cert), Some(key)) => Some(gridsync_console::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    if let Some(files) = &tls {
+        files.check()?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -902,17 +918,46 @@ fn serve(
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         let relay = gridsync_relay::start_with(db, listen, upstream, options).await?;
-        // console: wired by the lead at merge (started here, with `relay.metrics()` and
-        // `console`, when `console.http` is set).
-        say!("listening on {} as {}", relay.local_addr, relay.node_id);
-        std::io::stdout().flush()?;
         let stop = relay.shutdown_sender();
+        let web = match console.http {
+            Some(addr) => {
+                let metrics: Option<gridsync_console::MetricsFn> = console.metrics.then(|| {
+                    let m = relay.metrics();
+                    Arc::new(move || m.render()) as gridsync_console::MetricsFn
+                });
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let options = gridsync_console::ConsoleOptions {
+                    db: db.to_owned(),
+                    addr,
+                    tls,
+                    open311: console.open311,
+                    metrics,
+                    map,
+                };
+                match gridsync_console::start(options, stop.subscribe()).await {
+                    Ok(web) => Some((web, scheme)),
+                    Err(e) => {
+                        relay.stop().await;
+                        return Err(anyhow::Error::new(e).context("starting the web console"));
+                    }
+                }
+            }
+            None => None,
+        };
+        say!("listening on {} as {}", relay.local_addr, relay.node_id);
+        if let Some((web, scheme)) = &web {
+            say!("console on {scheme}://{}", web.local_addr);
+        }
+        std::io::stdout().flush()?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         }
         let _ = stop.send(true);
         relay.wait().await;
+        if let Some((web, _)) = web {
+            web.wait().await;
+        }
         anyhow::Ok(())
     })
 }
