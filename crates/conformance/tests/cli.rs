@@ -87,7 +87,7 @@ fn vectors_pass_on_the_repository_fixtures() {
     let out = harness(&["vectors", "--dir", dir]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert_eq!(text.lines().last(), Some("18 passed, 0 failed"), "{text}");
+    assert_eq!(text.lines().last(), Some("20 passed, 0 failed"), "{text}");
 }
 
 #[test]
