@@ -24,7 +24,10 @@ use std::fmt::Write as _;
 
 use gridsync_core::{Level, Millis, Status, Verdict};
 use gridsync_relay::export::{csv_text, parse_time};
-use gridsync_relay::stats::{self, Durations, Figures, GroupBy, Stats, Window};
+use gridsync_relay::stats::{
+    self, duration_text as duration, percent_text as percent, Durations, Figures, GroupBy, Stats,
+    Window,
+};
 use gridsync_store::{Store, StoreError};
 
 use crate::html::escape;
@@ -129,28 +132,6 @@ fn window_or_all(query: &EvalQuery) -> (Window, Option<String>) {
     match query.window() {
         Ok(w) => (w, None),
         Err(e) => (Window::default(), Some(e)),
-    }
-}
-
-/// A duration as `45s`, `12m`, `3h05m` or `2d04h` (as `gridsync-relay stats` prints it).
-fn duration(ms: Option<u64>) -> String {
-    let Some(ms) = ms else {
-        return "-".into();
-    };
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-fn percent(count: u64, of: u64) -> String {
-    if of == 0 {
-        "-".into()
-    } else {
-        format!("{:.1}%", count as f64 * 100.0 / of as f64)
     }
 }
 

@@ -50,6 +50,30 @@ pub fn staff_name(assignee: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// A duration as `45s`, `12m`, `3h05m` or `2d04h` (`-` for none): how `gridsync-relay stats`
+/// and the console's evaluation page print the times.
+pub fn duration_text(ms: Option<u64>) -> String {
+    let Some(ms) = ms else {
+        return "-".into();
+    };
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `count` as a share of `of`, one decimal (`12.5%`), or `-` when `of` is 0.
+pub fn percent_text(count: u64, of: u64) -> String {
+    if of == 0 {
+        "-".into()
+    } else {
+        format!("{:.1}%", count as f64 * 100.0 / of as f64)
+    }
+}
+
 /// Which reports count, by report time (Unix ms): `since` included, `until` excluded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Window {

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 
 use gridsync_core::{Level, Status, Verdict};
-use gridsync_relay::stats::{ClosedAtLevel, Durations, Stats};
+use gridsync_relay::stats::{
+    duration_text as duration, percent_text as percent, ClosedAtLevel, Durations, Stats,
+};
 
 fn time(ms: u64) -> String {
     i64::try_from(ms)
@@ -14,28 +16,6 @@ fn time(ms: u64) -> String {
             || format!("{ms} ms"),
             |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )
-}
-
-/// A duration as `45s`, `12m`, `3h05m` or `2d04h`.
-fn duration(ms: Option<u64>) -> String {
-    let Some(ms) = ms else {
-        return "-".into();
-    };
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-fn percent(count: u64, of: u64) -> String {
-    if of == 0 {
-        "-".into()
-    } else {
-        format!("{:.1}%", count as f64 * 100.0 / of as f64)
-    }
 }
 
 fn level_lines(out: &mut String, levels: &ClosedAtLevel) {
