@@ -425,7 +425,7 @@ district.</p>"
     out.push_str("\n<table class=\"eval-levels\"><caption>Closed cases by level</caption>");
     th_row(&mut out, &["level", "closed", "share", "target", "result"]);
     out.push_str("<tbody>");
-    for r in &rows {
+    for (i, r) in rows.iter().enumerate() {
         let _ = write!(
             out,
             "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -435,17 +435,21 @@ district.</p>"
             escape(r.target),
             mark(r.passes(closed))
         );
-    }
-    for (name, level) in [
-        ("of which grid", Level::Grid),
-        ("of which community", Level::Community),
-    ] {
-        let n = f.closed_at_level.get(level).count;
-        let _ = write!(
-            out,
-            "<tr class=\"eval-sub\"><th scope=\"row\">{name}</th><td>{n}</td><td>{}</td><td></td><td></td></tr>",
-            percent(n, closed)
-        );
+        // The community's target counts the grid and community levels together: their split
+        // right under it.
+        if i == 0 {
+            for (name, level) in [
+                ("of which grid", Level::Grid),
+                ("of which community", Level::Community),
+            ] {
+                let n = f.closed_at_level.get(level).count;
+                let _ = write!(
+                    out,
+                    "<tr class=\"eval-sub\"><th scope=\"row\">{name}</th><td>{n}</td><td>{}</td><td></td><td></td></tr>",
+                    percent(n, closed)
+                );
+            }
+        }
     }
     out.push_str("</tbody></table>\n");
 
