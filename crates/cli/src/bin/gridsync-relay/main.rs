@@ -164,7 +164,7 @@ enum Command {
         #[arg(long, requires = "http")]
         open311: bool,
         /// The tile URL template of the console's map, e.g.
-        /// https://tiles.example/{z}/{x}/{y}.png (none: the map draws without tiles).
+        /// `https://tiles.example/{z}/{x}/{y}.png` (none: the map draws without tiles).
         #[arg(long, requires = "http")]
         map_tiles: Option<String>,
         /// The district's grid boundaries for the console's map (GeoJSON).
